@@ -1,0 +1,41 @@
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+use service_kit::duration;
+
+use crate::patterns::Mode;
+
+/// order-service: takes orders and turns each into exactly one `OrderPlaced`.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "order-service", version, about)]
+pub struct Config {
+    /// PostgreSQL database owned by order-service.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// Port 0 picks a free port; the log says which.
+    #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8081")]
+    pub listen_addr: SocketAddr,
+    /// How a stored order becomes an event.
+    #[arg(long, env = "ORDER_MODE", value_enum, default_value_t = Mode::Outbox)]
+    pub mode: Mode,
+    /// Prefix of stream and subject names, to share one NATS between deployments.
+    #[arg(long, env = "EVENTS_PREFIX", default_value = "")]
+    pub events_prefix: String,
+    /// JetStream's duplicate window for the order stream (only used when creating it).
+    #[arg(long, env = "DUPLICATE_WINDOW", default_value = "2m", value_parser = duration::parse)]
+    pub duplicate_window: Duration,
+    /// Most outbox rows one relay step publishes.
+    #[arg(long, env = "RELAY_BATCH_SIZE", default_value_t = 200)]
+    pub relay_batch_size: i64,
+    /// How often the relay looks at the outbox when no notification woke it.
+    #[arg(long, env = "RELAY_POLL_INTERVAL", default_value = "1s", value_parser = duration::parse)]
+    pub relay_poll_interval: Duration,
+    #[arg(long, env = "DB_MAX_CONNECTIONS", default_value_t = 16)]
+    pub db_max_connections: u32,
+    /// How long to wait for the database and NATS at start-up.
+    #[arg(long, env = "STARTUP_TIMEOUT", default_value = "30s", value_parser = duration::parse)]
+    pub startup_timeout: Duration,
+}

@@ -1,0 +1,11 @@
+//! Order-service's domain: input is parsed into these types before anything
+//! else happens, so the rest of the code only ever sees valid orders.
+
+mod idempotency;
+mod order;
+
+pub use idempotency::IdempotencyKey;
+pub use order::{
+    CustomerId, LineRequest, MAX_LINES, NewOrder, Order, OrderLine, PlaceOrderRequest,
+    ValidationError,
+};

@@ -1,0 +1,290 @@
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use shared_events::{Currency, OrderPlaced, OrderPlacedLine};
+use uuid::Uuid;
+
+/// Most lines one order may have.
+pub const MAX_LINES: usize = 100;
+const MAX_ID_LEN: usize = 64;
+
+/// The body of `POST /orders`, as the client sent it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlaceOrderRequest {
+    pub customer_id: String,
+    pub currency: String,
+    pub lines: Vec<LineRequest>,
+}
+
+/// One line of a [`PlaceOrderRequest`]. Numbers are signed so that a negative
+/// value is reported as such rather than as a type error.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LineRequest {
+    pub sku: String,
+    pub quantity: i64,
+    pub unit_price_minor: i64,
+}
+
+/// A request that broke a business rule. `code` is stable for clients.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValidationError {
+    #[error("customer_id must be 1 to {MAX_ID_LEN} characters of letters, digits, '-' or '_'")]
+    InvalidCustomerId,
+    #[error("{0:?} is not a known ISO 4217 currency code")]
+    UnknownCurrency(String),
+    #[error("an order needs at least one line")]
+    NoLines,
+    #[error("an order may have at most {MAX_LINES} lines, got {0}")]
+    TooManyLines(usize),
+    #[error("line {line}: sku must be 1 to {MAX_ID_LEN} printable characters")]
+    InvalidSku { line: usize },
+    #[error("line {line}: quantity must be at least 1, got {quantity}")]
+    InvalidQuantity { line: usize, quantity: i64 },
+    #[error("line {line}: unit_price_minor must not be negative, got {price}")]
+    NegativePrice { line: usize, price: i64 },
+    #[error("the order total does not fit in a 64-bit amount of minor units")]
+    TotalOverflow,
+}
+
+impl ValidationError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidCustomerId => "invalid_customer_id",
+            Self::UnknownCurrency(_) => "unknown_currency",
+            Self::NoLines => "no_lines",
+            Self::TooManyLines(_) => "too_many_lines",
+            Self::InvalidSku { .. } => "invalid_sku",
+            Self::InvalidQuantity { .. } => "invalid_quantity",
+            Self::NegativePrice { .. } => "negative_price",
+            Self::TotalOverflow => "total_overflow",
+        }
+    }
+}
+
+/// Who placed an order.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct CustomerId(String);
+
+impl CustomerId {
+    pub fn parse(raw: String) -> Result<Self, ValidationError> {
+        let valid = !raw.is_empty()
+            && raw.len() <= MAX_ID_LEN
+            && raw
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if valid {
+            Ok(Self(raw))
+        } else {
+            Err(ValidationError::InvalidCustomerId)
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A valid order line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OrderLine {
+    pub sku: String,
+    pub quantity: i64,
+    pub unit_price_minor: i64,
+}
+
+/// A valid order that has not been stored yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOrder {
+    customer_id: CustomerId,
+    currency: Currency,
+    lines: Vec<OrderLine>,
+    total_minor: i64,
+}
+
+impl TryFrom<PlaceOrderRequest> for NewOrder {
+    type Error = ValidationError;
+
+    fn try_from(request: PlaceOrderRequest) -> Result<Self, ValidationError> {
+        let customer_id = CustomerId::parse(request.customer_id)?;
+        let currency = Currency::from_code(&request.currency)
+            .ok_or(ValidationError::UnknownCurrency(request.currency))?;
+        if request.lines.is_empty() {
+            return Err(ValidationError::NoLines);
+        }
+        if request.lines.len() > MAX_LINES {
+            return Err(ValidationError::TooManyLines(request.lines.len()));
+        }
+        let mut total_minor: i64 = 0;
+        let mut lines = Vec::with_capacity(request.lines.len());
+        for (index, line) in request.lines.into_iter().enumerate() {
+            let number = index + 1;
+            let sku_ok = !line.sku.is_empty()
+                && line.sku.len() <= MAX_ID_LEN
+                && !line.sku.chars().any(char::is_control);
+            if !sku_ok {
+                return Err(ValidationError::InvalidSku { line: number });
+            }
+            if line.quantity < 1 {
+                return Err(ValidationError::InvalidQuantity {
+                    line: number,
+                    quantity: line.quantity,
+                });
+            }
+            if line.unit_price_minor < 0 {
+                return Err(ValidationError::NegativePrice {
+                    line: number,
+                    price: line.unit_price_minor,
+                });
+            }
+            total_minor = line
+                .quantity
+                .checked_mul(line.unit_price_minor)
+                .and_then(|amount| total_minor.checked_add(amount))
+                .ok_or(ValidationError::TotalOverflow)?;
+            lines.push(OrderLine {
+                sku: line.sku,
+                quantity: line.quantity,
+                unit_price_minor: line.unit_price_minor,
+            });
+        }
+        Ok(Self {
+            customer_id,
+            currency,
+            lines,
+            total_minor,
+        })
+    }
+}
+
+impl NewOrder {
+    pub fn customer_id(&self) -> &CustomerId {
+        &self.customer_id
+    }
+
+    pub fn currency(&self) -> Currency {
+        self.currency
+    }
+
+    pub fn lines(&self) -> &[OrderLine] {
+        &self.lines
+    }
+
+    pub fn total_minor(&self) -> i64 {
+        self.total_minor
+    }
+
+    /// A stable digest of the order's content, to tell an idempotent retry
+    /// from a different request that reuses a key.
+    pub fn fingerprint(&self) -> Vec<u8> {
+        use sha2::{Digest, Sha256};
+        let mut hash = Sha256::new();
+        hash.update(self.customer_id.as_str());
+        hash.update([0]);
+        hash.update(self.currency.code());
+        for line in &self.lines {
+            hash.update([0]);
+            hash.update(&line.sku);
+            hash.update([0]);
+            hash.update(line.quantity.to_be_bytes());
+            hash.update(line.unit_price_minor.to_be_bytes());
+        }
+        hash.finalize().to_vec()
+    }
+}
+
+/// A stored order, as `GET /orders/{id}` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Order {
+    pub id: Uuid,
+    pub customer_id: String,
+    pub currency: String,
+    pub total_minor: i64,
+    pub lines: Vec<OrderLine>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl Order {
+    /// The event that announces this order.
+    pub fn placed_event(&self) -> OrderPlaced {
+        OrderPlaced {
+            order_id: self.id,
+            customer_id: self.customer_id.clone(),
+            currency: self.currency.clone(),
+            total_minor: self.total_minor,
+            lines: self
+                .lines
+                .iter()
+                .map(|l| OrderPlacedLine {
+                    sku: l.sku.clone(),
+                    quantity: l.quantity,
+                    unit_price_minor: l.unit_price_minor,
+                })
+                .collect(),
+            placed_at: self.created_at,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(lines: Vec<(i64, i64)>) -> PlaceOrderRequest {
+        PlaceOrderRequest {
+            customer_id: "alice".into(),
+            currency: "EUR".into(),
+            lines: lines
+                .into_iter()
+                .map(|(quantity, unit_price_minor)| LineRequest {
+                    sku: "SKU-1".into(),
+                    quantity,
+                    unit_price_minor,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_valid_request_gets_its_total() {
+        let order = NewOrder::try_from(request(vec![(2, 1250), (1, 99)])).unwrap();
+        assert_eq!(order.total_minor(), 2599);
+    }
+
+    #[test]
+    fn each_broken_rule_has_its_error() {
+        let cases = [
+            (request(vec![]), "no_lines"),
+            (request(vec![(0, 100)]), "invalid_quantity"),
+            (request(vec![(-1, 100)]), "invalid_quantity"),
+            (request(vec![(1, -5)]), "negative_price"),
+            (request(vec![(i64::MAX, 2)]), "total_overflow"),
+            (request(vec![(1, i64::MAX), (1, 1)]), "total_overflow"),
+            (request(vec![(1, 1); MAX_LINES + 1]), "too_many_lines"),
+        ];
+        for (input, code) in cases {
+            assert_eq!(NewOrder::try_from(input).unwrap_err().code(), code);
+        }
+        let mut unknown = request(vec![(1, 1)]);
+        unknown.currency = "XYZ".into();
+        assert_eq!(
+            NewOrder::try_from(unknown).unwrap_err().code(),
+            "unknown_currency"
+        );
+        let mut bad_customer = request(vec![(1, 1)]);
+        bad_customer.customer_id = "a b".into();
+        assert_eq!(
+            NewOrder::try_from(bad_customer).unwrap_err().code(),
+            "invalid_customer_id"
+        );
+    }
+
+    #[test]
+    fn the_fingerprint_changes_with_the_content() {
+        let a = NewOrder::try_from(request(vec![(1, 100)])).unwrap();
+        let b = NewOrder::try_from(request(vec![(1, 101)])).unwrap();
+        assert_eq!(a.fingerprint(), a.clone().fingerprint());
+        assert_ne!(a.fingerprint(), b.fingerprint());
+    }
+}

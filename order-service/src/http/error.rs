@@ -1,0 +1,60 @@
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use service_kit::http::{error_response, internal_error};
+
+use crate::domain::{IdempotencyKey, ValidationError};
+use crate::patterns::PlaceError;
+
+/// Every way an order-service request can fail, as the client sees it.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Validation(#[from] ValidationError),
+    #[error(
+        "Idempotency-Key must be 1 to {} visible ASCII characters",
+        IdempotencyKey::MAX_LEN
+    )]
+    InvalidIdempotencyKey,
+    #[error("this Idempotency-Key was already used with a different request body")]
+    IdempotencyKeyReused,
+    #[error("{0:?} is not an order id")]
+    InvalidOrderId(String),
+    #[error("limit must be between 1 and {0}")]
+    InvalidLimit(u32),
+    #[error("no order with this id")]
+    OrderNotFound,
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<PlaceError> for ApiError {
+    fn from(error: PlaceError) -> Self {
+        match error {
+            PlaceError::KeyReused => ApiError::IdempotencyKeyReused,
+            PlaceError::Internal(error) => ApiError::Internal(error),
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> Self {
+        ApiError::Internal(error.into())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = match &self {
+            ApiError::Validation(e) => (StatusCode::UNPROCESSABLE_ENTITY, e.code()),
+            ApiError::InvalidIdempotencyKey => (StatusCode::BAD_REQUEST, "invalid_idempotency_key"),
+            ApiError::IdempotencyKeyReused => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused")
+            }
+            ApiError::InvalidOrderId(_) => (StatusCode::BAD_REQUEST, "invalid_order_id"),
+            ApiError::InvalidLimit(_) => (StatusCode::BAD_REQUEST, "invalid_limit"),
+            ApiError::OrderNotFound => (StatusCode::NOT_FOUND, "order_not_found"),
+            ApiError::Internal(error) => return internal_error(error),
+        };
+        error_response(status, code, &self.to_string())
+    }
+}

@@ -1,0 +1,111 @@
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use service_kit::http::{JsonBody, query_rejection};
+use uuid::Uuid;
+
+use super::{ApiError, AppState};
+use crate::db;
+use crate::domain::{IdempotencyKey, NewOrder, Order, PlaceOrderRequest};
+use crate::patterns::Placement;
+
+const DEFAULT_PAGE: u32 = 50;
+const MAX_PAGE: u32 = 500;
+
+/// `POST /orders`: 201 with the order and its `Location`. With an
+/// `Idempotency-Key`, a retry of the same body returns the same order
+/// (and `Idempotent-Replayed: true`); a different body under the key is 422.
+pub async fn place(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    JsonBody(request): JsonBody<PlaceOrderRequest>,
+) -> Result<Response, ApiError> {
+    let key = match headers.get("idempotency-key") {
+        None => None,
+        Some(value) => Some(
+            value
+                .to_str()
+                .ok()
+                .and_then(IdempotencyKey::parse)
+                .ok_or(ApiError::InvalidIdempotencyKey)?,
+        ),
+    };
+    let order = NewOrder::try_from(request)?;
+    let placed = state.pattern.place(Placement { order, key }).await?;
+    if !placed.replayed {
+        metrics::counter!("orders_placed_total").increment(1);
+    }
+    let location = format!("/orders/{}", placed.order.id);
+    let mut response = (
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(placed.order),
+    )
+        .into_response();
+    if placed.replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+/// `GET /orders/{id}`.
+pub async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Order>, ApiError> {
+    let id = Uuid::parse_str(&id).map_err(|_| ApiError::InvalidOrderId(id))?;
+    let mut conn = state.pool.acquire().await?;
+    db::orders::find(&mut conn, id)
+        .await?
+        .map(Json)
+        .ok_or(ApiError::OrderNotFound)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    customer_id: Option<String>,
+    /// Id of the last order of the previous page.
+    after: Option<Uuid>,
+    limit: Option<u32>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct OrderPage {
+    orders: Vec<Order>,
+    /// Pass as `after` to get the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_after: Option<Uuid>,
+}
+
+/// `GET /orders?customer_id=&after=&limit=`: orders oldest first, keyset-paginated.
+pub async fn list(
+    State(state): State<AppState>,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(params) = match params {
+        Ok(params) => params,
+        Err(rejection) => return Ok(query_rejection(&rejection)),
+    };
+    let limit = params.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::InvalidLimit(MAX_PAGE));
+    }
+    let mut conn = state.pool.acquire().await?;
+    let orders = db::orders::list(
+        &mut conn,
+        params.customer_id.as_deref(),
+        params.after,
+        i64::from(limit),
+    )
+    .await?;
+    let next_after = (orders.len() == limit as usize)
+        .then(|| orders.last().map(|o| o.id))
+        .flatten();
+    Ok(Json(OrderPage { orders, next_after }).into_response())
+}

@@ -1,0 +1,65 @@
+//! `dual-write`: the control. COMMIT the order, then publish `OrderPlaced`.
+//!
+//! Guarantee: none. If the process dies (or NATS is unreachable) between the
+//! COMMIT and the PubAck, the order is stored and the event is gone for good;
+//! nothing will ever publish it. The e2e suite asserts this loss.
+
+use anyhow::Context as _;
+use shared_events::{Envelope, jetstream};
+use uuid::Uuid;
+
+use super::store::{self, Begun};
+use super::{Deps, PlaceError, Placed, Placement};
+use service_kit::crash::crash_point;
+
+pub struct DualWrite {
+    deps: Deps,
+}
+
+impl DualWrite {
+    pub fn new(deps: Deps) -> Self {
+        Self { deps }
+    }
+
+    pub async fn place(&self, placement: Placement) -> Result<Placed, PlaceError> {
+        let (tx, order) = match store::begin(&self.deps.pool, placement).await? {
+            Begun::Replayed(order) => {
+                return Ok(Placed {
+                    order,
+                    replayed: true,
+                });
+            }
+            Begun::New(tx, order) => (tx, order),
+        };
+        tx.commit().await.context("committing the order")?;
+        crash_point("after_commit_before_publish");
+
+        let event = Envelope::new(Uuid::now_v7(), order.created_at, order.placed_event());
+        let subject = self.deps.names.order_placed_subject();
+        match jetstream::publish(
+            &self.deps.jetstream,
+            subject,
+            event.event_id,
+            event.to_bytes(),
+        )
+        .await
+        {
+            Ok(published) => {
+                metrics::counter!("events_published_total", "source" => "dual-write").increment(1);
+                if published.duplicate {
+                    metrics::counter!("events_publish_duplicates_total").increment(1);
+                }
+            }
+            Err(error) => {
+                // This is the flaw the control exists to show: the order is
+                // committed and its event is lost.
+                metrics::counter!("events_lost_total").increment(1);
+                tracing::error!(order_id = %order.id, error = %error, "event lost after commit");
+            }
+        }
+        Ok(Placed {
+            order,
+            replayed: false,
+        })
+    }
+}

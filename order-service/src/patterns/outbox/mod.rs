@@ -1,0 +1,71 @@
+//! `outbox`: the transactional outbox.
+//!
+//! Write path: the order and an outbox row holding its `OrderPlaced` are
+//! inserted in ONE transaction, so either both exist or neither does.
+//! Relay ([`relay`]): claims rows with `FOR UPDATE SKIP LOCKED`, publishes
+//! them, awaits every PubAck, and only then deletes them.
+//!
+//! Guarantee: every committed order is published at least once. A crash
+//! between PubAck and DELETE republishes the row with the same event id; the
+//! broker's duplicate window, and for good the consumer's ledger, absorb it.
+//! Failure modes: NATS down delays events (the rows wait); a relay crash
+//! rolls its claim back and another relay, or the restarted one, retries.
+
+pub mod relay;
+
+use anyhow::Context as _;
+use shared_events::Envelope;
+use uuid::Uuid;
+
+use super::store::{self, Begun};
+use super::{Deps, PlaceError, Placed, Placement, WorkerSettings};
+use crate::db;
+use service_kit::crash::crash_point;
+
+pub struct Outbox {
+    deps: Deps,
+    settings: WorkerSettings,
+}
+
+impl Outbox {
+    pub fn new(deps: Deps, settings: WorkerSettings) -> Self {
+        Self { deps, settings }
+    }
+
+    pub async fn place(&self, placement: Placement) -> Result<Placed, PlaceError> {
+        let (mut tx, order) = match store::begin(&self.deps.pool, placement).await? {
+            Begun::Replayed(order) => {
+                return Ok(Placed {
+                    order,
+                    replayed: true,
+                });
+            }
+            Begun::New(tx, order) => (tx, order),
+        };
+        let event = Envelope::new(Uuid::now_v7(), order.created_at, order.placed_event());
+        let payload = serde_json::to_value(&event).context("serializing OrderPlaced")?;
+        db::outbox::insert(
+            &mut tx,
+            event.event_id,
+            &self.deps.names.order_placed_subject(),
+            &payload,
+        )
+        .await
+        .context("inserting the outbox row")?;
+        tx.commit().await.context("committing the order")?;
+        crash_point("after_commit_before_publish");
+        Ok(Placed {
+            order,
+            replayed: false,
+        })
+    }
+
+    pub fn relay(&self) -> relay::Relay {
+        relay::Relay::new(
+            self.deps.pool.clone(),
+            self.deps.jetstream.clone(),
+            self.settings.relay_batch_size,
+            self.settings.relay_poll_interval,
+        )
+    }
+}

@@ -1,0 +1,156 @@
+//! The outbox relay: one step publishes one batch; [`Relay::run`] loops the
+//! step, sleeping on LISTEN/NOTIFY (with a poll as a fallback) when the outbox
+//! is empty.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::db;
+use service_kit::crash::crash_point;
+use shared_events::jetstream;
+
+/// The channel the outbox trigger notifies at COMMIT.
+const CHANNEL: &str = "outbox_inserted";
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// What one step did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// This many rows were published, acknowledged and deleted.
+    Published(usize),
+    /// Nothing was waiting.
+    Empty,
+}
+
+pub struct Relay {
+    pool: PgPool,
+    jetstream: async_nats::jetstream::Context,
+    batch_size: i64,
+    poll_interval: Duration,
+}
+
+impl Relay {
+    pub fn new(
+        pool: PgPool,
+        jetstream: async_nats::jetstream::Context,
+        batch_size: i64,
+        poll_interval: Duration,
+    ) -> Self {
+        Self {
+            pool,
+            jetstream,
+            batch_size,
+            poll_interval,
+        }
+    }
+
+    /// Claims a batch, publishes it (all sends first, then all acks, so the
+    /// round trips overlap), and deletes it in the claiming transaction.
+    /// On any error the transaction rolls back and the rows wait for a retry.
+    pub async fn relay_next_batch(&self) -> anyhow::Result<Step> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .context("beginning the relay transaction")?;
+        let rows = db::outbox::claim_batch(&mut tx, self.batch_size)
+            .await
+            .context("claiming outbox rows")?;
+        if rows.is_empty() {
+            return Ok(Step::Empty);
+        }
+        let mut pending = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let payload =
+                serde_json::to_vec(&row.payload).context("serializing an outbox payload")?;
+            pending.push(
+                jetstream::send(&self.jetstream, row.subject.clone(), row.event_id, payload)
+                    .await?,
+            );
+        }
+        let mut duplicates = 0_u64;
+        for ack in pending {
+            if ack.confirmed().await?.duplicate {
+                duplicates += 1;
+            }
+        }
+        crash_point("after_publish_before_mark");
+
+        let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
+        db::outbox::delete(&mut tx, &seqs)
+            .await
+            .context("deleting published outbox rows")?;
+        tx.commit()
+            .await
+            .context("committing the relay transaction")?;
+
+        metrics::counter!("events_published_total", "source" => "outbox")
+            .increment(rows.len() as u64);
+        metrics::counter!("events_publish_duplicates_total").increment(duplicates);
+        Ok(Step::Published(rows.len()))
+    }
+
+    /// Relays until `shutdown` is cancelled. A batch in hand is finished (its
+    /// publishes are bounded by the JetStream ack timeout) before returning.
+    pub async fn run(self, shutdown: CancellationToken) {
+        tracing::info!(batch_size = self.batch_size, "outbox relay started");
+        let mut listener = None;
+        let mut backoff = Duration::from_millis(100);
+        while !shutdown.is_cancelled() {
+            if listener.is_none() {
+                listener = self.listen().await;
+            }
+            match self.relay_next_batch().await {
+                Ok(Step::Published(_)) => {
+                    backoff = Duration::from_millis(100);
+                }
+                Ok(Step::Empty) => {
+                    backoff = Duration::from_millis(100);
+                    let woken = async {
+                        match listener.as_mut() {
+                            Some(l) => l.recv().await.map(drop),
+                            None => std::future::pending().await,
+                        }
+                    };
+                    tokio::select! {
+                        () = shutdown.cancelled() => {}
+                        () = tokio::time::sleep(self.poll_interval) => {}
+                        result = woken => if let Err(error) = result {
+                            tracing::warn!(%error, "outbox listener failed; polling until it reconnects");
+                            listener = None;
+                        },
+                    }
+                }
+                Err(error) => {
+                    metrics::counter!("relay_errors_total").increment(1);
+                    tracing::warn!(error = format!("{error:#}"), retry_in = ?backoff, "outbox relay step failed");
+                    tokio::select! {
+                        () = shutdown.cancelled() => {}
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+        tracing::info!("outbox relay stopped");
+    }
+
+    async fn listen(&self) -> Option<PgListener> {
+        let attempt = async {
+            let mut listener = PgListener::connect_with(&self.pool).await?;
+            listener.listen(CHANNEL).await?;
+            Ok::<_, sqlx::Error>(listener)
+        };
+        match attempt.await {
+            Ok(listener) => Some(listener),
+            Err(error) => {
+                tracing::warn!(%error, "cannot LISTEN for outbox inserts; polling");
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,33 @@
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+use service_kit::duration;
+
+/// rewards-service: credits reward points for every order, exactly once.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "rewards-service", version, about)]
+pub struct Config {
+    /// PostgreSQL database owned by rewards-service.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// Port 0 picks a free port; the log says which.
+    #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8082")]
+    pub listen_addr: SocketAddr,
+    /// Prefix of stream and subject names; must match order-service's.
+    #[arg(long, env = "EVENTS_PREFIX", default_value = "")]
+    pub events_prefix: String,
+    /// JetStream's duplicate window (only used if this service creates the stream).
+    #[arg(long, env = "DUPLICATE_WINDOW", default_value = "2m", value_parser = duration::parse)]
+    pub duplicate_window: Duration,
+    /// Messages processed at once.
+    #[arg(long, env = "CONSUMER_CONCURRENCY", default_value_t = 8)]
+    pub consumer_concurrency: usize,
+    #[arg(long, env = "DB_MAX_CONNECTIONS", default_value_t = 16)]
+    pub db_max_connections: u32,
+    /// How long to wait for the database and NATS at start-up.
+    #[arg(long, env = "STARTUP_TIMEOUT", default_value = "30s", value_parser = duration::parse)]
+    pub startup_timeout: Duration,
+}

@@ -1,0 +1,12 @@
+use clap::Parser;
+use rewards_service::Application;
+use rewards_service::config::Config;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    service_kit::telemetry::init_tracing();
+    let _crash_points = service_kit::crash::setup();
+    let config = Config::parse();
+    let app = Application::build(config).await?;
+    app.run_until_stopped(service_kit::shutdown::signal()).await
+}

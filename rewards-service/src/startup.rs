@@ -1,0 +1,108 @@
+use std::future::Future;
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+use service_kit::startup::{connect_database, connect_nats, retry_until};
+use shared_events::{Names, StreamSettings};
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::consumer::Consumer;
+use crate::http::{self, AppState};
+
+/// A built rewards-service: connected, migrated, bound, not yet serving.
+pub struct Application {
+    listener: TcpListener,
+    consumer: Consumer,
+    state: AppState,
+}
+
+impl Application {
+    /// Connects to PostgreSQL (running migrations) and NATS (creating the
+    /// streams), waiting up to `startup_timeout` for either, then binds.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let metrics = service_kit::telemetry::install_metrics()?;
+        let names = Names::new(&config.events_prefix)?;
+        let deadline = Instant::now() + config.startup_timeout;
+
+        let pool =
+            connect_database(&config.database_url, config.db_max_connections, deadline).await?;
+        sqlx::migrate!()
+            .run(&pool)
+            .await
+            .context("running rewards-service migrations")?;
+
+        let nats = connect_nats(&config.nats_url, "rewards-service").await?;
+        let jetstream = async_nats::jetstream::new(nats.clone());
+        let settings = StreamSettings {
+            duplicate_window: config.duplicate_window,
+        };
+        retry_until(deadline, "creating the JetStream streams", || {
+            shared_events::jetstream::ensure_streams(&jetstream, &names, &settings)
+        })
+        .await?;
+
+        let consumer = Consumer::new(
+            pool.clone(),
+            jetstream.clone(),
+            names.clone(),
+            config.consumer_concurrency,
+        );
+        retry_until(deadline, "creating the rewards consumer", || async {
+            consumer.ensure().await.map(drop)
+        })
+        .await?;
+
+        let listener = TcpListener::bind(config.listen_addr)
+            .await
+            .with_context(|| format!("binding {}", config.listen_addr))?;
+        tracing::info!("rewards-service ready");
+        Ok(Self {
+            listener,
+            consumer,
+            state: AppState {
+                pool,
+                nats,
+                jetstream,
+                names,
+                metrics,
+            },
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves HTTP and runs the consumer until `shutdown` completes; then
+    /// stops taking requests, lets in-flight ones finish, and waits for the
+    /// consumer to finish the messages in hand.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let stop = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let addr = self.local_addr()?;
+        tasks.spawn(self.consumer.run(stop.child_token()));
+        tracing::info!(%addr, "listening on http://{addr}");
+        let serve_stop = stop.clone();
+        let served = axum::serve(self.listener, http::router(self.state))
+            .with_graceful_shutdown(async move {
+                tokio::select! {
+                    () = shutdown => {}
+                    () = serve_stop.cancelled() => {}
+                }
+            })
+            .await;
+        stop.cancel();
+        tasks.close();
+        tasks.wait().await;
+        tracing::info!("rewards-service stopped");
+        served.context("serving HTTP")
+    }
+}

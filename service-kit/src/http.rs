@@ -1,0 +1,187 @@
+//! HTTP plumbing: every error a client sees is `{"error": {"code", "message"}}`
+//! with a stable `code`; internal errors reach the log, never the client.
+
+use std::time::Instant;
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRequest, MatchedPath, Request};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+/// The text of an internal error, carried in the response's extensions so
+/// that [`observe`] logs it inside the request's span. Never sent.
+#[derive(Clone, Debug)]
+pub struct InternalError(pub String);
+
+/// A client error: `status`, a stable `code` and a human `message`.
+pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = ErrorBody {
+        error: ErrorDetail { code, message },
+    };
+    (status, Json(body)).into_response()
+}
+
+/// A 500 that tells the client nothing and hands `error` to the logging middleware.
+pub fn internal_error(error: &anyhow::Error) -> Response {
+    let mut response = error_response(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "internal error; the request may be retried",
+    );
+    response
+        .extensions_mut()
+        .insert(InternalError(format!("{error:#}")));
+    response
+}
+
+/// A 503 with `Retry-After`, for when a dependency is down.
+pub fn unavailable(code: &str, message: &str, retry_after_secs: u32) -> Response {
+    let mut response = error_response(StatusCode::SERVICE_UNAVAILABLE, code, message);
+    response.headers_mut().insert(
+        axum::http::header::RETRY_AFTER,
+        axum::http::HeaderValue::from(retry_after_secs),
+    );
+    response
+}
+
+/// Logs internal errors and records request count and latency per route.
+pub async fn observe(request: Request, next: Next) -> Response {
+    let path = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().to_string();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    if let Some(InternalError(text)) = response.extensions().get::<InternalError>() {
+        tracing::error!(error = %text, "request failed");
+    }
+    metrics::histogram!(
+        "http_request_duration_seconds",
+        "method" => method,
+        "path" => path,
+        "status" => response.status().as_u16().to_string(),
+    )
+    .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// JSON 404 for unknown routes.
+pub async fn not_found() -> Response {
+    error_response(StatusCode::NOT_FOUND, "not_found", "no such resource")
+}
+
+/// JSON 405 for known routes with the wrong method.
+pub async fn method_not_allowed() -> Response {
+    error_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this method is not allowed on this resource",
+    )
+}
+
+/// Like [`axum::Json`], but a body that cannot be read as `T` is answered
+/// with the JSON error body: 400 malformed JSON, 413 too large, 415 wrong
+/// content type, 422 well-formed JSON of the wrong shape.
+pub struct JsonBody<T>(pub T);
+
+impl<S, T> FromRequest<S> for JsonBody<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Response> {
+        match Json::<T>::from_request(request, state).await {
+            Ok(Json(value)) => Ok(JsonBody(value)),
+            Err(rejection) => Err(json_rejection(&rejection)),
+        }
+    }
+}
+
+fn json_rejection(rejection: &JsonRejection) -> Response {
+    let status = rejection.status();
+    let code = match rejection {
+        JsonRejection::JsonDataError(_) => "invalid_body",
+        JsonRejection::JsonSyntaxError(_) => "malformed_json",
+        JsonRejection::MissingJsonContentType(_) => "unsupported_media_type",
+        _ if status == StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
+        _ => "bad_request",
+    };
+    error_response(status, code, &rejection.body_text())
+}
+
+/// A query string that could not be parsed, as a JSON 400.
+pub fn query_rejection(rejection: &QueryRejection) -> Response {
+    error_response(
+        StatusCode::BAD_REQUEST,
+        "invalid_query",
+        &rejection.body_text(),
+    )
+}
+
+/// `/healthz`: the process is up.
+pub async fn live() -> Response {
+    Json(serde_json::json!({ "status": "ok" })).into_response()
+}
+
+/// What `/readyz` checks.
+pub struct Readiness<'a> {
+    pub pool: &'a sqlx::PgPool,
+    pub nats: &'a async_nats::Client,
+    pub jetstream: &'a async_nats::jetstream::Context,
+    pub stream: &'a str,
+}
+
+/// `/readyz`: 200 only when PostgreSQL answers and the JetStream stream
+/// exists; otherwise 503 naming what is missing.
+pub async fn ready(checks: Readiness<'_>) -> Response {
+    const CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+    let database =
+        tokio::time::timeout(CHECK_TIMEOUT, sqlx::query("SELECT 1").execute(checks.pool))
+            .await
+            .is_ok_and(|r| r.is_ok());
+    let jetstream = checks.nats.connection_state() == async_nats::connection::State::Connected
+        && tokio::time::timeout(CHECK_TIMEOUT, checks.jetstream.get_stream(checks.stream))
+            .await
+            .is_ok_and(|r| r.is_ok());
+    let ready = database && jetstream;
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = serde_json::json!({
+        "status": if ready { "ready" } else { "not_ready" },
+        "checks": { "database": database, "jetstream": jetstream },
+    });
+    (status, Json(body)).into_response()
+}
+
+/// `/metrics`: Prometheus text format.
+pub fn metrics(handle: &crate::telemetry::PrometheusHandle) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        handle.render(),
+    )
+        .into_response()
+}

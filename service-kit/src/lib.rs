@@ -1,0 +1,18 @@
+//! The plumbing order-service and rewards-service share, so that each service
+//! crate holds only its own domain and pattern code.
+//!
+//! # Layout
+//! - [`telemetry`]: tracing to stdout and the Prometheus recorder.
+//! - [`shutdown`]: the ctrl-c / SIGTERM future passed into `run_until_stopped`.
+//! - [`crash`]: named crash points for the fault tests.
+//! - [`http`]: the JSON error body, a JSON extractor that reports bad input
+//!   in that body, and the middleware that logs internal errors and counts requests.
+//! - [`startup`]: patient connections to PostgreSQL and NATS.
+//! - [`duration`]: `250ms` / `2s` / `1m` for command-line flags.
+
+pub mod crash;
+pub mod duration;
+pub mod http;
+pub mod shutdown;
+pub mod startup;
+pub mod telemetry;

@@ -1,0 +1,24 @@
+use std::io::IsTerminal as _;
+
+use metrics_exporter_prometheus::PrometheusBuilder;
+pub use metrics_exporter_prometheus::PrometheusHandle;
+use tracing_subscriber::EnvFilter;
+
+/// Logs to stdout, filtered by `RUST_LOG` (default `info`); colours only on a terminal.
+pub fn init_tracing() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stdout().is_terminal())
+        .init();
+}
+
+/// Installs the process-wide Prometheus recorder; the handle renders `/metrics`.
+pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
+    PrometheusBuilder::new()
+        .set_buckets(&[
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+        ])?
+        .install_recorder()
+        .map_err(|e| anyhow::anyhow!("installing the Prometheus recorder: {e}"))
+}

@@ -1,0 +1,241 @@
+//! JetStream set-up and publishing. This is the only place that talks to NATS
+//! on the producing side, so the two rules of the design live here: every
+//! publish carries `Nats-Msg-Id` = event id, and nothing counts as published
+//! until its PubAck arrived.
+
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::context::{Context, PublishAckFuture};
+use async_nats::jetstream::stream::{Config as StreamConfig, StorageType};
+use uuid::Uuid;
+
+use crate::names::Names;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// How the streams are created.
+#[derive(Debug, Clone)]
+pub struct StreamSettings {
+    /// How long JetStream remembers a `Nats-Msg-Id` to drop a re-publish.
+    /// It is a second line of defence only; consumers deduplicate for good.
+    pub duplicate_window: Duration,
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        Self {
+            duplicate_window: Duration::from_secs(120),
+        }
+    }
+}
+
+/// The streams could not be created or do not have the shape we need.
+#[derive(Debug, thiserror::Error)]
+#[error("setting up stream {stream}: {source}")]
+pub struct StreamSetupError {
+    stream: String,
+    #[source]
+    source: BoxError,
+}
+
+/// Creates the order stream and its dead-letter stream if they do not exist
+/// (file storage), then reads their configuration back: older servers drop
+/// fields they do not know instead of refusing them.
+pub async fn ensure_streams(
+    js: &Context,
+    names: &Names,
+    settings: &StreamSettings,
+) -> Result<(), StreamSetupError> {
+    ensure_stream(
+        js,
+        StreamConfig {
+            name: names.stream().to_owned(),
+            subjects: vec![names.stream_subjects()],
+            storage: StorageType::File,
+            duplicate_window: settings.duplicate_window,
+            ..Default::default()
+        },
+    )
+    .await?;
+    ensure_stream(
+        js,
+        StreamConfig {
+            name: names.dead_letter_stream().to_owned(),
+            subjects: vec![names.dead_letter_subjects()],
+            storage: StorageType::File,
+            duplicate_window: settings.duplicate_window,
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+async fn ensure_stream(js: &Context, wanted: StreamConfig) -> Result<(), StreamSetupError> {
+    let fail = |source: BoxError| StreamSetupError {
+        stream: wanted.name.clone(),
+        source,
+    };
+    let mut stream = js
+        .get_or_create_stream(wanted.clone())
+        .await
+        .map_err(|e| fail(e.into()))?;
+    let actual = &stream.info().await.map_err(|e| fail(e.into()))?.config;
+    if actual.subjects != wanted.subjects || actual.storage != wanted.storage {
+        return Err(fail(
+            format!(
+                "exists with subjects {:?} and {:?} storage; expected {:?} and {:?}",
+                actual.subjects, actual.storage, wanted.subjects, wanted.storage
+            )
+            .into(),
+        ));
+    }
+    if actual.duplicate_window != wanted.duplicate_window {
+        tracing::warn!(
+            stream = %wanted.name,
+            actual = ?actual.duplicate_window,
+            wanted = ?wanted.duplicate_window,
+            "stream exists with another duplicate window; keeping it"
+        );
+    }
+    Ok(())
+}
+
+/// A publish that was sent and whose PubAck has not been awaited yet.
+/// Awaiting many of these after sending them all pipelines a batch.
+#[must_use = "a publish is not done until its PubAck is awaited"]
+pub struct PendingAck {
+    event_id: Uuid,
+    ack: PublishAckFuture,
+}
+
+/// What JetStream answered to a publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    pub event_id: Uuid,
+    pub stream_sequence: u64,
+    /// The broker had seen this `Nats-Msg-Id` inside its duplicate window and
+    /// stored nothing new.
+    pub duplicate: bool,
+}
+
+/// A publish failed; the event must be treated as not published.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("sending event {event_id} to NATS failed: {source}")]
+    Send { event_id: Uuid, source: BoxError },
+    #[error("JetStream did not acknowledge event {event_id}: {source}")]
+    Ack { event_id: Uuid, source: BoxError },
+}
+
+/// Sends one event with `Nats-Msg-Id` = `event_id`; await the returned
+/// [`PendingAck`] before treating it as published.
+pub async fn send(
+    js: &Context,
+    subject: String,
+    event_id: Uuid,
+    payload: Vec<u8>,
+) -> Result<PendingAck, PublishError> {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        async_nats::header::NATS_MESSAGE_ID,
+        event_id.to_string().as_str(),
+    );
+    let ack = js
+        .publish_with_headers(subject, headers, payload.into())
+        .await
+        .map_err(|e| PublishError::Send {
+            event_id,
+            source: e.into(),
+        })?;
+    Ok(PendingAck { event_id, ack })
+}
+
+impl PendingAck {
+    /// Waits for the PubAck.
+    pub async fn confirmed(self) -> Result<Published, PublishError> {
+        let event_id = self.event_id;
+        let ack = self.ack.await.map_err(|e| PublishError::Ack {
+            event_id,
+            source: e.into(),
+        })?;
+        Ok(Published {
+            event_id,
+            stream_sequence: ack.sequence,
+            duplicate: ack.duplicate,
+        })
+    }
+}
+
+/// Sends one event and waits for its PubAck.
+pub async fn publish(
+    js: &Context,
+    subject: String,
+    event_id: Uuid,
+    payload: Vec<u8>,
+) -> Result<Published, PublishError> {
+    send(js, subject, event_id, payload)
+        .await?
+        .confirmed()
+        .await
+}
+
+/// Why and where a message was dead-lettered; carried as headers.
+#[derive(Debug, Clone)]
+pub struct DeadLetter<'a> {
+    pub consumer: &'a str,
+    pub reason: &'a str,
+    pub original_subject: &'a str,
+    pub original_stream_sequence: u64,
+}
+
+/// Copies an unprocessable message to the dead-letter stream, with the reason
+/// in headers, and waits for the PubAck. The message id makes a retry after a
+/// crash land once.
+pub async fn publish_dead_letter(
+    js: &Context,
+    names: &Names,
+    letter: &DeadLetter<'_>,
+    payload: Vec<u8>,
+) -> Result<Published, PublishError> {
+    let id = format!(
+        "{}:{}:{}",
+        names.stream(),
+        letter.consumer,
+        letter.original_stream_sequence
+    );
+    let event_id = Uuid::new_v5(&Uuid::NAMESPACE_OID, id.as_bytes());
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        async_nats::header::NATS_MESSAGE_ID,
+        event_id.to_string().as_str(),
+    );
+    headers.insert("Dead-Letter-Reason", one_line(letter.reason).as_str());
+    headers.insert("Dead-Letter-Consumer", letter.consumer);
+    headers.insert("Dead-Letter-Subject", letter.original_subject);
+    headers.insert(
+        "Dead-Letter-Stream-Sequence",
+        letter.original_stream_sequence.to_string().as_str(),
+    );
+    let ack = js
+        .publish_with_headers(
+            names.dead_letter_subject(letter.consumer),
+            headers,
+            payload.into(),
+        )
+        .await
+        .map_err(|e| PublishError::Send {
+            event_id,
+            source: e.into(),
+        })?;
+    PendingAck { event_id, ack }.confirmed().await
+}
+
+/// Header values cannot hold line breaks; keep them short, too.
+fn one_line(text: &str) -> String {
+    let flat: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    flat.chars().take(512).collect()
+}

@@ -1,0 +1,22 @@
+//! The contract between order-service and rewards-service.
+//!
+//! # Layout
+//! - [`envelope`]: the event envelope every message carries, and the [`Event`] trait.
+//! - [`order`]: `OrderPlaced`, schema version 1.
+//! - [`money`]: ISO 4217 currencies and their minor units.
+//! - [`names`]: stream, subject and consumer names, built from a prefix so that
+//!   several deployments (or tests) can share one NATS server.
+//! - [`jetstream`]: stream set-up and the one publish path: every publish sets
+//!   `Nats-Msg-Id` to the event id and awaits the PubAck.
+
+pub mod envelope;
+pub mod jetstream;
+pub mod money;
+pub mod names;
+pub mod order;
+
+pub use envelope::{Envelope, Event};
+pub use jetstream::{PendingAck, PublishError, Published, StreamSettings};
+pub use money::Currency;
+pub use names::Names;
+pub use order::{OrderPlaced, OrderPlacedLine};

@@ -1,0 +1,41 @@
+//! Events about orders.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::envelope::Event;
+
+/// An order was stored (or, in self-read mode, accepted) by order-service.
+///
+/// Version 1. Money is in integer minor units of `currency` (cents for EUR).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrderPlaced {
+    pub order_id: Uuid,
+    pub customer_id: String,
+    /// ISO 4217 code.
+    pub currency: String,
+    pub total_minor: i64,
+    pub lines: Vec<OrderPlacedLine>,
+    pub placed_at: DateTime<Utc>,
+}
+
+/// One line of an [`OrderPlaced`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrderPlacedLine {
+    pub sku: String,
+    pub quantity: i64,
+    pub unit_price_minor: i64,
+}
+
+impl Event for OrderPlaced {
+    const EVENT_TYPE: &'static str = "OrderPlaced";
+    const SCHEMA_VERSION: u32 = 1;
+    const AGGREGATE_TYPE: &'static str = "Order";
+
+    fn aggregate_id(&self) -> Uuid {
+        self.order_id
+    }
+}
