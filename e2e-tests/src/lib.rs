@@ -1,1 +1,25 @@
+//! A harness that runs the whole system the way a user would: private
+//! PostgreSQL and NATS servers, the real service binaries as processes, and
+//! HTTP from the outside.
+//!
+//! # Layout
+//! - [`servers`]: a private PostgreSQL (`initdb` in a temp dir, `wal_level=logical`)
+//!   and a private `nats-server -js`, each on a free port, stopped when the
+//!   test process exits, however it exits.
+//! - [`service`]: order-service and rewards-service as child processes.
+//! - [`env`]: [`TestEnv`], one isolated world per test: its own databases and
+//!   its own stream prefix on the shared servers.
+//! - [`wait`]: [`eventually`], a bounded wait on a condition.
+//!
+//! Set `TEST_LOG=1` to see the services' logs; they are printed anyway when a
+//! test fails. `E2E_DATABASE_URL` (a server URL whose user may create
+//! databases) and `E2E_NATS_URL` make the harness use running servers instead.
 
+pub mod api;
+pub mod env;
+pub mod servers;
+pub mod service;
+pub mod wait;
+
+pub use env::TestEnv;
+pub use wait::eventually;

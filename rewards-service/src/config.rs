@@ -25,6 +25,10 @@ pub struct Config {
     /// Messages processed at once.
     #[arg(long, env = "CONSUMER_CONCURRENCY", default_value_t = 8)]
     pub consumer_concurrency: usize,
+    /// How long JetStream waits for an ack before redelivering (set when the
+    /// consumer is created).
+    #[arg(long, env = "CONSUMER_ACK_WAIT", default_value = "30s", value_parser = duration::parse)]
+    pub consumer_ack_wait: Duration,
     #[arg(long, env = "DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
     /// How long to wait for the database and NATS at start-up.

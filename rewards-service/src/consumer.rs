@@ -22,8 +22,6 @@ use tokio_util::sync::CancellationToken;
 use crate::db;
 use crate::domain::Credit;
 
-/// How long JetStream waits for an ack before redelivering.
-const ACK_WAIT: Duration = Duration::from_secs(30);
 const MAX_NAK_DELAY: Duration = Duration::from_secs(10);
 
 /// What handling one message did.
@@ -41,7 +39,16 @@ pub struct Consumer {
     pool: PgPool,
     jetstream: async_nats::jetstream::Context,
     names: Names,
-    concurrency: usize,
+    settings: ConsumerSettings,
+}
+
+/// Tuning of the consumer.
+#[derive(Debug, Clone, Copy)]
+pub struct ConsumerSettings {
+    /// Messages processed at once.
+    pub concurrency: usize,
+    /// How long JetStream waits for an ack before redelivering.
+    pub ack_wait: Duration,
 }
 
 impl Consumer {
@@ -49,13 +56,13 @@ impl Consumer {
         pool: PgPool,
         jetstream: async_nats::jetstream::Context,
         names: Names,
-        concurrency: usize,
+        settings: ConsumerSettings,
     ) -> Self {
         Self {
             pool,
             jetstream,
             names,
-            concurrency,
+            settings,
         }
     }
 
@@ -72,7 +79,7 @@ impl Consumer {
             durable_name: Some(name.to_owned()),
             filter_subject: self.names.order_placed_subject(),
             ack_policy: AckPolicy::Explicit,
-            ack_wait: ACK_WAIT,
+            ack_wait: self.settings.ack_wait,
             max_deliver: -1,
             max_ack_pending: 1000,
             ..Default::default()
@@ -126,7 +133,7 @@ impl Consumer {
         tracing::info!(consumer = self.names.rewards_consumer(), "consuming");
         messages
             .take_until(shutdown.cancelled())
-            .for_each_concurrent(self.concurrency, |message| async move {
+            .for_each_concurrent(self.settings.concurrency, |message| async move {
                 match message {
                     Ok(message) => self.handle(message).await,
                     Err(error) => tracing::warn!(%error, "pulling messages failed"),

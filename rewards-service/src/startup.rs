@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::consumer::Consumer;
+use crate::consumer::{Consumer, ConsumerSettings};
 use crate::http::{self, AppState};
 
 /// A built rewards-service: connected, migrated, bound, not yet serving.
@@ -49,7 +49,10 @@ impl Application {
             pool.clone(),
             jetstream.clone(),
             names.clone(),
-            config.consumer_concurrency,
+            ConsumerSettings {
+                concurrency: config.consumer_concurrency,
+                ack_wait: config.consumer_ack_wait,
+            },
         );
         retry_until(deadline, "creating the rewards consumer", || async {
             consumer.ensure().await.map(drop)

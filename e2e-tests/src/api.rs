@@ -1,0 +1,69 @@
+//! What a client of the services does, and what the tests count.
+
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+/// A `POST /orders` body in EUR.
+pub fn order(customer_id: &str, lines: &[(&str, i64, i64)]) -> Value {
+    json!({
+        "customer_id": customer_id,
+        "currency": "EUR",
+        "lines": lines
+            .iter()
+            .map(|(sku, quantity, unit_price_minor)| json!({
+                "sku": sku, "quantity": quantity, "unit_price_minor": unit_price_minor
+            }))
+            .collect::<Vec<_>>(),
+    })
+}
+
+/// Places an order, with an `Idempotency-Key` if given.
+pub async fn place_order(
+    http: &reqwest::Client,
+    base_url: &str,
+    body: &Value,
+    idempotency_key: Option<&str>,
+) -> reqwest::Result<reqwest::Response> {
+    let mut request = http.post(format!("{base_url}/orders")).json(body);
+    if let Some(key) = idempotency_key {
+        request = request.header("Idempotency-Key", key);
+    }
+    request.send().await
+}
+
+/// Places an order that must be accepted with 201; returns its id.
+pub async fn place_ok(http: &reqwest::Client, base_url: &str, body: &Value) -> uuid::Uuid {
+    let response = place_order(http, base_url, body, None)
+        .await
+        .expect("POST /orders");
+    assert_eq!(response.status(), 201, "POST /orders");
+    let order: Value = response.json().await.expect("an order body");
+    order["id"]
+        .as_str()
+        .expect("an id")
+        .parse()
+        .expect("a uuid")
+}
+
+/// Rows in a table (tests read the databases directly; services never do
+/// each other's).
+pub async fn count(pool: &PgPool, table: &str) -> i64 {
+    sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+        .fetch_one(pool)
+        .await
+        .expect("counting rows")
+}
+
+/// The ledger against the rule: (rows, orders credited more than once, rows
+/// whose points differ from one point per whole euro).
+pub async fn ledger_summary(rewards: &PgPool) -> (i64, i64, i64) {
+    sqlx::query_as(
+        "SELECT count(*),
+                count(*) - count(DISTINCT order_id),
+                count(*) FILTER (WHERE points <> order_total_minor / 100)
+         FROM reward_ledger",
+    )
+    .fetch_one(rewards)
+    .await
+    .expect("summarizing the ledger")
+}

@@ -1,0 +1,218 @@
+//! One isolated world per test on the shared servers.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_nats::jetstream;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection as _, PgConnection, PgPool};
+
+use crate::eventually;
+use crate::servers::shared;
+use crate::service::{Log, Service};
+
+/// How long a test waits for the system to converge.
+pub const CONVERGE: Duration = Duration::from_secs(60);
+
+/// A test's databases, stream prefix and service processes.
+pub struct TestEnv {
+    name: String,
+    nats_url: String,
+    orders_url: String,
+    rewards_url: String,
+    log: Log,
+    started: AtomicUsize,
+    pub http: reqwest::Client,
+}
+
+impl TestEnv {
+    /// Creates fresh databases `<name>_orders` and `<name>_rewards`; `name`
+    /// also prefixes the test's streams. Use the test's name: it must be unique.
+    pub async fn new(name: &str) -> Self {
+        let servers = shared();
+        let name: String = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '_'
+                }
+            })
+            .take(40)
+            .collect();
+        let orders_db = format!("{name}_orders");
+        let rewards_db = format!("{name}_rewards");
+        let mut admin = eventually("PostgreSQL to accept connections", CONVERGE, || async {
+            PgConnection::connect(&servers.postgres_admin_url)
+                .await
+                .ok()
+        })
+        .await;
+        for db in [&orders_db, &rewards_db] {
+            for statement in [
+                format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
+                format!("CREATE DATABASE {db}"),
+            ] {
+                sqlx::raw_sql(&statement)
+                    .execute(&mut admin)
+                    .await
+                    .expect("creating a test database");
+            }
+        }
+        let with_db = |db: &str| {
+            let base = servers
+                .postgres_admin_url
+                .rsplit_once('/')
+                .map_or("", |(b, _)| b);
+            format!("{base}/{db}")
+        };
+        Self {
+            orders_url: with_db(&orders_db),
+            rewards_url: with_db(&rewards_db),
+            nats_url: servers.nats_url.clone(),
+            name,
+            log: Log::default(),
+            started: AtomicUsize::new(0),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    fn common_env(&self, database_url: &str, failpoints: Option<&str>) -> Vec<(String, String)> {
+        let mut env = vec![
+            ("DATABASE_URL".to_owned(), database_url.to_owned()),
+            ("NATS_URL".to_owned(), self.nats_url.clone()),
+            ("EVENTS_PREFIX".to_owned(), self.name.clone()),
+            ("DB_MAX_CONNECTIONS".to_owned(), "8".to_owned()),
+        ];
+        if let Some(failpoints) = failpoints {
+            env.push(("FAILPOINTS".to_owned(), failpoints.to_owned()));
+        }
+        env
+    }
+
+    fn label(&self, service: &str) -> String {
+        let n = self.started.fetch_add(1, Ordering::Relaxed);
+        format!("{service}#{n}")
+    }
+
+    /// Starts order-service in `mode`.
+    pub async fn order_service(&self, mode: &str) -> Service {
+        self.order_service_with(mode, None).await
+    }
+
+    /// Starts order-service in `mode` with crash points, e.g. `name=return`.
+    pub async fn order_service_with(&self, mode: &str, failpoints: Option<&str>) -> Service {
+        let mut env = self.common_env(&self.orders_url, failpoints);
+        env.push(("ORDER_MODE".to_owned(), mode.to_owned()));
+        env.push(("RELAY_POLL_INTERVAL".to_owned(), "500ms".to_owned()));
+        Service::start(
+            "order-service",
+            self.label("order-service"),
+            &env,
+            &self.log,
+        )
+        .await
+        .expect("starting order-service")
+    }
+
+    /// Starts rewards-service.
+    pub async fn rewards_service(&self) -> Service {
+        self.rewards_service_with(None).await
+    }
+
+    /// Starts rewards-service with crash points.
+    pub async fn rewards_service_with(&self, failpoints: Option<&str>) -> Service {
+        let mut env = self.common_env(&self.rewards_url, failpoints);
+        // Redeliver unacked messages of a killed consumer quickly.
+        env.push(("CONSUMER_ACK_WAIT".to_owned(), "2s".to_owned()));
+        Service::start(
+            "rewards-service",
+            self.label("rewards-service"),
+            &env,
+            &self.log,
+        )
+        .await
+        .expect("starting rewards-service")
+    }
+
+    /// A pool on order-service's database.
+    pub async fn orders_db(&self) -> PgPool {
+        pool(&self.orders_url).await
+    }
+
+    /// A pool on rewards-service's database.
+    pub async fn rewards_db(&self) -> PgPool {
+        pool(&self.rewards_url).await
+    }
+
+    /// A JetStream context on the test's NATS server.
+    pub async fn jetstream(&self) -> jetstream::Context {
+        let client = async_nats::connect(&self.nats_url)
+            .await
+            .expect("connecting to NATS");
+        jetstream::new(client)
+    }
+
+    /// The test's prefix for stream and subject names.
+    pub fn events_prefix(&self) -> &str {
+        &self.name
+    }
+
+    /// Messages stored in the test's order stream.
+    pub async fn stream_messages(&self) -> u64 {
+        let names = shared_events::Names::new(&self.name).expect("valid prefix");
+        self.stream_len(names.stream()).await
+    }
+
+    /// Messages stored in the test's dead-letter stream.
+    pub async fn dead_letters(&self) -> u64 {
+        let names = shared_events::Names::new(&self.name).expect("valid prefix");
+        self.stream_len(names.dead_letter_stream()).await
+    }
+
+    /// Waits until rewards-service's consumer has processed and acked
+    /// everything in the stream, redeliveries included.
+    pub async fn wait_until_consumed(&self) {
+        let names = shared_events::Names::new(&self.name).expect("valid prefix");
+        let js = self.jetstream().await;
+        eventually("the rewards consumer to catch up", CONVERGE, || async {
+            let mut consumer: jetstream::consumer::PullConsumer = js
+                .get_consumer_from_stream(names.rewards_consumer(), names.stream())
+                .await
+                .ok()?;
+            let info = consumer.info().await.ok()?;
+            (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
+        })
+        .await;
+    }
+
+    async fn stream_len(&self, stream: &str) -> u64 {
+        let mut stream = self
+            .jetstream()
+            .await
+            .get_stream(stream)
+            .await
+            .expect("looking up a stream");
+        stream.info().await.expect("stream info").state.messages
+    }
+}
+
+async fn pool(url: &str) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(4)
+        .connect(url)
+        .await
+        .expect("connecting to a test database")
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        if std::thread::panicking() && std::env::var_os("TEST_LOG").is_none() {
+            eprintln!("--- last log lines of {} ---", self.name);
+            for line in self.log.tail(150) {
+                eprintln!("{line}");
+            }
+        }
+    }
+}

@@ -1,0 +1,416 @@
+//! Private PostgreSQL and NATS servers.
+//!
+//! Each server runs under a small shell watchdog that holds the read end of a
+//! pipe from the test process: when the test process exits — normally, by
+//! panic, or killed — the pipe closes and the watchdog stops the server and
+//! removes its directory. Nothing outlives the tests.
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+
+/// Starts the server in the background and prints its pid. A line on stdin
+/// stops it (a restart follows); the end of stdin — the test process is gone —
+/// stops it and removes `$CLEANUP_DIR`.
+const WATCHDOG: &str = r#"
+"$@" </dev/null >>"$SERVER_LOG" 2>&1 &
+child=$!
+echo "$child"
+if read -r _; then cleanup=""; else cleanup="$CLEANUP_DIR"; fi
+kill -"$STOP_SIGNAL" "$child" 2>/dev/null
+wait "$child"
+if [ -n "$cleanup" ]; then rm -rf "$cleanup"; fi
+"#;
+
+/// A server process under the watchdog.
+struct Supervised {
+    watchdog: Child,
+    pid: u32,
+}
+
+impl Supervised {
+    fn spawn(
+        run_as: Option<&str>,
+        program: &Path,
+        args: &[String],
+        log: &Path,
+        stop_signal: &str,
+        cleanup_dir: Option<&Path>,
+    ) -> anyhow::Result<Self> {
+        let mut command = match run_as {
+            Some(user) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", user, "--", "sh"]);
+                c
+            }
+            None => Command::new("sh"),
+        };
+        command
+            .arg("-c")
+            .arg(WATCHDOG)
+            .arg("watchdog")
+            .arg(program)
+            .args(args)
+            .env("SERVER_LOG", log)
+            .env("STOP_SIGNAL", stop_signal)
+            .env(
+                "CLEANUP_DIR",
+                cleanup_dir.map(Path::as_os_str).unwrap_or_default(),
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped());
+        let mut watchdog = command
+            .spawn()
+            .with_context(|| format!("starting {}", program.display()))?;
+        let mut line = String::new();
+        BufReader::new(watchdog.stdout.take().expect("stdout is piped")).read_line(&mut line)?;
+        let pid = line
+            .trim()
+            .parse()
+            .with_context(|| format!("the watchdog of {} printed {line:?}", program.display()))?;
+        Ok(Self { watchdog, pid })
+    }
+
+    /// Stops the server the polite way and waits for it.
+    fn stop(&mut self) {
+        if let Some(mut stdin) = self.watchdog.stdin.take() {
+            let _ = stdin.write_all(b"stop\n");
+        }
+        let _ = self.watchdog.wait();
+    }
+
+    /// Kills the server with SIGKILL, as a crash would, and reaps the watchdog.
+    fn kill(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", &self.pid.to_string()])
+            .status();
+        self.stop();
+    }
+}
+
+impl Drop for Supervised {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("binding an ephemeral port")
+        .port()
+}
+
+fn wait_for_port(port: u16, what: &str, log: &Path) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            let log = std::fs::read_to_string(log).unwrap_or_default();
+            bail!("{what} did not listen on port {port} within 30s; its log:\n{log}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// Servers refuse to run as root; as root we run them as this user.
+const UNPRIVILEGED_USER: &str = "postgres";
+
+fn running_as_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// A directory the server's user owns, removed when the tests end.
+fn server_dir(prefix: &str, run_as: Option<&str>) -> anyhow::Result<PathBuf> {
+    let dir = tempfile::Builder::new().prefix(prefix).tempdir()?.keep();
+    if let Some(user) = run_as {
+        let status = Command::new("chown")
+            .args(["-R", user])
+            .arg(&dir)
+            .status()?;
+        anyhow::ensure!(status.success(), "chown {user} {}", dir.display());
+    }
+    Ok(dir)
+}
+
+fn find_program(name: &str, env_var: &str, extra_dirs: &[PathBuf]) -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os(env_var) {
+        return Ok(PathBuf::from(path));
+    }
+    let path_dirs = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default();
+    extra_dirs
+        .iter()
+        .chain(&path_dirs)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/bin")].iter())
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+        .with_context(|| {
+            format!("{name} not found (set {env_var}, or run scripts/test.sh, which installs it)")
+        })
+}
+
+/// The newest PostgreSQL server binaries Debian's packages installed.
+fn postgres_bin_dirs() -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|entries| entries.flatten().map(|e| e.path().join("bin")).collect())
+        .unwrap_or_default();
+    dirs.sort_by_key(|d| {
+        d.parent()
+            .and_then(|v| v.file_name())
+            .and_then(|v| v.to_str())
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(0)
+    });
+    dirs.reverse();
+    dirs
+}
+
+/// A private PostgreSQL cluster with `wal_level=logical`.
+pub struct Postgres {
+    port: u16,
+    dir: PathBuf,
+    bin: PathBuf,
+    run_as: Option<&'static str>,
+    server: Option<Supervised>,
+}
+
+impl Postgres {
+    /// `initdb` in a fresh directory, then start. `fsync` is off: a killed
+    /// process loses nothing from the page cache, and tests never kill the kernel.
+    pub fn start() -> anyhow::Result<Self> {
+        let run_as = running_as_root().then_some(UNPRIVILEGED_USER);
+        let bin = find_program("postgres", "POSTGRES_BIN", &postgres_bin_dirs())?;
+        let initdb = bin.with_file_name("initdb");
+        let dir = server_dir("order-events-pg-", run_as)?;
+        let mut command = match run_as {
+            Some(user) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", user, "--"]).arg(&initdb);
+                c
+            }
+            None => Command::new(&initdb),
+        };
+        let output = command
+            .arg("-D")
+            .arg(dir.join("data"))
+            .args([
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ])
+            .output()
+            .with_context(|| format!("running {}", initdb.display()))?;
+        anyhow::ensure!(
+            output.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let mut pg = Self {
+            port: free_port(),
+            dir,
+            bin,
+            run_as,
+            server: None,
+        };
+        pg.launch()?;
+        Ok(pg)
+    }
+
+    fn launch(&mut self) -> anyhow::Result<()> {
+        let data = self.dir.join("data");
+        let settings = [
+            "listen_addresses=127.0.0.1",
+            "wal_level=logical",
+            "max_wal_senders=20",
+            "max_replication_slots=20",
+            "max_connections=1000",
+            "shared_buffers=128MB",
+            "fsync=off",
+            "full_page_writes=off",
+            "synchronous_commit=off",
+        ];
+        let mut args = vec![
+            "-D".to_owned(),
+            data.display().to_string(),
+            "-p".to_owned(),
+            self.port.to_string(),
+            "-k".to_owned(),
+            self.dir.display().to_string(),
+        ];
+        for setting in settings {
+            args.push("-c".to_owned());
+            args.push(setting.to_owned());
+        }
+        let log = self.dir.join("postgres.log");
+        self.server = Some(Supervised::spawn(
+            self.run_as,
+            &self.bin,
+            &args,
+            &log,
+            "INT",
+            Some(&self.dir),
+        )?);
+        wait_for_port(self.port, "PostgreSQL", &log)
+    }
+
+    /// A URL for `database` as the superuser.
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// Fast shutdown, then start again on the same port and data.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop();
+        self.launch()
+    }
+
+    /// Fast shutdown (clients are disconnected).
+    pub fn stop(&mut self) {
+        if let Some(mut server) = self.server.take() {
+            server.stop();
+        }
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut server) = self.server.take() {
+            server.kill();
+        }
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A private `nats-server -js`.
+pub struct Nats {
+    port: u16,
+    dir: PathBuf,
+    bin: PathBuf,
+    server: Option<Supervised>,
+}
+
+impl Nats {
+    pub fn start() -> anyhow::Result<Self> {
+        let bin = find_program("nats-server", "NATS_SERVER_BIN", &[])?;
+        let dir = server_dir("order-events-nats-", None)?;
+        let mut nats = Self {
+            port: free_port(),
+            dir,
+            bin,
+            server: None,
+        };
+        nats.launch()?;
+        Ok(nats)
+    }
+
+    fn launch(&mut self) -> anyhow::Result<()> {
+        let args = vec![
+            "-a".to_owned(),
+            "127.0.0.1".to_owned(),
+            "-p".to_owned(),
+            self.port.to_string(),
+            "-js".to_owned(),
+            "-sd".to_owned(),
+            self.dir.join("jetstream").display().to_string(),
+        ];
+        let log = self.dir.join("nats.log");
+        self.server = Some(Supervised::spawn(
+            None,
+            &self.bin,
+            &args,
+            &log,
+            "TERM",
+            Some(&self.dir),
+        )?);
+        wait_for_port(self.port, "nats-server", &log)
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops and starts again on the same port and store.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop();
+        self.launch()
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut server) = self.server.take() {
+            server.stop();
+        }
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut server) = self.server.take() {
+            server.kill();
+        }
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The servers all tests of one process share; each test isolates itself with
+/// its own databases and stream prefix.
+pub struct Shared {
+    pub postgres_admin_url: String,
+    pub nats_url: String,
+    _postgres: Option<Postgres>,
+    _nats: Option<Nats>,
+}
+
+/// Starts the shared servers on first use (or takes `E2E_DATABASE_URL` and
+/// `E2E_NATS_URL`). They are stopped when the test process exits.
+pub fn shared() -> &'static Shared {
+    static SHARED: OnceLock<Shared> = OnceLock::new();
+    SHARED.get_or_init(|| {
+        let (postgres_admin_url, postgres) = match std::env::var("E2E_DATABASE_URL") {
+            Ok(url) => (url, None),
+            Err(_) => {
+                let pg = Postgres::start().expect("starting a private PostgreSQL");
+                (pg.url("postgres"), Some(pg))
+            }
+        };
+        let (nats_url, nats) = match std::env::var("E2E_NATS_URL") {
+            Ok(url) => (url, None),
+            Err(_) => {
+                let nats = Nats::start().expect("starting a private nats-server");
+                (nats.url(), Some(nats))
+            }
+        };
+        Shared {
+            postgres_admin_url,
+            nats_url,
+            _postgres: postgres,
+            _nats: nats,
+        }
+    })
+}

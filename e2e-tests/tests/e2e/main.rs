@@ -1,0 +1,7 @@
+//! End-to-end tests: real PostgreSQL, real NATS JetStream, the real service
+//! binaries. One binary, so the servers start once and tests run in parallel,
+//! each in its own databases and stream prefix.
+
+mod bad_input;
+mod dual_write;
+mod outbox;
