@@ -51,12 +51,3 @@ pub async fn delete(conn: &mut PgConnection, seqs: &[i64]) -> sqlx::Result<u64> 
         .await?
         .rows_affected())
 }
-
-/// Rows waiting to be published.
-pub async fn backlog(conn: &mut PgConnection) -> sqlx::Result<i64> {
-    Ok(
-        sqlx::query_scalar!(r#"SELECT count(*) AS "count!" FROM outbox"#)
-            .fetch_one(conn)
-            .await?,
-    )
-}

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# The demo: a private PostgreSQL and nats-server, order-service and
+# rewards-service (outbox mode unless --mode says otherwise), three orders
+# placed with curl, and the reward points they earned.
+#
+#   scripts/demo.sh [--mode outbox|dual-write] [--keep]
+#
+# --keep leaves everything running until ctrl-c so that you can place orders
+# yourself; otherwise the demo cleans up when it is done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+mode=${ORDER_MODE:-outbox}
+keep=0
+while [ $# -gt 0 ]; do
+    case $1 in
+        --mode) mode=$2; shift 2 ;;
+        --keep) keep=1; shift ;;
+        -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+        *) die "unknown argument $1 (see --help)" ;;
+    esac
+done
+
+ensure_deps
+log "building the services"
+cargo build --workspace --all-features --bins --locked --quiet
+
+work=$(mktemp -d -t order-events-demo.XXXXXX)
+chmod 755 "$work"
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    stop_postgres "$work/pg"
+    rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+pg_port=$(free_port)
+log "starting a private PostgreSQL on port $pg_port"
+start_postgres "$work/pg" "$pg_port"
+for db in orders rewards; do
+    "$(postgres_bindir)/psql" -q -h 127.0.0.1 -p "$pg_port" -U postgres -c "CREATE DATABASE $db" >/dev/null
+done
+
+nats_port=$(free_port)
+log "starting a private nats-server (JetStream) on port $nats_port"
+pids+=("$(start_nats "$work/nats" "$nats_port")")
+
+# start_service NAME DATABASE [VAR=VALUE...]: prints the URL it listens on.
+start_service() {
+    local name=$1 db=$2
+    shift 2
+    env DATABASE_URL="postgres://postgres@127.0.0.1:$pg_port/$db" \
+        NATS_URL="nats://127.0.0.1:$nats_port" LISTEN_ADDR=127.0.0.1:0 "$@" \
+        "target/debug/$name" >"$work/$name.log" 2>&1 &
+    pids+=($!)
+    wait_for_log "$work/$name.log" "listening on http://" 60 \
+        || { cat "$work/$name.log" >&2; die "$name did not start"; }
+    grep -o 'listening on http://[0-9.:]*' "$work/$name.log" | head -n 1 | sed 's/listening on //'
+}
+
+log "starting order-service in $mode mode and rewards-service"
+orders=$(start_service order-service orders ORDER_MODE="$mode")
+rewards=$(start_service rewards-service rewards)
+echo "order-service:   $orders"
+echo "rewards-service: $rewards"
+
+place() {
+    local body=$1
+    echo "\$ curl -s -X POST $orders/orders -H 'content-type: application/json' -d '$body'"
+    curl -s -X POST "$orders/orders" -H 'content-type: application/json' -d "$body"
+    echo
+}
+log "placing three orders"
+place '{"customer_id":"alice","currency":"EUR","lines":[{"sku":"BOOK-42","quantity":2,"unit_price_minor":1250}]}'
+place '{"customer_id":"alice","currency":"EUR","lines":[{"sku":"MUG-7","quantity":1,"unit_price_minor":899},{"sku":"TEA-1","quantity":3,"unit_price_minor":450}]}'
+place '{"customer_id":"bob","currency":"JPY","lines":[{"sku":"NOTEBOOK","quantity":4,"unit_price_minor":380}]}'
+
+log "reward points: one per whole currency unit, so alice 25 + 22 = 47 (EUR 25.00 and 22.49), bob 1520 (JPY 1,520)"
+# show_rewards CUSTOMER BALANCE: waits (at most 10 s) for the balance, then shows the answer.
+show_rewards() {
+    local answer=""
+    for ((i = 0; i < 100; i++)); do
+        answer=$(curl -s "$rewards/customers/$1/rewards")
+        grep -q "\"balance\":$2," <<<"$answer" && break
+        sleep 0.1
+    done
+    echo "\$ curl -s $rewards/customers/$1/rewards"
+    echo "$answer"
+    grep -q "\"balance\":$2," <<<"$answer" || die "$1 has not been credited $2 points"
+}
+show_rewards alice 47
+show_rewards bob 1520
+
+if [ "$keep" = 1 ]; then
+    log "running until ctrl-c; logs in $work"
+    echo "try: curl -s -X POST $orders/orders -H 'content-type: application/json' -H 'Idempotency-Key: k1' -d '{\"customer_id\":\"carol\",\"currency\":\"EUR\",\"lines\":[{\"sku\":\"X\",\"quantity\":1,\"unit_price_minor\":500}]}'"
+    echo "then: curl -s $rewards/customers/carol/rewards"
+    wait "${pids[@]}"
+fi

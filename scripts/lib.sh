@@ -1,0 +1,89 @@
+# Helpers shared by scripts/demo.sh and scripts/test.sh. Source, don't run.
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# The newest PostgreSQL server binaries Debian's packages installed, or postgres on PATH.
+postgres_bindir() {
+    local dir
+    dir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+    if [ -n "$dir" ] && [ -x "$dir/postgres" ]; then
+        echo "$dir"
+    elif command -v postgres >/dev/null; then
+        dirname "$(command -v postgres)"
+    fi
+}
+
+nats_server_bin() {
+    command -v nats-server 2>/dev/null || { [ -x /usr/sbin/nats-server ] && echo /usr/sbin/nats-server; }
+}
+
+# Installs the PostgreSQL server and nats-server when they are missing (with
+# apt, as root), and checks for cargo.
+ensure_deps() {
+    local missing=()
+    [ -n "$(postgres_bindir)" ] || missing+=(postgresql)
+    [ -n "$(nats_server_bin)" ] || missing+=(nats-server)
+    command -v curl >/dev/null || missing+=(curl)
+    if [ ${#missing[@]} -gt 0 ]; then
+        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+            log "installing ${missing[*]}"
+            export DEBIAN_FRONTEND=noninteractive
+            apt-get update -qq
+            apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+        else
+            die "missing ${missing[*]}: install them (Debian: sudo apt-get install ${missing[*]}) or run as root"
+        fi
+    fi
+    command -v cargo >/dev/null || die "cargo not found: install Rust (https://rustup.rs), 1.85 or newer"
+    if [ "$(id -u)" = 0 ]; then
+        id postgres >/dev/null 2>&1 || die "PostgreSQL refuses to run as root and there is no 'postgres' user to run it as"
+    fi
+}
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null \
+        || shuf -i 20000-60000 -n 1
+}
+
+# Runs a command as the unprivileged postgres user when we are root.
+as_pg_user() {
+    if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+# start_postgres DIR PORT: a private cluster with wal_level=logical.
+start_postgres() {
+    local dir=$1 port=$2 bin
+    bin=$(postgres_bindir)
+    mkdir -p "$dir"
+    [ "$(id -u)" = 0 ] && chown postgres "$dir"
+    as_pg_user "$bin/initdb" -D "$dir/data" -U postgres -A trust -E UTF8 --locale=C >"$dir/initdb.log" 2>&1 \
+        || { cat "$dir/initdb.log" >&2; die "initdb failed"; }
+    as_pg_user "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 60 \
+        -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c wal_level=logical -c max_slot_wal_keep_size=1GB" \
+        start >/dev/null || { cat "$dir/postgres.log" >&2; die "PostgreSQL did not start"; }
+}
+
+stop_postgres() {
+    local dir=$1
+    [ -f "$dir/data/postmaster.pid" ] && as_pg_user "$(postgres_bindir)/pg_ctl" -D "$dir/data" -m fast stop >/dev/null 2>&1
+    true
+}
+
+# start_nats DIR PORT: a private nats-server with JetStream; prints its pid.
+start_nats() {
+    local dir=$1 port=$2
+    mkdir -p "$dir"
+    "$(nats_server_bin)" -a 127.0.0.1 -p "$port" -js -sd "$dir/jetstream" >"$dir/nats.log" 2>&1 &
+    echo $!
+}
+
+# wait_for_log FILE PATTERN SECONDS: waits until FILE contains PATTERN.
+wait_for_log() {
+    local file=$1 pattern=$2 seconds=$3 i
+    for ((i = 0; i < seconds * 10; i++)); do
+        grep -q "$pattern" "$file" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    return 1
+}
