@@ -163,11 +163,11 @@ fn forward(
     tokio::spawn(async move {
         let mut lines = BufReader::new(stream).lines();
         while let Ok(Some(line)) = lines.next_line().await {
-            if let Some(rest) = line.split("listening on ").nth(1) {
-                if let Some(tx) = address.take() {
-                    let url = rest.split_whitespace().next().unwrap_or_default();
-                    let _ = tx.send(url.to_owned());
-                }
+            if let Some(rest) = line.split("listening on ").nth(1)
+                && let Some(tx) = address.take()
+            {
+                let url = rest.split_whitespace().next().unwrap_or_default();
+                let _ = tx.send(url.to_owned());
             }
             log.push(format!("[{label}] {line}"));
         }
