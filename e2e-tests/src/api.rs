@@ -3,6 +3,9 @@
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
+use crate::env::{CONVERGE, TestEnv};
+use crate::eventually;
+
 /// A `POST /orders` body in EUR.
 pub fn order(customer_id: &str, lines: &[(&str, i64, i64)]) -> Value {
     json!({
@@ -66,4 +69,17 @@ pub async fn ledger_summary(rewards: &PgPool) -> (i64, i64, i64) {
     .fetch_one(rewards)
     .await
     .expect("summarizing the ledger")
+}
+
+/// Waits until `n` orders are credited and rewards-service's consumer has
+/// nothing left in flight, then asserts that exactly `n` are, none doubled,
+/// none with the wrong points.
+pub async fn assert_credited_exactly(env: &TestEnv, n: i64) {
+    let rewards = env.rewards_db().await;
+    eventually(&format!("{n} ledger rows"), CONVERGE, || async {
+        (count(&rewards, "reward_ledger").await >= n).then_some(())
+    })
+    .await;
+    env.wait_until_consumed_by("rewards").await;
+    assert_eq!(ledger_summary(&rewards).await, (n, 0, 0));
 }

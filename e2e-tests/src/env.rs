@@ -8,7 +8,9 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection as _, PgConnection, PgPool};
 
 use crate::eventually;
-use crate::servers::shared;
+use std::sync::Mutex;
+
+use crate::servers::{Nats, shared};
 use crate::service::{Log, Service};
 
 /// How long a test waits for the system to converge.
@@ -22,6 +24,7 @@ pub struct TestEnv {
     rewards_url: String,
     log: Log,
     started: AtomicUsize,
+    private_nats: Option<Mutex<Nats>>,
     pub http: reqwest::Client,
 }
 
@@ -29,6 +32,16 @@ impl TestEnv {
     /// Creates fresh databases `<name>_orders` and `<name>_rewards`; `name`
     /// also prefixes the test's streams. Use the test's name: it must be unique.
     pub async fn new(name: &str) -> Self {
+        Self::create(name, false).await
+    }
+
+    /// Like [`TestEnv::new`], with a NATS server of its own that the test
+    /// may stop and start.
+    pub async fn with_private_nats(name: &str) -> Self {
+        Self::create(name, true).await
+    }
+
+    async fn create(name: &str, private_nats: bool) -> Self {
         let servers = shared();
         let name: String = name
             .chars()
@@ -67,10 +80,15 @@ impl TestEnv {
                 .map_or("", |(b, _)| b);
             format!("{base}/{db}")
         };
+        let private_nats =
+            private_nats.then(|| Nats::start().expect("starting a private nats-server"));
         Self {
             orders_url: with_db(&orders_db),
             rewards_url: with_db(&rewards_db),
-            nats_url: servers.nats_url.clone(),
+            nats_url: private_nats
+                .as_ref()
+                .map_or_else(|| servers.nats_url.clone(), Nats::url),
+            private_nats: private_nats.map(Mutex::new),
             name,
             log: Log::default(),
             started: AtomicUsize::new(0),
@@ -96,6 +114,26 @@ impl TestEnv {
         format!("{service}#{n}")
     }
 
+    fn private_nats(&self) -> std::sync::MutexGuard<'_, Nats> {
+        self.private_nats
+            .as_ref()
+            .expect("created with TestEnv::with_private_nats")
+            .lock()
+            .expect("nats lock")
+    }
+
+    /// Stops the test's private NATS server (its store is kept).
+    pub fn stop_nats(&self) {
+        self.private_nats().stop();
+    }
+
+    /// Starts the test's private NATS server again, on the same port and store.
+    pub fn start_nats(&self) {
+        self.private_nats()
+            .start_again()
+            .expect("starting NATS again");
+    }
+
     /// Starts order-service in `mode`.
     pub async fn order_service(&self, mode: &str) -> Service {
         self.order_service_with(mode, None).await
@@ -106,6 +144,7 @@ impl TestEnv {
         let mut env = self.common_env(&self.orders_url, failpoints);
         env.push(("ORDER_MODE".to_owned(), mode.to_owned()));
         env.push(("RELAY_POLL_INTERVAL".to_owned(), "500ms".to_owned()));
+        env.push(("CONSUMER_ACK_WAIT".to_owned(), "2s".to_owned()));
         Service::start(
             "order-service",
             self.label("order-service"),
@@ -171,19 +210,23 @@ impl TestEnv {
         self.stream_len(names.dead_letter_stream()).await
     }
 
-    /// Waits until rewards-service's consumer has processed and acked
+    /// Waits until the durable consumer `durable` has processed and acked
     /// everything in the stream, redeliveries included.
-    pub async fn wait_until_consumed(&self) {
+    pub async fn wait_until_consumed_by(&self, durable: &str) {
         let names = shared_events::Names::new(&self.name).expect("valid prefix");
         let js = self.jetstream().await;
-        eventually("the rewards consumer to catch up", CONVERGE, || async {
-            let mut consumer: jetstream::consumer::PullConsumer = js
-                .get_consumer_from_stream(names.rewards_consumer(), names.stream())
-                .await
-                .ok()?;
-            let info = consumer.info().await.ok()?;
-            (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
-        })
+        eventually(
+            &format!("consumer {durable} to catch up"),
+            CONVERGE,
+            || async {
+                let mut consumer: jetstream::consumer::PullConsumer = js
+                    .get_consumer_from_stream(durable, names.stream())
+                    .await
+                    .ok()?;
+                let info = consumer.info().await.ok()?;
+                (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
+            },
+        )
         .await;
     }
 

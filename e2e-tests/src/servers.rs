@@ -357,6 +357,14 @@ impl Nats {
         self.launch()
     }
 
+    /// Starts a stopped server again on the same port and store.
+    pub fn start_again(&mut self) -> anyhow::Result<()> {
+        if self.server.is_none() {
+            self.launch()?;
+        }
+        Ok(())
+    }
+
     pub fn stop(&mut self) {
         if let Some(mut server) = self.server.take() {
             server.stop();

@@ -6,7 +6,10 @@ CREATE TABLE orders (
     total_minor bigint      NOT NULL CHECK (total_minor >= 0),
     created_at  timestamptz NOT NULL DEFAULT now()
 );
-CREATE INDEX orders_customer_id_id_idx ON orders (customer_id, id);
+-- Listing is oldest first by (created_at, id): ids are not time-ordered in
+-- every mode (self-read derives them from the Idempotency-Key).
+CREATE INDEX orders_created_at_id_idx ON orders (created_at, id);
+CREATE INDEX orders_customer_id_created_at_id_idx ON orders (customer_id, created_at, id);
 
 CREATE TABLE order_lines (
     order_id         uuid   NOT NULL REFERENCES orders (id) ON DELETE CASCADE,

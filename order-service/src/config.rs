@@ -33,6 +33,12 @@ pub struct Config {
     /// How often the relay looks at the outbox when no notification woke it.
     #[arg(long, env = "RELAY_POLL_INTERVAL", default_value = "1s", value_parser = duration::parse)]
     pub relay_poll_interval: Duration,
+    /// Self-read: how long `POST /orders` waits for the PubAck before answering 503.
+    #[arg(long, env = "PUBLISH_TIMEOUT", default_value = "2s", value_parser = duration::parse)]
+    pub publish_timeout: Duration,
+    /// Self-read: how long JetStream waits for the projector's ack before redelivering.
+    #[arg(long, env = "CONSUMER_ACK_WAIT", default_value = "30s", value_parser = duration::parse)]
+    pub consumer_ack_wait: Duration,
     #[arg(long, env = "DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
     /// How long to wait for the database and NATS at start-up.

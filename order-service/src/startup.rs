@@ -47,12 +47,15 @@ impl Application {
 
         let deps = Deps {
             pool: pool.clone(),
+            nats: nats.clone(),
             jetstream: jetstream.clone(),
             names: names.clone(),
         };
         let workers = WorkerSettings {
             relay_batch_size: config.relay_batch_size,
             relay_poll_interval: config.relay_poll_interval,
+            publish_timeout: config.publish_timeout,
+            consumer_ack_wait: config.consumer_ack_wait,
         };
         let pattern = Pattern::new(config.mode, deps, workers)?;
 

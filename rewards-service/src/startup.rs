@@ -10,13 +10,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::consumer::{Consumer, ConsumerSettings};
+use crate::consumer::Credits;
 use crate::http::{self, AppState};
+use service_kit::consumer::{ConsumerSettings, EventConsumer};
 
 /// A built rewards-service: connected, migrated, bound, not yet serving.
 pub struct Application {
     listener: TcpListener,
-    consumer: Consumer,
+    consumer: EventConsumer<Credits>,
     state: AppState,
 }
 
@@ -45,14 +46,16 @@ impl Application {
         })
         .await?;
 
-        let consumer = Consumer::new(
-            pool.clone(),
+        let consumer = EventConsumer::new(
             jetstream.clone(),
             names.clone(),
             ConsumerSettings {
+                durable: names.rewards_consumer(),
                 concurrency: config.consumer_concurrency,
                 ack_wait: config.consumer_ack_wait,
+                crash_point: "consumer_after_commit_before_ack",
             },
+            Credits::new(pool.clone()),
         );
         retry_until(deadline, "creating the rewards consumer", || async {
             consumer.ensure().await.map(drop)

@@ -4,12 +4,14 @@
 //! # Layout
 //! - [`telemetry`]: tracing to stdout and the Prometheus recorder.
 //! - [`shutdown`]: the ctrl-c / SIGTERM future passed into `run_until_stopped`.
+//! - [`consumer`]: the loop of an idempotent `OrderPlaced` consumer.
 //! - [`crash`]: named crash points for the fault tests.
 //! - [`http`]: the JSON error body, a JSON extractor that reports bad input
 //!   in that body, and the middleware that logs internal errors and counts requests.
 //! - [`startup`]: patient connections to PostgreSQL and NATS.
 //! - [`duration`]: `250ms` / `2s` / `1m` for command-line flags.
 
+pub mod consumer;
 pub mod crash;
 pub mod duration;
 pub mod http;

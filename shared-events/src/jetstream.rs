@@ -6,8 +6,10 @@
 use std::time::Duration;
 
 use async_nats::HeaderMap;
+use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
 use async_nats::jetstream::context::{Context, PublishAckFuture};
 use async_nats::jetstream::stream::{Config as StreamConfig, StorageType};
+use chrono::{DateTime, SecondsFormat, Utc};
 use uuid::Uuid;
 
 use crate::names::Names;
@@ -136,7 +138,35 @@ pub async fn send(
     event_id: Uuid,
     payload: Vec<u8>,
 ) -> Result<PendingAck, PublishError> {
+    send_with_headers(js, subject, event_id, HeaderMap::new(), payload).await
+}
+
+/// Like [`send`], with a deadline: a consumer must ignore the event if
+/// JetStream stored it after `accept_by` (see [`stored_too_late`]).
+pub async fn send_with_deadline(
+    js: &Context,
+    subject: String,
+    event_id: Uuid,
+    payload: Vec<u8>,
+    accept_by: DateTime<Utc>,
+) -> Result<PendingAck, PublishError> {
     let mut headers = HeaderMap::new();
+    headers.insert(
+        ACCEPT_BY_HEADER,
+        accept_by
+            .to_rfc3339_opts(SecondsFormat::Micros, true)
+            .as_str(),
+    );
+    send_with_headers(js, subject, event_id, headers, payload).await
+}
+
+async fn send_with_headers(
+    js: &Context,
+    subject: String,
+    event_id: Uuid,
+    mut headers: HeaderMap,
+    payload: Vec<u8>,
+) -> Result<PendingAck, PublishError> {
     headers.insert(
         async_nats::header::NATS_MESSAGE_ID,
         event_id.to_string().as_str(),
@@ -149,6 +179,69 @@ pub async fn send(
             source: e.into(),
         })?;
     Ok(PendingAck { event_id, ack })
+}
+
+/// The header that carries a publish's deadline.
+pub const ACCEPT_BY_HEADER: &str = "Accept-By";
+
+/// True when a message carries an [`ACCEPT_BY_HEADER`] deadline and JetStream
+/// stored it (`stored_at`, the server's timestamp) after that deadline. Its
+/// producer told its client the publish failed, so no consumer may act on it:
+/// this is what keeps a timed-out publish that landed late from becoming a ghost.
+pub fn stored_too_late(headers: Option<&HeaderMap>, stored_at: DateTime<Utc>) -> bool {
+    headers
+        .and_then(|h| h.get(ACCEPT_BY_HEADER))
+        .and_then(|value| DateTime::parse_from_rfc3339(value.as_str()).ok())
+        .is_some_and(|deadline| stored_at > deadline)
+}
+
+/// Converts the server timestamp of a JetStream message.
+pub fn stored_at(unix_nanos: i128) -> DateTime<Utc> {
+    let nanos = i64::try_from(unix_nanos).unwrap_or(i64::MAX);
+    DateTime::from_timestamp_nanos(nanos)
+}
+
+/// Creates the durable pull consumer `durable` on `stream` (explicit acks,
+/// unlimited deliveries, one filter subject) if it does not exist, and checks
+/// what the server kept: older servers silently drop fields they don't know.
+pub async fn ensure_consumer(
+    js: &Context,
+    stream: &str,
+    durable: &str,
+    filter_subject: String,
+    ack_wait: Duration,
+) -> Result<PullConsumer, StreamSetupError> {
+    let fail = |source: BoxError| StreamSetupError {
+        stream: stream.to_owned(),
+        source,
+    };
+    let wanted = pull::Config {
+        durable_name: Some(durable.to_owned()),
+        filter_subject,
+        ack_policy: AckPolicy::Explicit,
+        ack_wait,
+        max_deliver: -1,
+        max_ack_pending: 1000,
+        ..Default::default()
+    };
+    let mut consumer: PullConsumer = js
+        .get_stream(stream)
+        .await
+        .map_err(|e| fail(e.into()))?
+        .get_or_create_consumer(durable, wanted.clone())
+        .await
+        .map_err(|e| fail(e.into()))?;
+    let actual = &consumer.info().await.map_err(|e| fail(e.into()))?.config;
+    if actual.filter_subject != wanted.filter_subject || actual.ack_policy != AckPolicy::Explicit {
+        return Err(fail(
+            format!(
+                "consumer {durable} exists with filter {:?} and {:?} acks; expected {:?} and explicit acks",
+                actual.filter_subject, actual.ack_policy, wanted.filter_subject
+            )
+            .into(),
+        ));
+    }
+    Ok(consumer)
 }
 
 impl PendingAck {
@@ -206,10 +299,6 @@ pub async fn publish_dead_letter(
     );
     let event_id = Uuid::new_v5(&Uuid::NAMESPACE_OID, id.as_bytes());
     let mut headers = HeaderMap::new();
-    headers.insert(
-        async_nats::header::NATS_MESSAGE_ID,
-        event_id.to_string().as_str(),
-    );
     headers.insert("Dead-Letter-Reason", one_line(letter.reason).as_str());
     headers.insert("Dead-Letter-Consumer", letter.consumer);
     headers.insert("Dead-Letter-Subject", letter.original_subject);
@@ -217,18 +306,16 @@ pub async fn publish_dead_letter(
         "Dead-Letter-Stream-Sequence",
         letter.original_stream_sequence.to_string().as_str(),
     );
-    let ack = js
-        .publish_with_headers(
-            names.dead_letter_subject(letter.consumer),
-            headers,
-            payload.into(),
-        )
-        .await
-        .map_err(|e| PublishError::Send {
-            event_id,
-            source: e.into(),
-        })?;
-    PendingAck { event_id, ack }.confirmed().await
+    send_with_headers(
+        js,
+        names.dead_letter_subject(letter.consumer),
+        event_id,
+        headers,
+        payload,
+    )
+    .await?
+    .confirmed()
+    .await
 }
 
 /// Header values cannot hold line breaks; keep them short, too.
@@ -238,4 +325,27 @@ fn one_line(text: &str) -> String {
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
     flat.chars().take(512).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_stored_after_its_deadline_is_too_late() {
+        let deadline = Utc::now();
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            ACCEPT_BY_HEADER,
+            deadline
+                .to_rfc3339_opts(SecondsFormat::Micros, true)
+                .as_str(),
+        );
+        let just_after = deadline + chrono::Duration::milliseconds(1);
+        let just_before = deadline - chrono::Duration::milliseconds(1);
+        assert!(stored_too_late(Some(&headers), just_after));
+        assert!(!stored_too_late(Some(&headers), just_before));
+        assert!(!stored_too_late(None, just_after));
+        assert!(!stored_too_late(Some(&HeaderMap::new()), just_after));
+    }
 }

@@ -3,10 +3,8 @@
 use std::time::Duration;
 
 use e2e_tests::TestEnv;
-use e2e_tests::api::{count, order, place_ok, place_order};
+use e2e_tests::api::{assert_credited_exactly, count, order, place_ok, place_order};
 use uuid::Uuid;
-
-use crate::outbox::assert_credited_exactly;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dual_write_credits_an_order_when_nothing_fails() {

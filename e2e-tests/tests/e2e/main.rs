@@ -5,3 +5,4 @@
 mod bad_input;
 mod dual_write;
 mod outbox;
+mod self_read;

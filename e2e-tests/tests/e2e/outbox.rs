@@ -3,24 +3,12 @@
 
 use std::time::Duration;
 
-use e2e_tests::api::{count, ledger_summary, order, place_ok, place_order};
+use e2e_tests::api::{assert_credited_exactly, count, order, place_ok, place_order};
 use e2e_tests::env::CONVERGE;
 use e2e_tests::{TestEnv, eventually};
 use futures::future::join_all;
 
 const CRASH: Duration = Duration::from_secs(20);
-
-/// Waits until `n` orders are credited and the consumer has nothing left in
-/// flight, then checks that exactly `n` are, none doubled, none wrong.
-pub async fn assert_credited_exactly(env: &TestEnv, n: i64) {
-    let rewards = env.rewards_db().await;
-    eventually(&format!("{n} ledger rows"), CONVERGE, || async {
-        (count(&rewards, "reward_ledger").await >= n).then_some(())
-    })
-    .await;
-    env.wait_until_consumed().await;
-    assert_eq!(ledger_summary(&rewards).await, (n, 0, 0));
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_concurrent_orders_are_each_credited_once() {

@@ -1,3 +1,5 @@
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -17,8 +19,34 @@ pub async fn insert(conn: &mut PgConnection, id: Uuid, order: &NewOrder) -> sqlx
     )
     .fetch_one(&mut *conn)
     .await?;
+    insert_lines(conn, id, order.lines()).await?;
+    Ok(Order::new(id, order, created_at))
+}
 
-    let lines = order.lines();
+/// Inserts `order` as it is, unless an order with its id exists; returns
+/// whether it was inserted.
+pub async fn insert_if_absent(conn: &mut PgConnection, order: &Order) -> sqlx::Result<bool> {
+    let inserted = sqlx::query!(
+        r#"INSERT INTO orders (id, customer_id, currency, total_minor, created_at)
+           VALUES ($1, $2, $3, $4, $5)
+           ON CONFLICT (id) DO NOTHING"#,
+        order.id,
+        order.customer_id,
+        order.currency,
+        order.total_minor,
+        order.created_at,
+    )
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if inserted == 0 {
+        return Ok(false);
+    }
+    insert_lines(conn, order.id, &order.lines).await?;
+    Ok(true)
+}
+
+async fn insert_lines(conn: &mut PgConnection, id: Uuid, lines: &[OrderLine]) -> sqlx::Result<()> {
     let line_nos: Vec<i32> = (1..).take(lines.len()).collect();
     let skus: Vec<String> = lines.iter().map(|l| l.sku.clone()).collect();
     let quantities: Vec<i64> = lines.iter().map(|l| l.quantity).collect();
@@ -32,17 +60,9 @@ pub async fn insert(conn: &mut PgConnection, id: Uuid, order: &NewOrder) -> sqlx
         &quantities,
         &prices,
     )
-    .execute(&mut *conn)
+    .execute(conn)
     .await?;
-
-    Ok(Order {
-        id,
-        customer_id: order.customer_id().as_str().to_owned(),
-        currency: order.currency().code().to_owned(),
-        total_minor: order.total_minor(),
-        lines: lines.to_vec(),
-        created_at,
-    })
+    Ok(())
 }
 
 /// The order with `id`, if there is one.
@@ -60,8 +80,8 @@ pub async fn find(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Orde
     Ok(with_lines(conn, vec![head]).await?.pop())
 }
 
-/// One page of orders in id order (ids are UUID v7, so that is creation order),
-/// optionally of one customer, starting after `after`.
+/// One page of orders, oldest first, optionally of one customer, starting
+/// after the order `after`.
 pub async fn list(
     conn: &mut PgConnection,
     customer_id: Option<&str>,
@@ -73,8 +93,9 @@ pub async fn list(
         r#"SELECT id, customer_id, currency, total_minor, created_at
            FROM orders
            WHERE ($1::text IS NULL OR customer_id = $1)
-             AND ($2::uuid IS NULL OR id > $2)
-           ORDER BY id
+             AND ($2::uuid IS NULL
+                  OR (created_at, id) > (SELECT created_at, id FROM orders WHERE id = $2))
+           ORDER BY created_at, id
            LIMIT $3"#,
         customer_id,
         after,
@@ -102,6 +123,7 @@ async fn with_lines(conn: &mut PgConnection, heads: Vec<OrderHead>) -> sqlx::Res
     )
     .fetch_all(&mut *conn)
     .await?;
+    let position: HashMap<Uuid, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
     let mut orders: Vec<Order> = heads
         .into_iter()
         .map(|h| Order {
@@ -114,7 +136,7 @@ async fn with_lines(conn: &mut PgConnection, heads: Vec<OrderHead>) -> sqlx::Res
         })
         .collect();
     for row in rows {
-        if let Ok(i) = ids.binary_search(&row.order_id) {
+        if let Some(&i) = position.get(&row.order_id) {
             orders[i].lines.push(OrderLine {
                 sku: row.sku,
                 quantity: row.quantity,

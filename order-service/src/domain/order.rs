@@ -206,6 +206,45 @@ pub struct Order {
 }
 
 impl Order {
+    /// `order` as stored under `id` at `created_at`.
+    pub fn new(id: Uuid, order: &NewOrder, created_at: DateTime<Utc>) -> Self {
+        Self {
+            id,
+            customer_id: order.customer_id.as_str().to_owned(),
+            currency: order.currency.code().to_owned(),
+            total_minor: order.total_minor,
+            lines: order.lines.clone(),
+            created_at,
+        }
+    }
+
+    /// The order an `OrderPlaced` describes.
+    pub fn from_event(event: &OrderPlaced) -> Self {
+        Self {
+            id: event.order_id,
+            customer_id: event.customer_id.clone(),
+            currency: event.currency.clone(),
+            total_minor: event.total_minor,
+            lines: event
+                .lines
+                .iter()
+                .map(|l| OrderLine {
+                    sku: l.sku.clone(),
+                    quantity: l.quantity,
+                    unit_price_minor: l.unit_price_minor,
+                })
+                .collect(),
+            created_at: event.placed_at,
+        }
+    }
+
+    /// Whether this order has the content of `order` (ignoring id and time).
+    pub fn has_content_of(&self, order: &NewOrder) -> bool {
+        self.customer_id == order.customer_id.as_str()
+            && self.currency == order.currency.code()
+            && self.lines == order.lines
+    }
+
     /// The event that announces this order.
     pub fn placed_event(&self) -> OrderPlaced {
         OrderPlaced {

@@ -1,6 +1,6 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use service_kit::http::{error_response, internal_error};
+use service_kit::http::{error_response, internal_error, unavailable};
 
 use crate::domain::{IdempotencyKey, ValidationError};
 use crate::patterns::PlaceError;
@@ -23,6 +23,10 @@ pub enum ApiError {
     InvalidLimit(u32),
     #[error("no order with this id")]
     OrderNotFound,
+    #[error("the event broker is unavailable; retry with the same Idempotency-Key")]
+    Unavailable,
+    #[error("wait must be a duration of at most {0} seconds, like 500ms or 2s")]
+    InvalidWait(u64),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -31,6 +35,7 @@ impl From<PlaceError> for ApiError {
     fn from(error: PlaceError) -> Self {
         match error {
             PlaceError::KeyReused => ApiError::IdempotencyKeyReused,
+            PlaceError::Unavailable => ApiError::Unavailable,
             PlaceError::Internal(error) => ApiError::Internal(error),
         }
     }
@@ -53,6 +58,10 @@ impl IntoResponse for ApiError {
             ApiError::InvalidOrderId(_) => (StatusCode::BAD_REQUEST, "invalid_order_id"),
             ApiError::InvalidLimit(_) => (StatusCode::BAD_REQUEST, "invalid_limit"),
             ApiError::OrderNotFound => (StatusCode::NOT_FOUND, "order_not_found"),
+            ApiError::InvalidWait(_) => (StatusCode::BAD_REQUEST, "invalid_wait"),
+            ApiError::Unavailable => {
+                return unavailable("broker_unavailable", &self.to_string(), 1);
+            }
             ApiError::Internal(error) => return internal_error(error),
         };
         error_response(status, code, &self.to_string())

@@ -3,19 +3,26 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
+use service_kit::duration;
 use service_kit::http::{JsonBody, query_rejection};
+use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::{ApiError, AppState};
 use crate::db;
 use crate::domain::{IdempotencyKey, NewOrder, Order, PlaceOrderRequest};
-use crate::patterns::Placement;
+use crate::patterns::{Durability, Placement};
 
+const MAX_WAIT: Duration = Duration::from_secs(10);
+const WAIT_POLL: Duration = Duration::from_millis(20);
 const DEFAULT_PAGE: u32 = 50;
 const MAX_PAGE: u32 = 500;
 
-/// `POST /orders`: 201 with the order and its `Location`. With an
+/// `POST /orders`: 201 with the order and its `Location` (202 in self-read
+/// mode, where the order is accepted and the history follows). With an
 /// `Idempotency-Key`, a retry of the same body returns the same order
 /// (and `Idempotent-Replayed: true`); a different body under the key is 422.
 pub async fn place(
@@ -39,12 +46,11 @@ pub async fn place(
         metrics::counter!("orders_placed_total").increment(1);
     }
     let location = format!("/orders/{}", placed.order.id);
-    let mut response = (
-        StatusCode::CREATED,
-        [(header::LOCATION, location)],
-        Json(placed.order),
-    )
-        .into_response();
+    let status = match placed.durability {
+        Durability::Stored => StatusCode::CREATED,
+        Durability::Accepted => StatusCode::ACCEPTED,
+    };
+    let mut response = (status, [(header::LOCATION, location)], Json(placed.order)).into_response();
     if placed.replayed {
         response
             .headers_mut()
@@ -53,17 +59,44 @@ pub async fn place(
     Ok(response)
 }
 
-/// `GET /orders/{id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GetParams {
+    /// Wait up to this long (e.g. `2s`) for an order that is not there yet:
+    /// in self-read mode, read your own write.
+    wait: Option<String>,
+}
+
+/// `GET /orders/{id}[?wait=2s]`.
 pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Order>, ApiError> {
+    params: Result<Query<GetParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(params) = match params {
+        Ok(params) => params,
+        Err(rejection) => return Ok(query_rejection(&rejection)),
+    };
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::InvalidOrderId(id))?;
-    let mut conn = state.pool.acquire().await?;
-    db::orders::find(&mut conn, id)
-        .await?
-        .map(Json)
-        .ok_or(ApiError::OrderNotFound)
+    let wait = match params.wait {
+        None => Duration::ZERO,
+        Some(text) => duration::parse(&text)
+            .ok()
+            .filter(|wait| *wait <= MAX_WAIT)
+            .ok_or(ApiError::InvalidWait(MAX_WAIT.as_secs()))?,
+    };
+    let deadline = Instant::now() + wait;
+    loop {
+        let mut conn = state.pool.acquire().await?;
+        if let Some(order) = db::orders::find(&mut conn, id).await? {
+            return Ok(Json(order).into_response());
+        }
+        drop(conn);
+        if Instant::now() >= deadline {
+            return Err(ApiError::OrderNotFound);
+        }
+        tokio::time::sleep(WAIT_POLL).await;
+    }
 }
 
 #[derive(Debug, Deserialize)]

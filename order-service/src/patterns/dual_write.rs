@@ -9,7 +9,7 @@ use shared_events::{Envelope, jetstream};
 use uuid::Uuid;
 
 use super::store::{self, Begun};
-use super::{Deps, PlaceError, Placed, Placement};
+use super::{Deps, Durability, PlaceError, Placed, Placement};
 use service_kit::crash::crash_point;
 
 pub struct DualWrite {
@@ -27,6 +27,7 @@ impl DualWrite {
                 return Ok(Placed {
                     order,
                     replayed: true,
+                    durability: Durability::Stored,
                 });
             }
             Begun::New(tx, order) => (tx, order),
@@ -60,6 +61,7 @@ impl DualWrite {
         Ok(Placed {
             order,
             replayed: false,
+            durability: Durability::Stored,
         })
     }
 }

@@ -6,6 +6,7 @@
 //! | mode | write path | what publishes |
 //! |---|---|---|
 //! | `outbox` | order + outbox row in one transaction | the relay, after COMMIT |
+//! | `self-read` | publish, await the PubAck, answer 202 | the request itself; the projector writes the order from its own event |
 //! | `dual-write` | order, COMMIT, then publish | the request itself; a crash in between loses the event |
 
 use clap::ValueEnum;
@@ -15,10 +16,16 @@ use tokio_util::task::TaskTracker;
 
 use crate::domain::{IdempotencyKey, NewOrder, Order};
 
+#[cfg(not(any(feature = "outbox", feature = "self-read", feature = "dual-write")))]
+compile_error!("order-service needs at least one pattern feature: outbox, self-read or dual-write");
+
 #[cfg(feature = "dual-write")]
 mod dual_write;
 #[cfg(feature = "outbox")]
 pub mod outbox;
+#[cfg(feature = "self-read")]
+pub mod self_read;
+#[cfg(any(feature = "outbox", feature = "dual-write"))]
 mod store;
 
 /// How order-service turns an order into an event; chosen at start-up.
@@ -49,6 +56,7 @@ impl Mode {
 #[derive(Clone)]
 pub struct Deps {
     pub pool: PgPool,
+    pub nats: async_nats::Client,
     pub jetstream: async_nats::jetstream::Context,
     pub names: shared_events::Names,
 }
@@ -58,6 +66,10 @@ pub struct Deps {
 pub struct WorkerSettings {
     pub relay_batch_size: i64,
     pub relay_poll_interval: std::time::Duration,
+    /// Self-read: how long a request waits for its PubAck before answering 503.
+    pub publish_timeout: std::time::Duration,
+    /// Self-read: the projector's ack wait.
+    pub consumer_ack_wait: std::time::Duration,
 }
 
 /// An order to place, with the client's idempotency key if it sent one.
@@ -71,12 +83,24 @@ pub struct Placement {
 pub struct Placed {
     pub order: Order,
     pub replayed: bool,
+    pub durability: Durability,
+}
+
+/// How far an order got before the answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Committed to the order database (201 Created).
+    Stored,
+    /// Acknowledged by the broker; the order database follows (202 Accepted).
+    Accepted,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlaceError {
     #[error("the idempotency key was already used for a different order")]
     KeyReused,
+    #[error("the event broker did not acknowledge in time")]
+    Unavailable,
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -90,6 +114,8 @@ pub struct UnavailableMode(&'static str, String);
 pub enum Pattern {
     #[cfg(feature = "outbox")]
     Outbox(outbox::Outbox),
+    #[cfg(feature = "self-read")]
+    SelfRead(self_read::SelfRead),
     #[cfg(feature = "dual-write")]
     DualWrite(dual_write::DualWrite),
 }
@@ -100,6 +126,8 @@ impl Pattern {
         match mode {
             #[cfg(feature = "outbox")]
             Mode::Outbox => Ok(Pattern::Outbox(outbox::Outbox::new(deps, settings))),
+            #[cfg(feature = "self-read")]
+            Mode::SelfRead => Ok(Pattern::SelfRead(self_read::SelfRead::new(deps, settings))),
             #[cfg(feature = "dual-write")]
             Mode::DualWrite => Ok(Pattern::DualWrite(dual_write::DualWrite::new(deps))),
             #[allow(unreachable_patterns)]
@@ -112,6 +140,8 @@ impl Pattern {
         match self {
             #[cfg(feature = "outbox")]
             Pattern::Outbox(p) => p.place(placement).await,
+            #[cfg(feature = "self-read")]
+            Pattern::SelfRead(p) => p.place(placement).await,
             #[cfg(feature = "dual-write")]
             Pattern::DualWrite(p) => p.place(placement).await,
         }
@@ -126,6 +156,10 @@ impl Pattern {
             Pattern::Outbox(p) => {
                 tasks.spawn(p.relay().run(shutdown));
             }
+            #[cfg(feature = "self-read")]
+            Pattern::SelfRead(p) => {
+                tasks.spawn(p.projector().run(shutdown));
+            }
             #[cfg(feature = "dual-write")]
             Pattern::DualWrite(_) => {}
         }
@@ -136,6 +170,7 @@ impl Pattern {
 pub fn compiled_modes() -> Vec<&'static str> {
     [
         (cfg!(feature = "outbox"), Mode::Outbox),
+        (cfg!(feature = "self-read"), Mode::SelfRead),
         (cfg!(feature = "dual-write"), Mode::DualWrite),
     ]
     .into_iter()

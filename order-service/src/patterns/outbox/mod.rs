@@ -18,7 +18,7 @@ use shared_events::Envelope;
 use uuid::Uuid;
 
 use super::store::{self, Begun};
-use super::{Deps, PlaceError, Placed, Placement, WorkerSettings};
+use super::{Deps, Durability, PlaceError, Placed, Placement, WorkerSettings};
 use crate::db;
 use service_kit::crash::crash_point;
 
@@ -38,6 +38,7 @@ impl Outbox {
                 return Ok(Placed {
                     order,
                     replayed: true,
+                    durability: Durability::Stored,
                 });
             }
             Begun::New(tx, order) => (tx, order),
@@ -57,6 +58,7 @@ impl Outbox {
         Ok(Placed {
             order,
             replayed: false,
+            durability: Durability::Stored,
         })
     }
 

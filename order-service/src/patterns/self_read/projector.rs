@@ -1,0 +1,63 @@
+//! The projector: order-service consuming its own `OrderPlaced` to write its
+//! order history. The loop is `service_kit::consumer`; applying an event is
+//! one transaction that records the event in the inbox and inserts the order
+//! unless it exists (a retry under another event id), acked after COMMIT.
+
+use anyhow::Context as _;
+use service_kit::consumer::{Applied, Apply, ApplyError, ConsumerSettings, EventConsumer};
+use shared_events::{Envelope, OrderPlaced};
+use sqlx::PgPool;
+
+use crate::db;
+use crate::domain::Order;
+use crate::patterns::{Deps, WorkerSettings};
+
+/// Durable consumer name of the projector.
+pub const DURABLE: &str = "order-history";
+
+pub struct Projection {
+    pool: PgPool,
+}
+
+impl Apply for Projection {
+    async fn apply(
+        &self,
+        event: Envelope<OrderPlaced>,
+        _stream_sequence: u64,
+    ) -> Result<Applied, ApplyError> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .context("beginning the projection transaction")?;
+        let new_event = db::inbox::record(&mut tx, event.event_id)
+            .await
+            .context("recording the event")?;
+        let inserted = new_event
+            && db::orders::insert_if_absent(&mut tx, &Order::from_event(&event.payload))
+                .await
+                .context("inserting the order")?;
+        tx.commit().await.context("committing the projection")?;
+        Ok(if inserted {
+            Applied::New
+        } else {
+            Applied::Duplicate
+        })
+    }
+}
+
+pub fn consumer(deps: &Deps, settings: &WorkerSettings) -> EventConsumer<Projection> {
+    EventConsumer::new(
+        deps.jetstream.clone(),
+        deps.names.clone(),
+        ConsumerSettings {
+            durable: DURABLE,
+            concurrency: 8,
+            ack_wait: settings.consumer_ack_wait,
+            crash_point: "projector_after_commit_before_ack",
+        },
+        Projection {
+            pool: deps.pool.clone(),
+        },
+    )
+}
