@@ -10,7 +10,7 @@ use sqlx::{Connection as _, PgConnection, PgPool};
 use crate::eventually;
 use std::sync::Mutex;
 
-use crate::servers::{Nats, shared};
+use crate::servers::{Nats, Postgres, shared};
 use crate::service::{Log, Service};
 
 /// How long a test waits for the system to converge.
@@ -25,24 +25,48 @@ pub struct TestEnv {
     log: Log,
     started: AtomicUsize,
     private_nats: Option<Mutex<Nats>>,
+    private_postgres: Option<Mutex<Postgres>>,
     pub http: reqwest::Client,
+}
+
+/// Which servers a test gets to itself, so that it may stop or restart them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Private {
+    pub nats: bool,
+    pub postgres: bool,
 }
 
 impl TestEnv {
     /// Creates fresh databases `<name>_orders` and `<name>_rewards`; `name`
     /// also prefixes the test's streams. Use the test's name: it must be unique.
     pub async fn new(name: &str) -> Self {
-        Self::create(name, false).await
+        Self::with_private(name, Private::default()).await
     }
 
     /// Like [`TestEnv::new`], with a NATS server of its own that the test
     /// may stop and start.
     pub async fn with_private_nats(name: &str) -> Self {
-        Self::create(name, true).await
+        Self::with_private(
+            name,
+            Private {
+                nats: true,
+                postgres: false,
+            },
+        )
+        .await
     }
 
-    async fn create(name: &str, private_nats: bool) -> Self {
-        let servers = shared();
+    /// Like [`TestEnv::new`], with the servers `private` names of its own.
+    pub async fn with_private(name: &str, private: Private) -> Self {
+        let shared = (!private.nats || !private.postgres).then(shared);
+        let private_postgres = private
+            .postgres
+            .then(|| Postgres::start().expect("starting a private PostgreSQL"));
+        let admin_url = match (&private_postgres, shared) {
+            (Some(pg), _) => pg.url("postgres"),
+            (None, Some(servers)) => servers.postgres_admin_url.clone(),
+            (None, None) => unreachable!("a shared server is started when one is not private"),
+        };
         let name: String = name
             .chars()
             .map(|c| {
@@ -57,9 +81,7 @@ impl TestEnv {
         let orders_db = format!("{name}_orders");
         let rewards_db = format!("{name}_rewards");
         let mut admin = eventually("PostgreSQL to accept connections", CONVERGE, || async {
-            PgConnection::connect(&servers.postgres_admin_url)
-                .await
-                .ok()
+            PgConnection::connect(&admin_url).await.ok()
         })
         .await;
         for db in [&orders_db, &rewards_db] {
@@ -74,21 +96,23 @@ impl TestEnv {
             }
         }
         let with_db = |db: &str| {
-            let base = servers
-                .postgres_admin_url
-                .rsplit_once('/')
-                .map_or("", |(b, _)| b);
+            let base = admin_url.rsplit_once('/').map_or("", |(b, _)| b);
             format!("{base}/{db}")
         };
-        let private_nats =
-            private_nats.then(|| Nats::start().expect("starting a private nats-server"));
+        let private_nats = private
+            .nats
+            .then(|| Nats::start().expect("starting a private nats-server"));
+        let nats_url = match (&private_nats, shared) {
+            (Some(nats), _) => nats.url(),
+            (None, Some(servers)) => servers.nats_url.clone(),
+            (None, None) => unreachable!("a shared server is started when one is not private"),
+        };
         Self {
             orders_url: with_db(&orders_db),
             rewards_url: with_db(&rewards_db),
-            nats_url: private_nats
-                .as_ref()
-                .map_or_else(|| servers.nats_url.clone(), Nats::url),
+            nats_url,
             private_nats: private_nats.map(Mutex::new),
+            private_postgres: private_postgres.map(Mutex::new),
             name,
             log: Log::default(),
             started: AtomicUsize::new(0),
@@ -134,6 +158,18 @@ impl TestEnv {
             .expect("starting NATS again");
     }
 
+    /// Restarts the test's private PostgreSQL (fast shutdown: clients are
+    /// disconnected), on the same port and data.
+    pub fn restart_postgres(&self) {
+        self.private_postgres
+            .as_ref()
+            .expect("created with a private PostgreSQL")
+            .lock()
+            .expect("postgres lock")
+            .restart()
+            .expect("restarting PostgreSQL");
+    }
+
     /// Starts order-service in `mode`.
     pub async fn order_service(&self, mode: &str) -> Service {
         self.order_service_with(mode, None).await
@@ -141,7 +177,23 @@ impl TestEnv {
 
     /// Starts order-service in `mode` with crash points, e.g. `name=return`.
     pub async fn order_service_with(&self, mode: &str, failpoints: Option<&str>) -> Service {
+        self.start_order_service(mode, failpoints, &[]).await
+    }
+
+    /// Starts order-service in `mode` with crash points and more settings.
+    pub async fn start_order_service(
+        &self,
+        mode: &str,
+        failpoints: Option<&str>,
+        extra: &[(&str, &str)],
+    ) -> Service {
         let mut env = self.common_env(&self.orders_url, failpoints);
+        env.push(("CDC_HEARTBEAT_INTERVAL".to_owned(), "200ms".to_owned()));
+        env.extend(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
         env.push(("ORDER_MODE".to_owned(), mode.to_owned()));
         env.push(("RELAY_POLL_INTERVAL".to_owned(), "500ms".to_owned()));
         env.push(("CONSUMER_ACK_WAIT".to_owned(), "2s".to_owned()));

@@ -4,7 +4,7 @@ use std::time::Duration;
 use clap::Parser;
 use service_kit::duration;
 
-use crate::patterns::Mode;
+use crate::patterns::{Mode, OutboxRelay};
 
 /// order-service: takes orders and turns each into exactly one `OrderPlaced`.
 #[derive(Debug, Clone, Parser)]
@@ -27,6 +27,10 @@ pub struct Config {
     /// JetStream's duplicate window for the order stream (only used when creating it).
     #[arg(long, env = "DUPLICATE_WINDOW", default_value = "2m", value_parser = duration::parse)]
     pub duplicate_window: Duration,
+    /// How the outbox is relayed: `polling` (FOR UPDATE SKIP LOCKED, woken by
+    /// LISTEN/NOTIFY) or `cdc` (logical replication of the outbox's inserts).
+    #[arg(long, env = "OUTBOX_RELAY", value_enum, default_value_t = OutboxRelay::Polling)]
+    pub outbox_relay: OutboxRelay,
     /// Most outbox rows one relay step publishes.
     #[arg(long, env = "RELAY_BATCH_SIZE", default_value_t = 200)]
     pub relay_batch_size: i64,
@@ -39,6 +43,17 @@ pub struct Config {
     /// Self-read: how long JetStream waits for the projector's ack before redelivering.
     #[arg(long, env = "CONSUMER_ACK_WAIT", default_value = "30s", value_parser = duration::parse)]
     pub consumer_ack_wait: Duration,
+    /// CDC: prefix of the replication slot names (`<prefix>_orders`,
+    /// `<prefix>_outbox`); default: the database's name. Slots are per server,
+    /// so two deployments on one PostgreSQL need different prefixes.
+    #[arg(long, env = "CDC_SLOT")]
+    pub cdc_slot: Option<String>,
+    /// CDC: how often the reader writes a heartbeat to the WAL and checks its slot.
+    #[arg(long, env = "CDC_HEARTBEAT_INTERVAL", default_value = "1s", value_parser = duration::parse)]
+    pub cdc_heartbeat_interval: Duration,
+    /// CDC: committed transactions whose PubAcks may be awaited at once.
+    #[arg(long, env = "CDC_MAX_IN_FLIGHT", default_value_t = 1000)]
+    pub cdc_max_in_flight: usize,
     #[arg(long, env = "DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
     /// How long to wait for the database and NATS at start-up.

@@ -1,6 +1,6 @@
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
 use service_kit::startup::{connect_database, connect_nats, retry_until};
@@ -12,11 +12,12 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::http::{self, AppState};
-use crate::patterns::{Deps, Pattern, WorkerSettings};
+use crate::patterns::{Deps, Pattern, Worker, WorkerSettings};
 
 /// A built order-service: connected, migrated, bound, not yet serving.
 pub struct Application {
     listener: TcpListener,
+    worker: Option<Worker>,
     state: AppState,
 }
 
@@ -52,12 +53,17 @@ impl Application {
             names: names.clone(),
         };
         let workers = WorkerSettings {
+            outbox_relay: config.outbox_relay,
+            database_url: config.database_url.clone(),
+            cdc_slot: config.cdc_slot.clone(),
+            cdc_heartbeat_interval: config.cdc_heartbeat_interval,
+            cdc_max_in_flight: config.cdc_max_in_flight,
             relay_batch_size: config.relay_batch_size,
             relay_poll_interval: config.relay_poll_interval,
             publish_timeout: config.publish_timeout,
             consumer_ack_wait: config.consumer_ack_wait,
         };
-        let pattern = Pattern::new(config.mode, deps, workers)?;
+        let (pattern, worker) = Pattern::new(config.mode, deps, workers).await?;
 
         let listener = TcpListener::bind(config.listen_addr)
             .await
@@ -65,6 +71,7 @@ impl Application {
         tracing::info!(mode = config.mode.name(), "order-service ready");
         Ok(Self {
             listener,
+            worker,
             state: AppState {
                 pattern: Arc::new(pattern),
                 pool,
@@ -88,11 +95,23 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        let addr = self.local_addr()?;
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();
-        self.state.pattern.spawn_worker(&tasks, stop.child_token());
+        // A worker that cannot go on safely (a lost replication slot, say)
+        // stops the whole service with its error.
+        let fatal = Arc::new(Mutex::new(None));
+        if let Some(worker) = self.worker {
+            let (run, stop, fatal) = (worker(stop.child_token()), stop.clone(), fatal.clone());
+            tasks.spawn(async move {
+                if let Err(error) = run.await {
+                    tracing::error!(error = format!("{error:#}"), "stopping order-service");
+                    *fatal.lock().expect("fatal lock") = Some(error);
+                    stop.cancel();
+                }
+            });
+        }
 
-        let addr = self.local_addr()?;
         tracing::info!(%addr, "listening on http://{addr}");
         let serve_stop = stop.clone();
         let served = axum::serve(self.listener, http::router(self.state))
@@ -107,6 +126,9 @@ impl Application {
         tasks.close();
         tasks.wait().await;
         tracing::info!("order-service stopped");
+        if let Some(error) = fatal.lock().expect("fatal lock").take() {
+            return Err(error);
+        }
         served.context("serving HTTP")
     }
 }

@@ -3,6 +3,7 @@
 //! each in its own databases and stream prefix.
 
 mod bad_input;
+mod cdc;
 mod dual_write;
 mod outbox;
 mod self_read;

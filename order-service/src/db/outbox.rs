@@ -44,6 +44,15 @@ pub async fn claim_batch(conn: &mut PgConnection, limit: i64) -> sqlx::Result<Ve
     .await
 }
 
+/// Deletes the row of `event_id` (the CDC relay's write path: the WAL keeps
+/// the insert).
+pub async fn delete_event(conn: &mut PgConnection, event_id: Uuid) -> sqlx::Result<()> {
+    sqlx::query!("DELETE FROM outbox WHERE event_id = $1", event_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// Deletes published rows, in the transaction that claimed them.
 pub async fn delete(conn: &mut PgConnection, seqs: &[i64]) -> sqlx::Result<u64> {
     Ok(sqlx::query!("DELETE FROM outbox WHERE seq = ANY($1)", seqs)

@@ -5,27 +5,40 @@
 //!
 //! | mode | write path | what publishes |
 //! |---|---|---|
-//! | `outbox` | order + outbox row in one transaction | the relay, after COMMIT |
+//! | `outbox` | order + outbox row in one transaction | the relay (polling, or CDC on the outbox), after COMMIT |
+//! | `cdc` | order, nothing else | the CDC reader, from the WAL of `orders` |
 //! | `self-read` | publish, await the PubAck, answer 202 | the request itself; the projector writes the order from its own event |
 //! | `dual-write` | order, COMMIT, then publish | the request itself; a crash in between loses the event |
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
 
 use clap::ValueEnum;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::domain::{IdempotencyKey, NewOrder, Order};
 
-#[cfg(not(any(feature = "outbox", feature = "self-read", feature = "dual-write")))]
-compile_error!("order-service needs at least one pattern feature: outbox, self-read or dual-write");
+#[cfg(not(any(
+    feature = "outbox",
+    feature = "cdc",
+    feature = "self-read",
+    feature = "dual-write"
+)))]
+compile_error!(
+    "order-service needs at least one pattern feature: outbox, cdc, self-read or dual-write"
+);
 
+#[cfg(feature = "cdc")]
+pub mod cdc;
 #[cfg(feature = "dual-write")]
 mod dual_write;
 #[cfg(feature = "outbox")]
 pub mod outbox;
 #[cfg(feature = "self-read")]
 pub mod self_read;
-#[cfg(any(feature = "outbox", feature = "dual-write"))]
+#[cfg(any(feature = "outbox", feature = "cdc", feature = "dual-write"))]
 mod store;
 
 /// How order-service turns an order into an event; chosen at start-up.
@@ -52,6 +65,15 @@ impl Mode {
     }
 }
 
+/// How the outbox is relayed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutboxRelay {
+    /// Claim rows with `FOR UPDATE SKIP LOCKED`, woken by LISTEN/NOTIFY.
+    Polling,
+    /// Tail the outbox's inserts through logical replication (needs the `cdc` feature).
+    Cdc,
+}
+
 /// What every pattern needs from the outside world.
 #[derive(Clone)]
 pub struct Deps {
@@ -61,15 +83,21 @@ pub struct Deps {
     pub names: shared_events::Names,
 }
 
-/// Tuning of the background workers.
+/// Tuning of the write paths and background workers.
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
+    pub outbox_relay: OutboxRelay,
     pub relay_batch_size: i64,
-    pub relay_poll_interval: std::time::Duration,
+    pub relay_poll_interval: Duration,
     /// Self-read: how long a request waits for its PubAck before answering 503.
-    pub publish_timeout: std::time::Duration,
+    pub publish_timeout: Duration,
     /// Self-read: the projector's ack wait.
-    pub consumer_ack_wait: std::time::Duration,
+    pub consumer_ack_wait: Duration,
+    /// CDC: where to stream from, and the slot (default: derived from the database name).
+    pub database_url: String,
+    pub cdc_slot: Option<String>,
+    pub cdc_heartbeat_interval: Duration,
+    pub cdc_max_in_flight: usize,
 }
 
 /// An order to place, with the client's idempotency key if it sent one.
@@ -105,15 +133,32 @@ pub enum PlaceError {
     Internal(#[from] anyhow::Error),
 }
 
-/// The mode was not compiled into this binary.
+/// The mode (or relay) was not compiled into this binary.
 #[derive(Debug, thiserror::Error)]
-#[error("mode {0} is not available in this build of order-service (compiled in: {1})")]
-pub struct UnavailableMode(&'static str, String);
+#[error("{0} is not available in this build of order-service (compiled in: {1})")]
+pub struct UnavailableMode(String, String);
 
-/// The active pattern.
+/// A pattern's background worker, prepared and ready to start: it runs until
+/// the token is cancelled, and returns an error only when going on is unsafe.
+pub type Worker = Box<
+    dyn FnOnce(CancellationToken) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>
+        + Send,
+>;
+
+#[cfg(any(feature = "outbox", feature = "cdc", feature = "self-read"))]
+fn worker<F>(run: impl FnOnce(CancellationToken) -> F + Send + 'static) -> Option<Worker>
+where
+    F: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    Some(Box::new(move |shutdown| Box::pin(run(shutdown))))
+}
+
+/// The active pattern's write path.
 pub enum Pattern {
     #[cfg(feature = "outbox")]
     Outbox(outbox::Outbox),
+    #[cfg(feature = "cdc")]
+    Cdc(cdc::Cdc),
     #[cfg(feature = "self-read")]
     SelfRead(self_read::SelfRead),
     #[cfg(feature = "dual-write")]
@@ -121,17 +166,64 @@ pub enum Pattern {
 }
 
 impl Pattern {
-    pub fn new(mode: Mode, deps: Deps, settings: WorkerSettings) -> Result<Self, UnavailableMode> {
-        let _ = &settings;
+    /// Builds the pattern and its worker, and does what must precede the
+    /// first order (for CDC: creating the publication and the slot).
+    pub async fn new(
+        mode: Mode,
+        deps: Deps,
+        settings: WorkerSettings,
+    ) -> anyhow::Result<(Self, Option<Worker>)> {
+        let _ = (&deps, &settings);
         match mode {
             #[cfg(feature = "outbox")]
-            Mode::Outbox => Ok(Pattern::Outbox(outbox::Outbox::new(deps, settings))),
+            Mode::Outbox => {
+                let pattern = outbox::Outbox::new(deps.clone(), settings.clone());
+                let worker = match settings.outbox_relay {
+                    OutboxRelay::Polling => {
+                        let relay = pattern.relay();
+                        worker(move |shutdown| async move {
+                            relay.run(shutdown).await;
+                            Ok(())
+                        })
+                    }
+                    #[cfg(feature = "cdc")]
+                    OutboxRelay::Cdc => {
+                        let cdc = cdc_settings(&deps, &settings, "outbox").await?;
+                        let reader = pattern.cdc_relay(cdc).await?;
+                        worker(move |shutdown| reader.run(shutdown))
+                    }
+                    #[cfg(not(feature = "cdc"))]
+                    OutboxRelay::Cdc => return Err(unavailable("the CDC outbox relay").into()),
+                };
+                Ok((Pattern::Outbox(pattern), worker))
+            }
+            #[cfg(feature = "cdc")]
+            Mode::Cdc => {
+                let pattern = cdc::Cdc::new(deps.clone());
+                let reader = pattern
+                    .reader(cdc_settings(&deps, &settings, "orders").await?)
+                    .await?;
+                Ok((
+                    Pattern::Cdc(pattern),
+                    worker(move |shutdown| reader.run(shutdown)),
+                ))
+            }
             #[cfg(feature = "self-read")]
-            Mode::SelfRead => Ok(Pattern::SelfRead(self_read::SelfRead::new(deps, settings))),
+            Mode::SelfRead => {
+                let pattern = self_read::SelfRead::new(deps, settings);
+                let projector = pattern.projector();
+                Ok((
+                    Pattern::SelfRead(pattern),
+                    worker(move |shutdown| async move {
+                        projector.run(shutdown).await;
+                        Ok(())
+                    }),
+                ))
+            }
             #[cfg(feature = "dual-write")]
-            Mode::DualWrite => Ok(Pattern::DualWrite(dual_write::DualWrite::new(deps))),
+            Mode::DualWrite => Ok((Pattern::DualWrite(dual_write::DualWrite::new(deps)), None)),
             #[allow(unreachable_patterns)]
-            other => Err(UnavailableMode(other.name(), compiled_modes().join(", "))),
+            other => Err(unavailable(&format!("mode {}", other.name())).into()),
         }
     }
 
@@ -140,36 +232,52 @@ impl Pattern {
         match self {
             #[cfg(feature = "outbox")]
             Pattern::Outbox(p) => p.place(placement).await,
+            #[cfg(feature = "cdc")]
+            Pattern::Cdc(p) => p.place(placement).await,
             #[cfg(feature = "self-read")]
             Pattern::SelfRead(p) => p.place(placement).await,
             #[cfg(feature = "dual-write")]
             Pattern::DualWrite(p) => p.place(placement).await,
         }
     }
+}
 
-    /// Starts the mode's background worker, if it has one; it stops when
-    /// `shutdown` is cancelled, after finishing the batch in hand.
-    pub fn spawn_worker(&self, tasks: &TaskTracker, shutdown: CancellationToken) {
-        let _ = (tasks, &shutdown);
-        match self {
-            #[cfg(feature = "outbox")]
-            Pattern::Outbox(p) => {
-                tasks.spawn(p.relay().run(shutdown));
-            }
-            #[cfg(feature = "self-read")]
-            Pattern::SelfRead(p) => {
-                tasks.spawn(p.projector().run(shutdown));
-            }
-            #[cfg(feature = "dual-write")]
-            Pattern::DualWrite(_) => {}
-        }
-    }
+/// The CDC reader's settings for the slot `<database>_<suffix>` (or the
+/// configured one) and the publication `order_events_<suffix>`.
+#[cfg(feature = "cdc")]
+async fn cdc_settings(
+    deps: &Deps,
+    settings: &WorkerSettings,
+    suffix: &'static str,
+) -> anyhow::Result<crate::cdc::CdcSettings> {
+    let slot = match &settings.cdc_slot {
+        Some(slot) => format!("{slot}_{suffix}"),
+        None => crate::cdc::slot::default_name(&deps.pool, suffix).await?,
+    };
+    anyhow::ensure!(
+        crate::cdc::slot::valid_identifier(&slot),
+        "slot name {slot:?}: use lower-case letters, digits and '_'"
+    );
+    Ok(crate::cdc::CdcSettings {
+        database_url: settings.database_url.clone(),
+        slot,
+        publication: format!("order_events_{suffix}"),
+        heartbeat_interval: settings.cdc_heartbeat_interval,
+        max_in_flight: settings.cdc_max_in_flight,
+        crash_point: "cdc_before_confirm",
+        label: suffix,
+    })
+}
+
+fn unavailable(what: &str) -> UnavailableMode {
+    UnavailableMode(what.to_owned(), compiled_modes().join(", "))
 }
 
 /// The modes this binary was built with.
 pub fn compiled_modes() -> Vec<&'static str> {
     [
         (cfg!(feature = "outbox"), Mode::Outbox),
+        (cfg!(feature = "cdc"), Mode::Cdc),
         (cfg!(feature = "self-read"), Mode::SelfRead),
         (cfg!(feature = "dual-write"), Mode::DualWrite),
     ]

@@ -35,7 +35,7 @@ use uuid::Uuid;
 
 use super::{Deps, Durability, PlaceError, Placed, Placement, WorkerSettings};
 use crate::db;
-use crate::domain::{IdempotencyKey, Order};
+use crate::domain::{ID_NAMESPACE, IdempotencyKey, Order};
 use service_kit::crash::crash_point;
 
 /// Added to the publish timeout to form the deadline, so that a clock
@@ -43,8 +43,6 @@ use service_kit::crash::crash_point;
 const CLOCK_SKEW_ALLOWANCE: Duration = Duration::from_secs(1);
 /// Attempts per request when earlier attempts of the same key landed too late.
 const MAX_ATTEMPTS: u32 = 3;
-/// Namespace of the ids derived from idempotency keys.
-const ID_NAMESPACE: Uuid = Uuid::from_u128(0x6f72_6465_722d_6576_656e_7473_2d69_6473);
 
 pub struct SelfRead {
     deps: Deps,

@@ -1,0 +1,129 @@
+//! Change data capture through PostgreSQL logical replication: the machinery
+//! shared by the `cdc` pattern (events from `orders`) and the outbox relayed
+//! by CDC (events from `outbox`).
+//!
+//! # Layout
+//! - [`reader`]: streams a slot with the built-in `pgoutput` plugin, turns
+//!   committed transactions into events through a [`Capture`], publishes
+//!   them, and confirms the slot position only after every PubAck.
+//! - [`slot`]: publication and slot set-up, status, heartbeats.
+//! - [`pgoutput`]: the Relation and Insert messages, decoded.
+//!
+//! The replication protocol itself comes from `pgwire-replication`, a young
+//! crate pinned exactly and used in [`reader`] only.
+
+pub mod pgoutput;
+pub mod reader;
+pub mod slot;
+
+use std::collections::HashMap;
+
+use anyhow::bail;
+use uuid::Uuid;
+
+pub use reader::{CdcSettings, Reader};
+
+/// An event to publish, derived from captured rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    pub subject: String,
+    pub event_id: Uuid,
+    pub payload: Vec<u8>,
+}
+
+/// What one pattern makes of the rows its publication captures.
+pub trait Capture: Send + 'static {
+    /// The tables the publication covers.
+    fn tables(&self) -> &'static [&'static str];
+    /// A table's shape; an error stops the reader (a shape it does not know).
+    fn relation(&mut self, relation: &pgoutput::Relation) -> anyhow::Result<()>;
+    /// A row inserted by the open transaction.
+    fn insert(&mut self, relation_id: u32, values: Vec<Option<String>>) -> anyhow::Result<()>;
+    /// The open transaction committed: its events, in order.
+    fn commit(&mut self) -> anyhow::Result<Vec<Outgoing>>;
+    /// Forget a transaction that will be replayed (the session ended).
+    fn reset(&mut self);
+}
+
+/// Which column of a known table is where, checked against the exact column
+/// set of the version we map: a changed table stops capture loudly instead of
+/// producing events of a shape nobody agreed on.
+#[derive(Debug, Default)]
+pub struct Shapes {
+    tables: HashMap<u32, (String, HashMap<String, usize>)>,
+}
+
+impl Shapes {
+    /// Records `relation` if it is one of `known` (table name, exact columns).
+    pub fn learn(
+        &mut self,
+        relation: &pgoutput::Relation,
+        known: &[(&str, &[&str])],
+    ) -> anyhow::Result<()> {
+        let Some((table, columns)) = known.iter().find(|(name, _)| *name == relation.name) else {
+            return Ok(());
+        };
+        let mut expected: Vec<&str> = columns.to_vec();
+        let mut actual: Vec<&str> = relation.columns.iter().map(String::as_str).collect();
+        expected.sort_unstable();
+        actual.sort_unstable();
+        if expected != actual {
+            bail!(
+                "table {}.{} has columns {:?}; change capture maps exactly {:?}: \
+                 update the mapping (and the event's schema version) before changing the table",
+                relation.namespace,
+                relation.name,
+                relation.columns,
+                columns
+            );
+        }
+        let index = relation
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.clone(), i))
+            .collect();
+        self.tables
+            .insert(relation.id, ((*table).to_owned(), index));
+        Ok(())
+    }
+
+    /// The table of `relation_id` and a reader of its row's columns.
+    pub fn row<'a>(
+        &'a self,
+        relation_id: u32,
+        values: &'a [Option<String>],
+    ) -> anyhow::Result<(&'a str, Row<'a>)> {
+        let (table, index) = self.tables.get(&relation_id).ok_or_else(|| {
+            anyhow::anyhow!("insert into relation {relation_id} before its Relation message")
+        })?;
+        Ok((table, Row { index, values }))
+    }
+}
+
+/// One captured row, read by column name.
+pub struct Row<'a> {
+    index: &'a HashMap<String, usize>,
+    values: &'a [Option<String>],
+}
+
+impl Row<'_> {
+    /// The text of a non-null column, parsed.
+    pub fn get<T: std::str::FromStr>(&self, column: &str) -> anyhow::Result<T>
+    where
+        T::Err: std::fmt::Display,
+    {
+        let text = self.text(column)?;
+        text.parse()
+            .map_err(|e| anyhow::anyhow!("column {column} = {text:?}: {e}"))
+    }
+
+    /// The text of a non-null column.
+    pub fn text(&self, column: &str) -> anyhow::Result<&str> {
+        self.index
+            .get(column)
+            .and_then(|&i| self.values.get(i))
+            .and_then(|v| v.as_deref())
+            .ok_or_else(|| anyhow::anyhow!("column {column} is missing or NULL"))
+    }
+}

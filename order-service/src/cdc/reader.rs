@@ -1,0 +1,362 @@
+//! The CDC reader: one replication session at a time on one slot.
+//!
+//! - Events of a transaction are published when its Commit arrives; the slot
+//!   is confirmed at the Commit's end LSN only after every PubAck of that
+//!   transaction and of all before it (acks are awaited in order, up to
+//!   `max_in_flight` transactions at once, so publishing is pipelined).
+//! - Idle: with no transaction open and nothing in flight, the position of a
+//!   keepalive or of our own heartbeat message is confirmed, so WAL retained
+//!   by the slot stays bounded while other tables are busy.
+//! - One reader per slot: PostgreSQL lets one session hold a slot; a second
+//!   instance gets SQLSTATE 55006 and waits as a standby, retrying until the
+//!   active reader dies.
+//! - A slot whose WAL was removed (`wal_status = 'lost'`) or that vanished
+//!   stops the reader with an error: capturing on would silently skip orders.
+//! - Shutdown drains the acks in flight, confirms, and waits until that
+//!   position reached the server before closing the session.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use futures::StreamExt as _;
+use futures::stream::FuturesOrdered;
+use pgwire_replication::{
+    Lsn, PgWireError, ReplicationClient, ReplicationConfig, ReplicationEvent,
+};
+use service_kit::crash::crash_point;
+use shared_events::jetstream::{self, PublishError};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use super::{Capture, pgoutput, slot};
+
+/// How a reader is set up.
+#[derive(Debug, Clone)]
+pub struct CdcSettings {
+    /// Where to stream from (a TCP `postgres://` URL).
+    pub database_url: String,
+    pub slot: String,
+    pub publication: String,
+    /// How often the reader writes a heartbeat message and reads the slot's status.
+    pub heartbeat_interval: Duration,
+    /// Committed transactions whose PubAcks may be awaited at once.
+    pub max_in_flight: usize,
+    /// Crash point between the PubAcks and the confirmation.
+    pub crash_point: &'static str,
+    /// Label of the reader's metrics: `orders` or `outbox`.
+    pub label: &'static str,
+}
+
+/// How often a standby asks for the slot again.
+const STANDBY_POLL: Duration = Duration::from_millis(500);
+/// How often the replication client reports the confirmed position.
+const STATUS_INTERVAL: Duration = Duration::from_millis(200);
+
+type InFlight = Pin<Box<dyn Future<Output = Result<Lsn, PublishError>> + Send>>;
+
+enum SessionError {
+    /// Another session holds the slot (SQLSTATE 55006): stand by.
+    SlotBusy,
+    /// Reconnect after a pause.
+    Retry(anyhow::Error),
+    /// Stop the reader.
+    Fatal(anyhow::Error),
+}
+
+fn classify(error: PgWireError) -> SessionError {
+    let text = error.to_string();
+    if text.contains("55006") || text.contains("is active for PID") {
+        SessionError::SlotBusy
+    } else if text.contains("does not exist") {
+        SessionError::Fatal(anyhow::anyhow!(
+            "the replication slot or publication vanished ({text}); \
+             restart order-service to recreate it, then re-publish what was missed"
+        ))
+    } else {
+        SessionError::Retry(error.into())
+    }
+}
+
+pub struct Reader<C> {
+    pool: PgPool,
+    jetstream: async_nats::jetstream::Context,
+    settings: CdcSettings,
+    capture: C,
+}
+
+impl<C: Capture> Reader<C> {
+    /// Creates the publication and the slot if needed. Call it before any
+    /// write that must be captured: a slot sees only what comes after it.
+    pub async fn prepare(
+        pool: PgPool,
+        jetstream: async_nats::jetstream::Context,
+        settings: CdcSettings,
+        capture: C,
+    ) -> anyhow::Result<Self> {
+        slot::ensure_publication(&pool, &settings.publication, capture.tables()).await?;
+        slot::ensure_slot(&pool, &settings.slot).await?;
+        Ok(Self {
+            pool,
+            jetstream,
+            settings,
+            capture,
+        })
+    }
+
+    /// Captures until `shutdown` is cancelled. Returns an error only when
+    /// capture cannot go on safely (lost or vanished slot, unknown table shape).
+    pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        tracing::info!(slot = %self.settings.slot, "CDC reader started");
+        let watch = watch_slot(self.pool.clone(), self.settings.clone(), shutdown.clone());
+        tokio::pin!(watch);
+        let mut pause = Duration::from_millis(100);
+        let mut standing_by = false;
+        loop {
+            if shutdown.is_cancelled() {
+                tracing::info!(slot = %self.settings.slot, "CDC reader stopped");
+                return Ok(());
+            }
+            let session = self.session(&shutdown);
+            let outcome = tokio::select! {
+                biased;
+                lost = &mut watch => return lost,
+                outcome = session => outcome,
+            };
+            let wait = match outcome {
+                Ok(()) => {
+                    pause = Duration::from_millis(100);
+                    continue;
+                }
+                Err(SessionError::Fatal(error)) => return Err(error),
+                Err(SessionError::SlotBusy) => {
+                    if !standing_by {
+                        tracing::info!(slot = %self.settings.slot, "slot held by another reader: standing by");
+                        standing_by = true;
+                    }
+                    STANDBY_POLL
+                }
+                Err(SessionError::Retry(error)) => {
+                    standing_by = false;
+                    tracing::warn!(slot = %self.settings.slot, error = format!("{error:#}"), retry_in = ?pause, "CDC session ended");
+                    let wait = pause;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                    wait
+                }
+            };
+            tokio::select! {
+                biased;
+                lost = &mut watch => return lost,
+                () = shutdown.cancelled() => {}
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    async fn session(&mut self, shutdown: &CancellationToken) -> Result<(), SessionError> {
+        let config = replication_config(&self.settings).map_err(SessionError::Fatal)?;
+        let mut client = ReplicationClient::connect(config).await.map_err(classify)?;
+        client.wait_started().await.map_err(classify)?;
+        tracing::info!(slot = %self.settings.slot, "CDC reader streaming");
+        let active = metrics::gauge!("cdc_reader_active", "slot" => self.settings.label);
+        active.set(1.0);
+        self.capture.reset();
+        let streamed = self.stream(&mut client, shutdown).await;
+        active.set(0.0);
+        match streamed {
+            Ok(confirmed) => {
+                finish(&mut client, confirmed).await;
+                Ok(())
+            }
+            Err(error) => {
+                client.abort();
+                Err(error)
+            }
+        }
+    }
+
+    /// Streams until shutdown (then drains what is in flight) or an error.
+    /// Returns the last position confirmed.
+    async fn stream(
+        &mut self,
+        client: &mut ReplicationClient,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<Lsn>, SessionError> {
+        let retry = |e: PublishError| SessionError::Retry(e.into());
+        let mut in_flight: FuturesOrdered<InFlight> = FuturesOrdered::new();
+        let mut in_transaction = false;
+        let mut confirmed = None;
+        loop {
+            tokio::select! {
+                biased;
+                Some(done) = in_flight.next() => {
+                    let lsn = done.map_err(retry)?;
+                    crash_point(self.settings.crash_point);
+                    client.update_applied_lsn(lsn);
+                    confirmed = Some(lsn);
+                }
+                () = shutdown.cancelled() => break,
+                event = client.recv(), if in_flight.len() < self.settings.max_in_flight => {
+                    let event = event
+                        .map_err(classify)?
+                        .ok_or_else(|| SessionError::Retry(anyhow::anyhow!("the replication stream ended")))?;
+                    let idle = !in_transaction && in_flight.is_empty();
+                    match event {
+                        ReplicationEvent::Begin { .. } => in_transaction = true,
+                        ReplicationEvent::XLogData { data, .. } => self.change(&data)?,
+                        ReplicationEvent::Commit { end_lsn, .. } => {
+                            in_transaction = false;
+                            let events = self.capture.commit().map_err(SessionError::Fatal)?;
+                            in_flight.push_back(self.publish(events, end_lsn).await.map_err(retry)?);
+                        }
+                        ReplicationEvent::KeepAlive { wal_end, .. } if idle => {
+                            client.update_applied_lsn(wal_end);
+                        }
+                        ReplicationEvent::Message { transactional: false, lsn, .. } if idle => {
+                            client.update_applied_lsn(lsn);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        while let Some(done) = in_flight.next().await {
+            let lsn = done.map_err(retry)?;
+            client.update_applied_lsn(lsn);
+            confirmed = Some(lsn);
+        }
+        Ok(confirmed)
+    }
+
+    fn change(&mut self, data: &[u8]) -> Result<(), SessionError> {
+        let fatal = |e: anyhow::Error| SessionError::Fatal(e);
+        match pgoutput::decode(data).map_err(|e| fatal(e.into()))? {
+            pgoutput::Message::Relation(relation) => {
+                self.capture.relation(&relation).map_err(fatal)
+            }
+            pgoutput::Message::Insert {
+                relation_id,
+                values,
+            } => self.capture.insert(relation_id, values).map_err(fatal),
+            pgoutput::Message::Other(_) => Ok(()),
+        }
+    }
+
+    /// Sends a transaction's events; the returned future completes with the
+    /// position to confirm once every PubAck arrived.
+    async fn publish(
+        &self,
+        events: Vec<super::Outgoing>,
+        end_lsn: Lsn,
+    ) -> Result<InFlight, PublishError> {
+        let mut acks = Vec::with_capacity(events.len());
+        for event in events {
+            acks.push(
+                jetstream::send(
+                    &self.jetstream,
+                    event.subject,
+                    event.event_id,
+                    event.payload,
+                )
+                .await?,
+            );
+        }
+        let label = self.settings.label;
+        Ok(Box::pin(async move {
+            let published = acks.len() as u64;
+            let mut duplicates = 0;
+            for ack in acks {
+                if ack.confirmed().await?.duplicate {
+                    duplicates += 1;
+                }
+            }
+            metrics::counter!("events_published_total", "source" => label).increment(published);
+            metrics::counter!("events_publish_duplicates_total", "source" => label)
+                .increment(duplicates);
+            Ok(end_lsn)
+        }))
+    }
+}
+
+/// Waits (briefly) until the last confirmed position was reported to the
+/// server, so that the next reader does not replay it, then ends the session.
+async fn finish(client: &mut ReplicationClient, confirmed: Option<Lsn>) {
+    if let Some(lsn) = confirmed {
+        let reported = client.metrics();
+        let deadline = tokio::time::Instant::now() + STATUS_INTERVAL * 10;
+        while reported.last_applied_lsn() < lsn && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    if let Err(error) = client.shutdown().await {
+        tracing::debug!(%error, "closing the replication session");
+    }
+}
+
+/// Heartbeats and slot status, until the slot turns out lost (the only way
+/// this future completes).
+async fn watch_slot(
+    pool: PgPool,
+    settings: CdcSettings,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let retained = metrics::gauge!("cdc_retained_wal_bytes", "slot" => settings.label);
+    let lag = metrics::gauge!("cdc_confirmed_lag_bytes", "slot" => settings.label);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => std::future::pending::<()>().await,
+            () = tokio::time::sleep(settings.heartbeat_interval) => {}
+        }
+        if let Err(error) = slot::heartbeat(&pool).await {
+            tracing::debug!(%error, "heartbeat failed");
+            continue;
+        }
+        match slot::status(&pool, &settings.slot).await {
+            Ok(Some(status)) => {
+                status.usable(&settings.slot)?;
+                retained.set(status.retained_bytes.unwrap_or(0) as f64);
+                lag.set(status.confirmed_lag_bytes.unwrap_or(0) as f64);
+            }
+            Ok(None) => anyhow::bail!(
+                "replication slot {} vanished; restart order-service to recreate it, \
+                 then re-publish what was missed",
+                settings.slot
+            ),
+            Err(error) => tracing::debug!(%error, "reading the slot status failed"),
+        }
+    }
+}
+
+fn replication_config(settings: &CdcSettings) -> anyhow::Result<ReplicationConfig> {
+    let url = url::Url::parse(&settings.database_url).context("parsing DATABASE_URL")?;
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let user = match url.username() {
+        "" => "postgres".to_owned(),
+        name => decode(name),
+    };
+    let password = url.password().map(decode).unwrap_or_default();
+    let database = match url.path().trim_start_matches('/') {
+        "" => user.clone(),
+        name => decode(name),
+    };
+    let host = url.host_str().unwrap_or("localhost").to_owned();
+    Ok(ReplicationConfig::new(
+        host,
+        user,
+        password,
+        database,
+        settings.slot.clone(),
+        settings.publication.clone(),
+    )
+    .with_port(url.port().unwrap_or(5432))
+    // Timestamps in one unambiguous text form, whatever the server's defaults.
+    .with_options("-c datestyle=ISO -c timezone=UTC")
+    .with_status_interval(STATUS_INTERVAL)
+    .with_wakeup_interval(Duration::from_secs(1))
+    .with_application_name(format!("order-events-cdc-{}", settings.label)))
+}
