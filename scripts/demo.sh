@@ -3,7 +3,7 @@
 # rewards-service (outbox mode unless --mode says otherwise), three orders
 # placed with curl, and the reward points they earned.
 #
-#   scripts/demo.sh [--mode outbox|self-read|dual-write] [--keep]
+#   scripts/demo.sh [--mode outbox|cdc|self-read|dual-write] [--keep]
 #
 # --keep leaves everything running until ctrl-c so that you can place orders
 # yourself; otherwise the demo cleans up when it is done.
