@@ -34,6 +34,8 @@ pub struct TestEnv {
 pub struct Private {
     pub nats: bool,
     pub postgres: bool,
+    /// A private PostgreSQL with fsync and synchronous commit on.
+    pub durable: bool,
 }
 
 impl TestEnv {
@@ -50,7 +52,7 @@ impl TestEnv {
             name,
             Private {
                 nats: true,
-                postgres: false,
+                ..Private::default()
             },
         )
         .await
@@ -61,7 +63,7 @@ impl TestEnv {
         let shared = (!private.nats || !private.postgres).then(shared);
         let private_postgres = private
             .postgres
-            .then(|| Postgres::start().expect("starting a private PostgreSQL"));
+            .then(|| Postgres::start_with(private.durable).expect("starting a private PostgreSQL"));
         let admin_url = match (&private_postgres, shared) {
             (Some(pg), _) => pg.url("postgres"),
             (None, Some(servers)) => servers.postgres_admin_url.clone(),
@@ -225,6 +227,23 @@ impl TestEnv {
         )
         .await
         .expect("starting rewards-service")
+    }
+
+    /// A URL of a new, empty database `name` on the test's PostgreSQL.
+    pub async fn create_database(&self, name: &str) -> String {
+        let admin_url = self
+            .orders_url
+            .rsplit_once('/')
+            .map_or("", |(b, _)| b)
+            .to_owned();
+        let mut admin = PgConnection::connect(&format!("{admin_url}/postgres"))
+            .await
+            .expect("connecting to PostgreSQL");
+        sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .expect("creating a database");
+        format!("{admin_url}/{name}")
     }
 
     /// A pool on order-service's database.

@@ -9,6 +9,7 @@
 //! - [`service`]: order-service and rewards-service as child processes.
 //! - [`env`]: [`TestEnv`], one isolated world per test: its own databases and
 //!   its own stream prefix on the shared servers.
+//! - [`bench`]: the benchmark behind `src/bin/bench.rs`.
 //! - [`wait`]: [`eventually`], a bounded wait on a condition.
 //!
 //! Set `TEST_LOG=1` to see the services' logs; they are printed anyway when a
@@ -16,6 +17,7 @@
 //! databases) and `E2E_NATS_URL` make the harness use running servers instead.
 
 pub mod api;
+pub mod bench;
 pub mod env;
 pub mod servers;
 pub mod service;

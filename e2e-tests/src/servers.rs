@@ -183,6 +183,7 @@ pub struct Postgres {
     dir: PathBuf,
     bin: PathBuf,
     run_as: Option<&'static str>,
+    durable: bool,
     server: Option<Supervised>,
 }
 
@@ -190,6 +191,12 @@ impl Postgres {
     /// `initdb` in a fresh directory, then start. `fsync` is off: a killed
     /// process loses nothing from the page cache, and tests never kill the kernel.
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_with(false)
+    }
+
+    /// Like [`Postgres::start`]; `durable` keeps `fsync` and synchronous
+    /// commit on, as a benchmark must.
+    pub fn start_with(durable: bool) -> anyhow::Result<Self> {
         let run_as = running_as_root().then_some(UNPRIVILEGED_USER);
         let bin = find_program("postgres", "POSTGRES_BIN", &postgres_bin_dirs())?;
         let initdb = bin.with_file_name("initdb");
@@ -227,6 +234,7 @@ impl Postgres {
             dir,
             bin,
             run_as,
+            durable,
             server: None,
         };
         pg.launch()?;
@@ -235,17 +243,22 @@ impl Postgres {
 
     fn launch(&mut self) -> anyhow::Result<()> {
         let data = self.dir.join("data");
-        let settings = [
+        let mut settings = vec![
             "listen_addresses=127.0.0.1",
             "wal_level=logical",
             "max_wal_senders=20",
             "max_replication_slots=20",
             "max_connections=1000",
             "shared_buffers=128MB",
-            "fsync=off",
-            "full_page_writes=off",
-            "synchronous_commit=off",
+            "max_slot_wal_keep_size=1GB",
         ];
+        if !self.durable {
+            settings.extend([
+                "fsync=off",
+                "full_page_writes=off",
+                "synchronous_commit=off",
+            ]);
+        }
         let mut args = vec![
             "-D".to_owned(),
             data.display().to_string(),

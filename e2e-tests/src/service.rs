@@ -29,23 +29,27 @@ impl Log {
     }
 }
 
-/// Where `cargo build` put the workspace's binaries: next to the test
-/// binary's `deps/` directory, unless `ORDER_SERVICE_BIN` / `REWARDS_SERVICE_BIN` say otherwise.
+/// Where `cargo build` put the workspace's binaries: beside the running
+/// binary (the benchmark) or beside its `deps/` directory (a test), unless
+/// `ORDER_SERVICE_BIN` / `REWARDS_SERVICE_BIN` say otherwise.
 fn binary_path(name: &str) -> anyhow::Result<PathBuf> {
     let var = format!("{}_BIN", name.to_ascii_uppercase().replace('-', "_"));
     if let Some(path) = std::env::var_os(&var) {
         return Ok(PathBuf::from(path));
     }
     let exe = std::env::current_exe()?;
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .context("locating the target directory")?;
+    let dir = exe.parent().context("locating the target directory")?;
+    let dir = if dir.ends_with("deps") {
+        dir.parent().context("locating the target directory")?
+    } else {
+        dir
+    };
     let path = dir.join(name);
     if !path.is_file() {
         bail!(
             "{} is missing: build the services first with \
-             `cargo build --workspace --all-features --bins` (or set {var})",
+             `cargo build --workspace --all-features --bins` (add --release for the benchmark), \
+             or set {var}",
             path.display()
         );
     }

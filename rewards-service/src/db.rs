@@ -87,3 +87,35 @@ pub async fn ledger(
     .fetch_all(conn)
     .await
 }
+
+/// One ledger row as the audit sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Credited {
+    pub order_id: Uuid,
+    pub event_id: Uuid,
+    pub customer_id: String,
+    pub points: i64,
+    pub order_total_minor: i64,
+    pub currency: String,
+    pub credited_at: DateTime<Utc>,
+}
+
+/// A page of the whole ledger in order-id order, after `after`.
+pub async fn ledger_page(
+    conn: &mut PgConnection,
+    after: Option<Uuid>,
+    limit: i64,
+) -> sqlx::Result<Vec<Credited>> {
+    sqlx::query_as!(
+        Credited,
+        r#"SELECT order_id, event_id, customer_id, points, order_total_minor, currency, credited_at
+           FROM reward_ledger
+           WHERE ($1::uuid IS NULL OR order_id > $1)
+           ORDER BY order_id
+           LIMIT $2"#,
+        after,
+        limit
+    )
+    .fetch_all(conn)
+    .await
+}

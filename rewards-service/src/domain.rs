@@ -7,7 +7,7 @@ use uuid::Uuid;
 /// Reward points for an order: one point per whole unit of the order's
 /// currency, rounded down (EUR 25.99 earns 25 points, JPY 1,500 earns 1,500).
 pub fn points_for(total_minor: i64, currency: Currency) -> i64 {
-    total_minor / currency.minor_per_major()
+    currency.whole_units(total_minor)
 }
 
 /// A credit to write: one per order.

@@ -32,6 +32,11 @@ impl Currency {
     pub fn minor_per_major(self) -> i64 {
         10_i64.pow(u32::from(self.exponent))
     }
+
+    /// Whole major units in an amount, rounded down (2599 EUR cents → 25).
+    pub fn whole_units(self, amount_minor: i64) -> i64 {
+        amount_minor.div_euclid(self.minor_per_major())
+    }
 }
 
 impl fmt::Display for Currency {

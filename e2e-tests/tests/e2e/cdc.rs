@@ -127,8 +127,8 @@ async fn the_reader_reconnects_after_postgres_restarts_mid_stream() {
     let env = TestEnv::with_private(
         "cdc_postgres_restart",
         Private {
-            nats: false,
             postgres: true,
+            ..Private::default()
         },
     )
     .await;
@@ -164,8 +164,8 @@ async fn an_idle_slot_does_not_retain_wal_while_other_tables_are_busy() {
     let env = TestEnv::with_private(
         "cdc_idle_slot",
         Private {
-            nats: false,
             postgres: true,
+            ..Private::default()
         },
     )
     .await;

@@ -3,6 +3,7 @@
 //! each in its own databases and stream prefix.
 
 mod bad_input;
+mod bench_smoke;
 mod cdc;
 mod dual_write;
 mod outbox;

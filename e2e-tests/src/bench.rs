@@ -1,0 +1,596 @@
+//! The benchmark: what consistency costs in each mode, and how stale
+//! rewards-service gets, as ratios to limits measured in the same run.
+//!
+//! For each mode, on fresh private servers (PostgreSQL with fsync ON):
+//! 1. **Baseline**: the mode's own write transaction (order + lines, plus the
+//!    outbox row where the mode writes one) issued directly against the same
+//!    PostgreSQL at the same concurrency, for the same time.
+//! 2. **Full speed**: `concurrency` clients `POST /orders` as fast as they can;
+//!    then the run waits until every placed order is credited.
+//!    Throughput = orders / (last credit − first order), placed → credited.
+//! 3. **Half load**: an open loop at half that throughput, to measure the
+//!    consistency lag (order committed or accepted → reward committed, both
+//!    stamped by the one PostgreSQL server's clock) and the publish lag
+//!    (order → stored in JetStream, both clocks of this machine).
+//! 4. Peak RSS of each service (`VmHWM`).
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use serde::Serialize;
+use sqlx::{Connection as _, PgConnection, PgPool};
+use tokio::sync::Mutex;
+use uuid::Uuid;
+
+use crate::api::{count, order};
+use crate::env::{Private, TestEnv};
+use crate::service::Service;
+
+/// A pattern as the benchmark runs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchMode {
+    Outbox,
+    OutboxCdc,
+    Cdc,
+    SelfRead,
+    DualWrite,
+}
+
+impl BenchMode {
+    pub const ALL: [BenchMode; 5] = [
+        BenchMode::Outbox,
+        BenchMode::OutboxCdc,
+        BenchMode::Cdc,
+        BenchMode::SelfRead,
+        BenchMode::DualWrite,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BenchMode::Outbox => "outbox",
+            BenchMode::OutboxCdc => "outbox-cdc",
+            BenchMode::Cdc => "cdc",
+            BenchMode::SelfRead => "self-read",
+            BenchMode::DualWrite => "dual-write",
+        }
+    }
+
+    fn order_mode(self) -> &'static str {
+        match self {
+            BenchMode::Outbox | BenchMode::OutboxCdc => "outbox",
+            BenchMode::Cdc => "cdc",
+            BenchMode::SelfRead => "self-read",
+            BenchMode::DualWrite => "dual-write",
+        }
+    }
+
+    fn extra_env(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            BenchMode::OutboxCdc => &[("OUTBOX_RELAY", "cdc")],
+            _ => &[],
+        }
+    }
+
+    /// Whether the mode's write transaction includes an outbox row.
+    fn writes_outbox(self) -> bool {
+        matches!(self, BenchMode::Outbox | BenchMode::OutboxCdc)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    pub modes: Vec<BenchMode>,
+    /// Length of the full-speed phase (and of the baseline); the half-load
+    /// phase lasts half of it.
+    pub duration: Duration,
+    pub concurrency: usize,
+}
+
+/// One mode's numbers. Latencies in milliseconds, memory in MiB.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModeResult {
+    pub mode: &'static str,
+    pub baseline_tps: f64,
+    pub orders: u64,
+    pub throughput: f64,
+    pub ratio_to_baseline: f64,
+    /// 1 − throughput / dual-write's throughput, when dual-write ran too.
+    pub cost_vs_dual_write: Option<f64>,
+    pub http_p50_ms: f64,
+    pub http_p99_ms: f64,
+    pub half_load_rate: f64,
+    pub half_load_orders: u64,
+    pub lag_p50_ms: f64,
+    pub lag_p99_ms: f64,
+    pub lag_max_ms: f64,
+    pub publish_p50_ms: f64,
+    pub publish_p99_ms: f64,
+    pub order_service_rss_mib: f64,
+    pub rewards_service_rss_mib: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub duration_secs: f64,
+    pub concurrency: usize,
+    pub cores: usize,
+    pub results: Vec<ModeResult>,
+}
+
+/// Runs every configured mode in turn, reporting progress on stderr.
+pub async fn run(config: &BenchConfig) -> anyhow::Result<Report> {
+    let mut results = Vec::new();
+    for &mode in &config.modes {
+        results.push(
+            run_mode(mode, config)
+                .await
+                .with_context(|| format!("benchmarking {}", mode.name()))?,
+        );
+    }
+    if let Some(control) = results
+        .iter()
+        .find(|r| r.mode == "dual-write")
+        .map(|r| r.throughput)
+    {
+        for result in &mut results {
+            result.cost_vs_dual_write = Some(1.0 - result.throughput / control);
+        }
+    }
+    Ok(Report {
+        duration_secs: config.duration.as_secs_f64(),
+        concurrency: config.concurrency,
+        cores: std::thread::available_parallelism().map_or(1, usize::from),
+        results,
+    })
+}
+
+async fn run_mode(mode: BenchMode, config: &BenchConfig) -> anyhow::Result<ModeResult> {
+    let name = mode.name();
+    let env = TestEnv::with_private(
+        &format!("bench_{}", name.replace('-', "_")),
+        Private {
+            nats: true,
+            postgres: true,
+            durable: true,
+        },
+    )
+    .await;
+
+    progress(
+        name,
+        "baseline: the write transaction straight into PostgreSQL",
+    );
+    let baseline_url = env.create_database("baseline").await;
+    let baseline_tps = baseline(&baseline_url, config, mode.writes_outbox()).await?;
+
+    let orders = env
+        .start_order_service(mode.order_mode(), None, mode.extra_env())
+        .await;
+    let rewards = env.rewards_service().await;
+    let rewards_db = env.rewards_db().await;
+
+    let full = drive(
+        &env,
+        orders.url(),
+        config.concurrency,
+        config.duration,
+        None,
+        name,
+        "full speed",
+    )
+    .await;
+    wait_until_credited(&rewards_db, full.placed, name).await?;
+    let (credited, span): (i64, f64) = sqlx::query_as(
+        "SELECT count(*), COALESCE(EXTRACT(EPOCH FROM max(credited_at) - min(order_placed_at))::float8, 0)
+         FROM reward_ledger",
+    )
+    .fetch_one(&rewards_db)
+    .await?;
+    let throughput = if span > 0.0 {
+        credited as f64 / span
+    } else {
+        0.0
+    };
+
+    let rate = (throughput / 2.0).max(1.0);
+    let half_start: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT now()")
+        .fetch_one(&rewards_db)
+        .await?;
+    let half = drive(
+        &env,
+        orders.url(),
+        config.concurrency,
+        config.duration / 2,
+        Some(rate),
+        name,
+        "half load",
+    )
+    .await;
+    wait_until_credited(&rewards_db, full.placed + half.placed, name).await?;
+    let (lag_p50, lag_p99, lag_max): (f64, f64, f64) = sqlx::query_as(
+        "SELECT COALESCE(percentile_cont(0.5) WITHIN GROUP (ORDER BY lag), 0),
+                COALESCE(percentile_cont(0.99) WITHIN GROUP (ORDER BY lag), 0),
+                COALESCE(max(lag), 0)
+         FROM (SELECT EXTRACT(EPOCH FROM credited_at - order_placed_at)::float8 * 1000 AS lag
+               FROM reward_ledger WHERE order_placed_at >= $1) AS lags",
+    )
+    .bind(half_start)
+    .fetch_one(&rewards_db)
+    .await?;
+    let publish = publish_lags(&env, &rewards_db, half_start).await?;
+
+    let result = ModeResult {
+        mode: name,
+        baseline_tps,
+        orders: full.placed,
+        throughput,
+        ratio_to_baseline: throughput / baseline_tps,
+        cost_vs_dual_write: None,
+        http_p50_ms: percentile(&full.latencies_ms, 0.5),
+        http_p99_ms: percentile(&full.latencies_ms, 0.99),
+        half_load_rate: rate,
+        half_load_orders: half.placed,
+        lag_p50_ms: lag_p50,
+        lag_p99_ms: lag_p99,
+        lag_max_ms: lag_max,
+        publish_p50_ms: percentile(&publish, 0.5),
+        publish_p99_ms: percentile(&publish, 0.99),
+        order_service_rss_mib: peak_rss_mib(&orders),
+        rewards_service_rss_mib: peak_rss_mib(&rewards),
+    };
+    progress(
+        name,
+        &format!(
+            "{:.0} orders/s placed → credited ({:.2} × baseline {:.0} tps); lag p99 {:.1} ms at {:.0}/s",
+            result.throughput,
+            result.ratio_to_baseline,
+            result.baseline_tps,
+            result.lag_p99_ms,
+            rate
+        ),
+    );
+    Ok(result)
+}
+
+fn progress(mode: &str, message: &str) {
+    eprintln!("[bench {mode}] {message}");
+}
+
+/// The write transaction of the mode, straight into PostgreSQL, from
+/// `concurrency` connections for `duration`; transactions per second.
+async fn baseline(url: &str, config: &BenchConfig, with_outbox: bool) -> anyhow::Result<f64> {
+    let pool = PgPool::connect(url).await?;
+    sqlx::migrate!("../order-service/migrations")
+        .run(&pool)
+        .await?;
+    pool.close().await;
+    let payload = serde_json::json!({ "payload": order("c1", &[("SKU-1", 1, 2500)]), "event_type": "OrderPlaced" });
+    let started = Instant::now();
+    let deadline = started + config.duration;
+    let mut workers = Vec::new();
+    for _ in 0..config.concurrency {
+        let (url, payload) = (url.to_owned(), payload.clone());
+        workers.push(tokio::spawn(async move {
+            let mut conn = PgConnection::connect(&url).await?;
+            let mut done = 0_u64;
+            while Instant::now() < deadline {
+                let mut tx = conn.begin().await?;
+                let id = Uuid::now_v7();
+                sqlx::query("INSERT INTO orders (id, customer_id, currency, total_minor) VALUES ($1, 'c1', 'EUR', 2500)")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(
+                    "INSERT INTO order_lines (order_id, line_no, sku, quantity, unit_price_minor)
+                     SELECT $1, * FROM UNNEST($2::int[], $3::text[], $4::bigint[], $5::bigint[])",
+                )
+                .bind(id)
+                .bind(vec![1_i32])
+                .bind(vec!["SKU-1".to_owned()])
+                .bind(vec![1_i64])
+                .bind(vec![2500_i64])
+                .execute(&mut *tx)
+                .await?;
+                if with_outbox {
+                    sqlx::query("INSERT INTO outbox (event_id, subject, payload) VALUES ($1, 'orders.placed', $2)")
+                        .bind(Uuid::now_v7())
+                        .bind(&payload)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                done += 1;
+            }
+            Ok::<_, anyhow::Error>(done)
+        }));
+    }
+    let mut total = 0;
+    for worker in workers {
+        total += worker.await??;
+    }
+    Ok(total as f64 / started.elapsed().as_secs_f64())
+}
+
+struct Driven {
+    placed: u64,
+    latencies_ms: Vec<f64>,
+}
+
+/// `concurrency` clients placing orders for `duration`, as fast as they can
+/// or, with `rate`, at that many orders per second in all.
+async fn drive(
+    env: &TestEnv,
+    url: &str,
+    concurrency: usize,
+    duration: Duration,
+    rate: Option<f64>,
+    mode: &str,
+    phase: &str,
+) -> Driven {
+    let placed = Arc::new(AtomicU64::new(0));
+    let pacer = rate.map(|rate| {
+        let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Arc::new(Mutex::new(ticks))
+    });
+    let started = Instant::now();
+    let deadline = started + duration;
+    let reporter = {
+        let (placed, mode, phase) = (placed.clone(), mode.to_owned(), phase.to_owned());
+        tokio::spawn(async move {
+            let mut second = tokio::time::interval(Duration::from_secs(1));
+            second.tick().await;
+            loop {
+                second.tick().await;
+                let elapsed = started.elapsed().as_secs_f64().min(duration.as_secs_f64());
+                progress(
+                    &mode,
+                    &format!(
+                        "{phase}: {elapsed:.0}/{:.0} s, {} orders placed",
+                        duration.as_secs_f64(),
+                        placed.load(Ordering::Relaxed)
+                    ),
+                );
+            }
+        })
+    };
+    let mut workers = Vec::new();
+    for worker in 0..concurrency {
+        let (http, url, placed, pacer) = (
+            env.http.clone(),
+            url.to_owned(),
+            placed.clone(),
+            pacer.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut i = 0_usize;
+            while Instant::now() < deadline {
+                if let Some(pacer) = &pacer {
+                    pacer.lock().await.tick().await;
+                    if Instant::now() >= deadline {
+                        break;
+                    }
+                }
+                let body = order(
+                    &format!("c{}", (worker * 7 + i) % 50),
+                    &[("SKU-1", 1, 2500)],
+                );
+                i += 1;
+                let sent = Instant::now();
+                let response = http.post(format!("{url}/orders")).json(&body).send().await;
+                if response.is_ok_and(|r| r.status().is_success()) {
+                    latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
+                    placed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            latencies
+        }));
+    }
+    let mut latencies_ms = Vec::new();
+    for worker in workers {
+        latencies_ms.extend(worker.await.unwrap_or_default());
+    }
+    reporter.abort();
+    Driven {
+        placed: placed.load(Ordering::Relaxed),
+        latencies_ms,
+    }
+}
+
+async fn wait_until_credited(rewards_db: &PgPool, placed: u64, mode: &str) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut last_report = Instant::now();
+    loop {
+        let credited = u64::try_from(count(rewards_db, "reward_ledger").await).unwrap_or(0);
+        if credited >= placed {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(180),
+            "only {credited} of {placed} orders credited after 180 s"
+        );
+        if last_report.elapsed() >= Duration::from_secs(1) {
+            progress(mode, &format!("waiting for credits: {credited}/{placed}"));
+            last_report = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Order placed (committed or accepted) → stored in JetStream, in ms, for
+/// the orders of the half-load phase.
+async fn publish_lags(
+    env: &TestEnv,
+    rewards_db: &PgPool,
+    since: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<Vec<f64>> {
+    let rows: Vec<(i64, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+        "SELECT stream_sequence, order_placed_at FROM reward_ledger WHERE order_placed_at >= $1",
+    )
+    .bind(since)
+    .fetch_all(rewards_db)
+    .await?;
+    let names = shared_events::Names::new(env.events_prefix())?;
+    let stream = env.jetstream().await.get_stream(names.stream()).await?;
+    let mut lags = Vec::with_capacity(rows.len());
+    for (sequence, placed_at) in rows {
+        let message = stream.get_raw_message(u64::try_from(sequence)?).await?;
+        let stored = shared_events::jetstream::stored_at(message.time.unix_timestamp_nanos());
+        lags.push((stored - placed_at).num_microseconds().unwrap_or(0) as f64 / 1000.0);
+    }
+    Ok(lags)
+}
+
+fn percentile(values: &[f64], q: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let rank = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[rank]
+}
+
+/// The process's peak resident set (`VmHWM`), in MiB.
+fn peak_rss_mib(service: &Service) -> f64 {
+    service
+        .pid()
+        .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmHWM:"))
+                .and_then(|kib| kib.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+impl Report {
+    /// The results as a Markdown table.
+    pub fn markdown(&self) -> String {
+        let mut out = format!(
+            "{} s at full speed then {} s at half load per mode, {} clients, {} cores, PostgreSQL with fsync on.\n\n",
+            self.duration_secs,
+            self.duration_secs / 2.0,
+            self.concurrency,
+            self.cores
+        );
+        out.push_str("| mode | baseline tx/s | placed → credited /s | × baseline | cost vs dual-write | HTTP p50 / p99 ms | lag p50 / p99 / max ms (at /s) | publish p50 / p99 ms | RSS order / rewards MiB |\n");
+        out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        for r in &self.results {
+            let cost = r
+                .cost_vs_dual_write
+                .map_or_else(|| "—".to_owned(), |c| format!("{:+.0} %", c * 100.0));
+            let _ = writeln!(
+                out,
+                "| {} | {:.0} | {:.0} | {:.2} | {} | {:.1} / {:.1} | {:.1} / {:.1} / {:.1} ({:.0}) | {:.1} / {:.1} | {:.0} / {:.0} |",
+                r.mode,
+                r.baseline_tps,
+                r.throughput,
+                r.ratio_to_baseline,
+                cost,
+                r.http_p50_ms,
+                r.http_p99_ms,
+                r.lag_p50_ms,
+                r.lag_p99_ms,
+                r.lag_max_ms,
+                r.half_load_rate,
+                r.publish_p50_ms,
+                r.publish_p99_ms,
+                r.order_service_rss_mib,
+                r.rewards_service_rss_mib
+            );
+        }
+        out
+    }
+
+    /// Throughput (with the baseline) and lag p99 per mode, as an SVG chart.
+    pub fn svg(&self) -> String {
+        let (width, height, top, bottom, left) = (900.0, 360.0, 40.0, 60.0, 60.0);
+        let panel = (width - 2.0 * left) / 2.0 - 20.0;
+        let plot_height = height - top - bottom;
+        let n = self.results.len().max(1) as f64;
+        let slot = panel / n;
+        let mut svg = format!(
+            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">
+<rect width="100%" height="100%" fill="white"/>
+<text x="{}" y="20" text-anchor="middle" font-size="14">placed → credited per second (grey: baseline tx/s)</text>
+<text x="{}" y="20" text-anchor="middle" font-size="14">consistency lag p99 at half load (ms)</text>
+"#,
+            left + panel / 2.0,
+            width - left - panel / 2.0
+        );
+        let max_tps = self
+            .results
+            .iter()
+            .map(|r| r.baseline_tps.max(r.throughput))
+            .fold(1.0, f64::max);
+        let max_lag = self
+            .results
+            .iter()
+            .map(|r| r.lag_p99_ms)
+            .fold(1.0, f64::max);
+        for (i, r) in self.results.iter().enumerate() {
+            let x = left + i as f64 * slot;
+            let base_h = r.baseline_tps / max_tps * plot_height;
+            let tps_h = r.throughput / max_tps * plot_height;
+            let _ = write!(
+                svg,
+                r##"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="#d0d0d0"/>
+<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="#3b6ea5"/>
+<text x="{:.1}" y="{:.1}" text-anchor="middle">{:.0}</text>
+<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>
+"##,
+                x + slot * 0.1,
+                top + plot_height - base_h,
+                slot * 0.8,
+                base_h,
+                x + slot * 0.25,
+                top + plot_height - tps_h,
+                slot * 0.5,
+                tps_h,
+                x + slot / 2.0,
+                top + plot_height - tps_h - 4.0,
+                r.throughput,
+                x + slot / 2.0,
+                height - bottom + 16.0,
+                r.mode
+            );
+            let lx = width - left - panel + i as f64 * slot;
+            let lag_h = r.lag_p99_ms / max_lag * plot_height;
+            let _ = write!(
+                svg,
+                r##"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="#c0504d"/>
+<text x="{:.1}" y="{:.1}" text-anchor="middle">{:.1}</text>
+<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>
+"##,
+                lx + slot * 0.25,
+                top + plot_height - lag_h,
+                slot * 0.5,
+                lag_h,
+                lx + slot / 2.0,
+                top + plot_height - lag_h - 4.0,
+                r.lag_p99_ms,
+                lx + slot / 2.0,
+                height - bottom + 16.0,
+                r.mode
+            );
+        }
+        let _ = write!(
+            svg,
+            r##"<line x1="{left}" y1="{0}" x2="{1}" y2="{0}" stroke="black"/>
+<line x1="{2}" y1="{0}" x2="{3}" y2="{0}" stroke="black"/>
+</svg>
+"##,
+            top + plot_height,
+            left + panel,
+            width - left - panel,
+            width - left
+        );
+        svg
+    }
+}

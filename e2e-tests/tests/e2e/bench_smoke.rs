@@ -1,0 +1,26 @@
+//! A short run of the benchmark, so that it cannot rot. Its numbers are
+//! reported by the benchmark itself, never asserted here.
+
+use std::time::Duration;
+
+use e2e_tests::bench::{self, BenchConfig, BenchMode};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_benchmark_runs_every_mode_and_writes_its_report() {
+    let config = BenchConfig {
+        modes: BenchMode::ALL.to_vec(),
+        duration: Duration::from_secs(1),
+        concurrency: 2,
+    };
+    let report = bench::run(&config).await.expect("the benchmark runs");
+    let modes: Vec<_> = report.results.iter().map(|r| r.mode).collect();
+    assert_eq!(
+        modes,
+        ["outbox", "outbox-cdc", "cdc", "self-read", "dual-write"]
+    );
+    for result in &report.results {
+        assert_ne!(result.orders, 0, "{} placed no order", result.mode);
+    }
+    assert_eq!(report.markdown().lines().count(), 2 + 2 + 5);
+    assert!(report.svg().starts_with("<svg"));
+}
