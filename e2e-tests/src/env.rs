@@ -264,6 +264,11 @@ impl TestEnv {
         jetstream::new(client)
     }
 
+    /// The test's NATS server.
+    pub fn nats_url(&self) -> &str {
+        &self.nats_url
+    }
+
     /// The test's prefix for stream and subject names.
     pub fn events_prefix(&self) -> &str {
         &self.name

@@ -32,7 +32,7 @@ impl Log {
 /// Where `cargo build` put the workspace's binaries: beside the running
 /// binary (the benchmark) or beside its `deps/` directory (a test), unless
 /// `ORDER_SERVICE_BIN` / `REWARDS_SERVICE_BIN` say otherwise.
-fn binary_path(name: &str) -> anyhow::Result<PathBuf> {
+pub fn binary_path(name: &str) -> anyhow::Result<PathBuf> {
     let var = format!("{}_BIN", name.to_ascii_uppercase().replace('-', "_"));
     if let Some(path) = std::env::var_os(&var) {
         return Ok(PathBuf::from(path));

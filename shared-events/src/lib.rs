@@ -19,4 +19,4 @@ pub use envelope::{Envelope, Event};
 pub use jetstream::{PendingAck, PublishError, Published, StreamSettings};
 pub use money::Currency;
 pub use names::Names;
-pub use order::{OrderPlaced, OrderPlacedLine};
+pub use order::{ID_NAMESPACE, OrderPlaced, OrderPlacedLine, placed_event_id};

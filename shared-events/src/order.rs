@@ -39,3 +39,13 @@ impl Event for OrderPlaced {
         self.order_id
     }
 }
+
+/// Namespace of the ids derived deterministically (UUID v5) in this system.
+pub const ID_NAMESPACE: Uuid = Uuid::from_u128(0x6f72_6465_722d_6576_656e_7473_2d69_6473);
+
+/// The event id of an order's `OrderPlaced` when it is derived from the order
+/// (change data capture, repair): the same on every replay, so the broker and
+/// the consumers recognise a replay as a duplicate.
+pub fn placed_event_id(order_id: Uuid) -> Uuid {
+    Uuid::new_v5(&ID_NAMESPACE, format!("OrderPlaced:{order_id}").as_bytes())
+}

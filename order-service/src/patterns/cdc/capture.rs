@@ -8,7 +8,8 @@ use uuid::Uuid;
 
 use crate::cdc::pgoutput::Relation;
 use crate::cdc::{Capture, Outgoing, Shapes};
-use crate::domain::{ID_NAMESPACE, Order, OrderLine};
+use crate::domain::{Order, OrderLine};
+use shared_events::placed_event_id as event_id;
 
 /// The columns this mapping (OrderPlaced v1) knows.
 const KNOWN: &[(&str, &[&str])] = &[
@@ -39,11 +40,6 @@ impl OrdersCapture {
             lines: HashMap::new(),
         }
     }
-}
-
-/// The event id of an order's `OrderPlaced`: the same on every replay.
-pub fn event_id(order_id: Uuid) -> Uuid {
-    Uuid::new_v5(&ID_NAMESPACE, format!("OrderPlaced:{order_id}").as_bytes())
 }
 
 /// `timestamptz` as the session prints it (ISO, UTC).
