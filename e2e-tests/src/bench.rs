@@ -58,7 +58,7 @@ impl BenchMode {
         }
     }
 
-    fn order_mode(self) -> &'static str {
+    pub fn order_mode(self) -> &'static str {
         match self {
             BenchMode::Outbox | BenchMode::OutboxCdc => "outbox",
             BenchMode::Cdc => "cdc",
@@ -67,7 +67,7 @@ impl BenchMode {
         }
     }
 
-    fn extra_env(self) -> &'static [(&'static str, &'static str)] {
+    pub fn extra_env(self) -> &'static [(&'static str, &'static str)] {
         match self {
             BenchMode::OutboxCdc => &[("OUTBOX_RELAY", "cdc")],
             _ => &[],

@@ -153,6 +153,23 @@ impl TestEnv {
         self.private_nats().stop();
     }
 
+    /// Kills the test's private NATS server with SIGKILL (its store is kept).
+    pub fn kill_nats(&self) {
+        self.private_nats().kill();
+    }
+
+    /// Crashes the test's private PostgreSQL (immediate shutdown) and starts
+    /// it again with crash recovery.
+    pub fn crash_postgres(&self) {
+        self.private_postgres
+            .as_ref()
+            .expect("created with a private PostgreSQL")
+            .lock()
+            .expect("postgres lock")
+            .crash_and_restart()
+            .expect("restarting PostgreSQL");
+    }
+
     /// Starts the test's private NATS server again, on the same port and store.
     pub fn start_nats(&self) {
         self.private_nats()
@@ -216,7 +233,21 @@ impl TestEnv {
 
     /// Starts rewards-service with crash points.
     pub async fn rewards_service_with(&self, failpoints: Option<&str>) -> Service {
+        self.start_rewards(failpoints, &[]).await
+    }
+
+    /// Starts rewards-service with more settings.
+    pub async fn start_rewards_service(&self, extra: &[(&str, &str)]) -> Service {
+        self.start_rewards(None, extra).await
+    }
+
+    async fn start_rewards(&self, failpoints: Option<&str>, extra: &[(&str, &str)]) -> Service {
         let mut env = self.common_env(&self.rewards_url, failpoints);
+        env.extend(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
         // Redeliver unacked messages of a killed consumer quickly.
         env.push(("CONSUMER_ACK_WAIT".to_owned(), "2s".to_owned()));
         Service::start(

@@ -10,6 +10,7 @@
 //! - [`env`]: [`TestEnv`], one isolated world per test: its own databases and
 //!   its own stream prefix on the shared servers.
 //! - [`bench`]: the benchmark behind `src/bin/bench.rs`.
+//! - [`chaos`]: the chaos run behind `src/bin/chaos.rs`.
 //! - [`wait`]: [`eventually`], a bounded wait on a condition.
 //!
 //! Set `TEST_LOG=1` to see the services' logs; they are printed anyway when a
@@ -18,6 +19,7 @@
 
 pub mod api;
 pub mod bench;
+pub mod chaos;
 pub mod env;
 pub mod servers;
 pub mod service;

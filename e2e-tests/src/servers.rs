@@ -189,7 +189,9 @@ pub struct Postgres {
 
 impl Postgres {
     /// `initdb` in a fresh directory, then start. `fsync` is off: a killed
-    /// process loses nothing from the page cache, and tests never kill the kernel.
+    /// process — PostgreSQL's own included — loses nothing from the page
+    /// cache, and tests never kill the kernel. (`synchronous_commit` stays on:
+    /// with it off, a crash of PostgreSQL loses acknowledged commits.)
     pub fn start() -> anyhow::Result<Self> {
         Self::start_with(false)
     }
@@ -253,11 +255,7 @@ impl Postgres {
             "max_slot_wal_keep_size=1GB",
         ];
         if !self.durable {
-            settings.extend([
-                "fsync=off",
-                "full_page_writes=off",
-                "synchronous_commit=off",
-            ]);
+            settings.extend(["fsync=off", "full_page_writes=off"]);
         }
         let mut args = vec![
             "-D".to_owned(),
@@ -301,11 +299,17 @@ impl Postgres {
         }
     }
 
-    /// SIGKILL, as a crash would.
-    pub fn kill(&mut self) {
+    /// An immediate shutdown (SIGQUIT: every backend ends at once, no
+    /// checkpoint), the way a crash would end it, then a start with crash
+    /// recovery. (SIGKILL of the postmaster would orphan its backends.)
+    pub fn crash_and_restart(&mut self) -> anyhow::Result<()> {
         if let Some(mut server) = self.server.take() {
-            server.kill();
+            let _ = Command::new("kill")
+                .args(["-QUIT", &server.pid.to_string()])
+                .status();
+            server.stop();
         }
+        self.launch()
     }
 }
 
@@ -316,7 +320,25 @@ impl Drop for Postgres {
     }
 }
 
-/// A private `nats-server -js`.
+/// Whether `bin` is nats-server 2.10 or newer, which knows `sync_interval`.
+fn syncs_always(bin: &Path) -> bool {
+    let version = Command::new(bin)
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let numbers: Vec<u32> = version
+        .trim()
+        .rsplit('v')
+        .next()
+        .unwrap_or_default()
+        .split('.')
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    matches!(numbers.as_slice(), [major, minor, ..] if (*major, *minor) >= (2, 10))
+}
+
+/// A private `nats-server` with JetStream.
 pub struct Nats {
     port: u16,
     dir: PathBuf,
@@ -326,7 +348,8 @@ pub struct Nats {
 
 impl Nats {
     pub fn start() -> anyhow::Result<Self> {
-        let bin = find_program("nats-server", "NATS_SERVER_BIN", &[])?;
+        let tools = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.tools/nats/bin"));
+        let bin = find_program("nats-server", "NATS_SERVER_BIN", &[tools])?;
         let dir = server_dir("order-events-nats-", None)?;
         let mut nats = Self {
             port: free_port(),
@@ -339,15 +362,24 @@ impl Nats {
     }
 
     fn launch(&mut self) -> anyhow::Result<()> {
-        let args = vec![
+        let store = self.dir.join("jetstream").display().to_string();
+        let mut args = vec![
             "-a".to_owned(),
             "127.0.0.1".to_owned(),
             "-p".to_owned(),
             self.port.to_string(),
-            "-js".to_owned(),
-            "-sd".to_owned(),
-            self.dir.join("jetstream").display().to_string(),
         ];
+        if syncs_always(&self.bin) {
+            // Flush to disk before every acknowledgement (2.10+).
+            let config = self.dir.join("nats.conf");
+            std::fs::write(
+                &config,
+                format!("jetstream {{ store_dir: {store:?}, sync_interval: always }}\n"),
+            )?;
+            args.extend(["-c".to_owned(), config.display().to_string()]);
+        } else {
+            args.extend(["-js".to_owned(), "-sd".to_owned(), store]);
+        }
         let log = self.dir.join("nats.log");
         self.server = Some(Supervised::spawn(
             None,

@@ -74,8 +74,8 @@ impl Service {
         log: &Log,
     ) -> anyhow::Result<Self> {
         let mut child = Command::new(binary_path(binary)?)
-            .envs(env.iter().map(|(k, v)| (k, v)))
             .env("LISTEN_ADDR", "127.0.0.1:0")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .env(
                 "RUST_LOG",
                 std::env::var("SERVICE_LOG").unwrap_or_else(|_| "info".into()),

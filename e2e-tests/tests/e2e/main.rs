@@ -6,6 +6,7 @@ mod audit;
 mod bad_input;
 mod bench_smoke;
 mod cdc;
+mod chaos_smoke;
 mod dual_write;
 mod outbox;
 mod self_read;

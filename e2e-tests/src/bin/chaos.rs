@@ -1,0 +1,82 @@
+//! Places orders at a steady rate in every mode while processes and servers
+//! are killed and restarted at random, then compares what the clients were
+//! told with what was credited.
+//!
+//! ```text
+//! cargo build --release --workspace --bins
+//! cargo run --release -p e2e-tests --bin chaos -- --modes all --orders 10000
+//! ```
+
+use clap::Parser;
+use e2e_tests::bench::BenchMode;
+use e2e_tests::chaos::{self, ChaosConfig};
+
+#[derive(Parser)]
+#[command(about = "Kill everything at random while orders flow; count lost and doubled credits")]
+struct Args {
+    /// `all`, or a comma-separated list of outbox, outbox-cdc, cdc, self-read, dual-write.
+    #[arg(long, default_value = "all")]
+    modes: String,
+    /// Orders to have acknowledged per mode.
+    #[arg(long, default_value_t = 10_000)]
+    orders: usize,
+    /// Faults per mode.
+    #[arg(long, default_value_t = 8)]
+    faults: usize,
+    /// Orders per second the clients aim at.
+    #[arg(long, default_value_t = 400.0)]
+    rate: f64,
+    /// Seed of the fault schedule (default: the clock).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Also write the results as JSON here.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let modes = if args.modes == "all" {
+        BenchMode::ALL.to_vec()
+    } else {
+        args.modes
+            .split(',')
+            .map(|name| {
+                BenchMode::ALL
+                    .into_iter()
+                    .find(|mode| mode.name() == name.trim())
+                    .ok_or_else(|| anyhow::anyhow!("unknown mode {name:?}"))
+            })
+            .collect::<anyhow::Result<_>>()?
+    };
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+    });
+    eprintln!("seed {seed}");
+    let started = std::time::Instant::now();
+    let results = chaos::run(&ChaosConfig {
+        modes,
+        orders: args.orders,
+        faults: args.faults,
+        rate: args.rate,
+        seed,
+    })
+    .await?;
+    println!("{}", chaos::table(&results));
+    println!(
+        "wall time {:.0} s, seed {seed}",
+        started.elapsed().as_secs_f64()
+    );
+    if let Some(path) = args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&results)?)?;
+    }
+    let patterns_sound = results
+        .iter()
+        .filter(|r| r.mode != "dual-write")
+        .all(|r| r.lost == 0 && r.doubled == 0 && r.wrong_points == 0 && r.not_in_history == 0);
+    anyhow::ensure!(patterns_sound, "a pattern lost or doubled credits");
+    Ok(())
+}

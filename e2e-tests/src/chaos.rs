@@ -1,0 +1,487 @@
+//! The chaos run: for each mode, clients place orders at a steady rate while
+//! order-service (with its relay, CDC reader or projector), rewards-service,
+//! NATS and PostgreSQL are killed and restarted at random moments. Then the
+//! run waits for convergence and counts, for the orders the clients were
+//! told about: credited once, lost, doubled.
+//!
+//! Clients behave as they should: every order carries an `Idempotency-Key`,
+//! and a request that fails (the service is down, 5xx) is retried with the
+//! same key until it is acknowledged.
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+use std::io::IsTerminal as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::api::{count, order, place_order};
+use crate::bench::BenchMode;
+use crate::env::{Private, TestEnv};
+use crate::servers::free_port;
+use crate::service::{Service, binary_path};
+
+#[derive(Debug, Clone)]
+pub struct ChaosConfig {
+    pub modes: Vec<BenchMode>,
+    /// Orders to have acknowledged per mode.
+    pub orders: usize,
+    /// Faults per mode, spread over the run.
+    pub faults: usize,
+    /// Orders per second the clients aim at.
+    pub rate: f64,
+    pub seed: u64,
+}
+
+/// One mode's outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChaosResult {
+    pub mode: &'static str,
+    /// Orders the clients were told about (201 or 202).
+    pub acknowledged: usize,
+    pub credited_once: usize,
+    /// Acknowledged, and never credited.
+    pub lost: usize,
+    /// Credited more than once.
+    pub doubled: usize,
+    /// Credits whose points break the rule.
+    pub wrong_points: usize,
+    /// Self-read: acknowledged orders missing from the order history.
+    pub not_in_history: usize,
+    pub faults: Vec<String>,
+    /// From the end of the last fault to the last credit.
+    pub converge_secs: f64,
+    /// Whether `order-events audit` found the services consistent.
+    pub audit_consistent: bool,
+    /// Orders `order-events audit --repair` re-published (dual-write).
+    pub repaired: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    KillOrderService,
+    KillRewardsService,
+    KillNats,
+    CrashPostgres,
+}
+
+impl Fault {
+    const ALL: [Fault; 4] = [
+        Fault::KillOrderService,
+        Fault::KillRewardsService,
+        Fault::KillNats,
+        Fault::CrashPostgres,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Fault::KillOrderService => "kill -9 order-service",
+            Fault::KillRewardsService => "kill -9 rewards-service",
+            Fault::KillNats => "kill -9 nats-server",
+            Fault::CrashPostgres => "crash PostgreSQL",
+        }
+    }
+}
+
+/// A small deterministic generator (xorshift), so that a run can be repeated
+/// with `--seed`.
+struct Random(u64);
+
+impl Random {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn between(&mut self, low: Duration, high: Duration) -> Duration {
+        let span = (high - low).as_millis().max(1) as u64;
+        low + Duration::from_millis(self.next() % span)
+    }
+}
+
+/// Runs every configured mode in turn.
+pub async fn run(config: &ChaosConfig) -> anyhow::Result<Vec<ChaosResult>> {
+    let mut results = Vec::new();
+    for (i, &mode) in config.modes.iter().enumerate() {
+        let seed = config.seed.wrapping_add(i as u64 * 7919) | 1;
+        results.push(run_mode(mode, config, seed).await?);
+    }
+    Ok(results)
+}
+
+struct Services {
+    orders: Service,
+    rewards: Service,
+}
+
+async fn run_mode(mode: BenchMode, config: &ChaosConfig, seed: u64) -> anyhow::Result<ChaosResult> {
+    let name = mode.name();
+    let env = TestEnv::with_private(
+        &format!("chaos_{}", name.replace('-', "_")),
+        Private {
+            nats: true,
+            postgres: true,
+            durable: false,
+        },
+    )
+    .await;
+    // Fixed ports, so that clients find a restarted service where it was.
+    let orders_addr = format!("127.0.0.1:{}", free_port());
+    let rewards_addr = format!("127.0.0.1:{}", free_port());
+    let mut order_env: Vec<(&str, &str)> = mode.extra_env().to_vec();
+    order_env.push(("LISTEN_ADDR", &orders_addr));
+    let start_orders = || env.start_order_service(mode.order_mode(), None, &order_env);
+    let rewards_env = [("LISTEN_ADDR", rewards_addr.as_str())];
+    let start_rewards = || env.start_rewards_service(&rewards_env);
+    let services = Arc::new(tokio::sync::Mutex::new(Services {
+        orders: start_orders().await,
+        rewards: start_rewards().await,
+    }));
+    let orders_url = format!("http://{orders_addr}");
+
+    let acknowledged = Arc::new(Mutex::new(Vec::<Uuid>::new()));
+    let next = Arc::new(AtomicUsize::new(0));
+    let expected_secs = config.orders as f64 / config.rate;
+    let clients = spawn_clients(
+        &env,
+        &orders_url,
+        config,
+        next.clone(),
+        acknowledged.clone(),
+        name,
+    );
+
+    // Faults, spread over the time the orders should take.
+    let mut random = Random(seed);
+    let mut faults = Vec::new();
+    let gap = Duration::from_secs_f64(expected_secs / (config.faults as f64 + 1.0));
+    for _ in 0..config.faults {
+        tokio::time::sleep(random.between(gap / 2, gap * 3 / 2)).await;
+        let fault = Fault::ALL[(random.next() % Fault::ALL.len() as u64) as usize];
+        let down = random.between(Duration::from_millis(100), Duration::from_millis(800));
+        let mut running = services.lock().await;
+        match fault {
+            Fault::KillOrderService => {
+                running.orders.kill().await;
+                tokio::time::sleep(down).await;
+                running.orders = start_orders().await;
+            }
+            Fault::KillRewardsService => {
+                running.rewards.kill().await;
+                tokio::time::sleep(down).await;
+                running.rewards = start_rewards().await;
+            }
+            Fault::KillNats => {
+                env.kill_nats();
+                tokio::time::sleep(down).await;
+                env.start_nats();
+            }
+            Fault::CrashPostgres => {
+                env.crash_postgres();
+            }
+        }
+        drop(running);
+        faults.push(fault.name().to_owned());
+        eprintln!(
+            "\n[chaos {name}] fault {}/{}: {}",
+            faults.len(),
+            config.faults,
+            fault.name()
+        );
+    }
+    let last_fault = Instant::now();
+    for client in clients {
+        client.await?;
+    }
+    let acknowledged: Vec<Uuid> = acknowledged.lock().expect("lock").clone();
+    eprintln!(
+        "\n[chaos {name}] {} orders acknowledged; waiting for convergence",
+        acknowledged.len()
+    );
+
+    let rewards_db = env.rewards_db().await;
+    let wanted: HashSet<Uuid> = acknowledged.iter().copied().collect();
+    let converged = converge(&env, &rewards_db, &wanted, mode).await?;
+    let converge_secs = converged.duration_since(last_fault).as_secs_f64();
+
+    let credits: Vec<(Uuid, i64, i64)> =
+        sqlx::query_as("SELECT order_id, points, order_total_minor FROM reward_ledger")
+            .fetch_all(&rewards_db)
+            .await?;
+    let mut per_order = std::collections::HashMap::<Uuid, usize>::new();
+    for (order_id, _, _) in &credits {
+        *per_order.entry(*order_id).or_default() += 1;
+    }
+    let credited_once = wanted
+        .iter()
+        .filter(|id| per_order.get(id) == Some(&1))
+        .count();
+    let lost = wanted
+        .iter()
+        .filter(|id| !per_order.contains_key(id))
+        .count();
+    let doubled = per_order.values().filter(|&&n| n > 1).count();
+    let wrong_points = credits
+        .iter()
+        .filter(|(_, points, total)| *points != total / 100)
+        .count();
+    let not_in_history = if mode == BenchMode::SelfRead {
+        let history: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM orders")
+            .fetch_all(&env.orders_db().await)
+            .await?;
+        let history: HashSet<Uuid> = history.into_iter().collect();
+        wanted.iter().filter(|id| !history.contains(id)).count()
+    } else {
+        0
+    };
+
+    let running = services.lock().await;
+    let audit_consistent = audit(&env, &running, &[]).await?["consistent"] == Value::Bool(true);
+    let repaired = if mode == BenchMode::DualWrite && !audit_consistent {
+        let report = audit(&env, &running, &["--repair"]).await?;
+        let repaired = report["republished"].as_u64().unwrap_or(0) as usize;
+        let expected = acknowledged.len() as i64;
+        crate::eventually("the repaired credits", crate::env::CONVERGE, || async {
+            (count(&rewards_db, "reward_ledger").await >= expected).then_some(())
+        })
+        .await;
+        Some(repaired)
+    } else {
+        None
+    };
+
+    let result = ChaosResult {
+        mode: name,
+        acknowledged: acknowledged.len(),
+        credited_once,
+        lost,
+        doubled,
+        wrong_points,
+        not_in_history,
+        faults,
+        converge_secs,
+        audit_consistent,
+        repaired,
+    };
+    eprintln!(
+        "[chaos {name}] acknowledged {}, credited once {}, lost {}, doubled {}",
+        result.acknowledged, result.credited_once, result.lost, result.doubled
+    );
+    Ok(result)
+}
+
+/// Clients: each takes the next order number, and retries it with the same
+/// `Idempotency-Key` until it is acknowledged; together they keep to `rate`.
+fn spawn_clients(
+    env: &TestEnv,
+    url: &str,
+    config: &ChaosConfig,
+    next: Arc<AtomicUsize>,
+    acknowledged: Arc<Mutex<Vec<Uuid>>>,
+    mode: &'static str,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let total = config.orders;
+    let pacer = {
+        let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / config.rate));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Arc::new(tokio::sync::Mutex::new(ticks))
+    };
+    let progress = {
+        let acknowledged = acknowledged.clone();
+        tokio::spawn(async move {
+            let tty = std::io::stderr().is_terminal();
+            let mut tick =
+                tokio::time::interval(Duration::from_millis(if tty { 200 } else { 2000 }));
+            loop {
+                tick.tick().await;
+                let done = acknowledged.lock().expect("lock").len();
+                let filled = done * 30 / total.max(1);
+                let bar = format!("{}{}", "#".repeat(filled), "-".repeat(30 - filled));
+                if tty {
+                    eprint!("\r[chaos {mode}] [{bar}] {done}/{total} acknowledged");
+                } else {
+                    eprintln!("[chaos {mode}] [{bar}] {done}/{total} acknowledged");
+                }
+                if done >= total {
+                    break;
+                }
+            }
+        })
+    };
+    let mut clients: Vec<_> = (0..16)
+        .map(|_| {
+            let (http, url, next, acknowledged, pacer) = (
+                env.http.clone(),
+                url.to_owned(),
+                next.clone(),
+                acknowledged.clone(),
+                pacer.clone(),
+            );
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= total {
+                        return;
+                    }
+                    pacer.lock().await.tick().await;
+                    let body = order(
+                        &format!("c{}", i % 40),
+                        &[("SKU-1", 1, 100 + (i % 7) as i64 * 100)],
+                    );
+                    let key = format!("chaos-{i}");
+                    loop {
+                        if let Ok(response) = place_order(&http, &url, &body, Some(&key)).await
+                            && response.status().is_success()
+                            && let Ok(placed) = response.json::<Value>().await
+                            && let Some(id) = placed["id"].as_str().and_then(|id| id.parse().ok())
+                        {
+                            acknowledged.lock().expect("lock").push(id);
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            })
+        })
+        .collect();
+    clients.push(progress);
+    clients
+}
+
+/// Waits until every acknowledged order is credited — or, for the control
+/// that loses orders, until the consumer has nothing left and the ledger has
+/// stopped growing. Returns when that was.
+async fn converge(
+    env: &TestEnv,
+    rewards_db: &PgPool,
+    wanted: &HashSet<Uuid>,
+    mode: BenchMode,
+) -> anyhow::Result<Instant> {
+    let started = Instant::now();
+    let mut last = (-1_i64, Instant::now());
+    loop {
+        let credited: Vec<Uuid> = sqlx::query_scalar("SELECT order_id FROM reward_ledger")
+            .fetch_all(rewards_db)
+            .await
+            .unwrap_or_default();
+        let missing = wanted.len() - credited.iter().filter(|id| wanted.contains(id)).count();
+        if missing == 0 {
+            let converged = Instant::now();
+            if mode == BenchMode::SelfRead {
+                env.wait_until_consumed_by("order-history").await;
+            }
+            env.wait_until_consumed_by("rewards").await;
+            return Ok(converged);
+        }
+        let now = credited.len() as i64;
+        if now != last.0 {
+            last = (now, Instant::now());
+        } else if mode == BenchMode::DualWrite && last.1.elapsed() > Duration::from_secs(3) {
+            env.wait_until_consumed_by("rewards").await;
+            return Ok(last.1);
+        }
+        if started.elapsed() > Duration::from_secs(120) {
+            let credited: HashSet<Uuid> = credited.into_iter().collect();
+            let absent: Vec<Uuid> = wanted
+                .iter()
+                .filter(|id| !credited.contains(id))
+                .copied()
+                .collect();
+            let orders_db = env.orders_db().await;
+            let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM orders WHERE id = ANY($1)")
+                .bind(&absent)
+                .fetch_one(&orders_db)
+                .await
+                .unwrap_or(-1);
+            let outbox = count(&orders_db, "outbox").await;
+            let names = shared_events::Names::new(env.events_prefix())?;
+            let js = env.jetstream().await;
+            let stream = js.get_stream(names.stream()).await?;
+            let mut in_stream = 0;
+            let mut sequences = Vec::new();
+            for seq in 1..=env.stream_messages().await {
+                if let Ok(message) = stream.get_raw_message(seq).await
+                    && let Ok(event) = shared_events::Envelope::<shared_events::OrderPlaced>::decode(
+                        &message.payload,
+                    )
+                    && absent.contains(&event.payload.order_id)
+                {
+                    in_stream += 1;
+                    sequences.push(seq);
+                }
+            }
+            let mut consumer: async_nats::jetstream::consumer::PullConsumer = js
+                .get_consumer_from_stream("rewards", names.stream())
+                .await?;
+            let info = consumer.info().await?.clone();
+            eprintln!(
+                "missing orders' events: {in_stream} at sequences {sequences:?}; {} dead letters; consumer: {info:?}",
+                env.dead_letters().await
+            );
+            anyhow::bail!(
+                "{missing} acknowledged orders still not credited after 120 s \
+                 ({stored} of them in the orders table, {outbox} outbox rows, {} stream messages, {} ledger rows)",
+                env.stream_messages().await,
+                credited.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn audit(env: &TestEnv, services: &Services, extra: &[&str]) -> anyhow::Result<Value> {
+    let output = tokio::process::Command::new(binary_path("order-events")?)
+        .args([
+            "audit",
+            "--json",
+            "--orders",
+            services.orders.url(),
+            "--rewards",
+            services.rewards.url(),
+        ])
+        .args([
+            "--nats-url",
+            env.nats_url(),
+            "--events-prefix",
+            env.events_prefix(),
+        ])
+        .args(extra)
+        .output()
+        .await?;
+    Ok(serde_json::from_slice(&output.stdout)?)
+}
+
+/// The comparison table.
+pub fn table(results: &[ChaosResult]) -> String {
+    let mut out = String::from(
+        "| mode | acknowledged | credited once | lost | doubled | wrong points | faults | converged after | audit |\n|---|---:|---:|---:|---:|---:|---:|---:|---|\n",
+    );
+    for r in results {
+        let audit = match r.repaired {
+            Some(n) => format!("inconsistent; --repair re-published {n}"),
+            None if r.audit_consistent => "consistent".to_owned(),
+            None => "INCONSISTENT".to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} | {:.1} s | {} |",
+            r.mode,
+            r.acknowledged,
+            r.credited_once,
+            r.lost,
+            r.doubled,
+            r.wrong_points,
+            r.faults.len(),
+            r.converge_secs,
+            audit
+        );
+    }
+    out
+}
