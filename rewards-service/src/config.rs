@@ -22,9 +22,10 @@ pub struct Config {
     /// JetStream's duplicate window (only used if this service creates the stream).
     #[arg(long, env = "DUPLICATE_WINDOW", default_value = "2m", value_parser = duration::parse)]
     pub duplicate_window: Duration,
-    /// Messages processed at once.
-    #[arg(long, env = "CONSUMER_CONCURRENCY", default_value_t = 8)]
-    pub consumer_concurrency: usize,
+    /// Most messages credited in one transaction (a batch is whatever has
+    /// arrived, so a quiet stream is credited one message at a time).
+    #[arg(long, env = "CONSUMER_BATCH", default_value_t = 100)]
+    pub consumer_batch: usize,
     /// How long JetStream waits for an ack before redelivering (set when the
     /// consumer is created).
     #[arg(long, env = "CONSUMER_ACK_WAIT", default_value = "30s", value_parser = duration::parse)]

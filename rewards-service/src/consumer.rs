@@ -1,14 +1,14 @@
-//! Crediting an `OrderPlaced`: the part of the idempotent consumer that is
+//! Crediting `OrderPlaced`: the part of the idempotent consumer that is
 //! rewards-service's own (the loop is `service_kit::consumer`).
 //!
-//! One transaction inserts the ledger row and adds to the balance. A
-//! redelivery, or the same order under another event id, hits the ledger's
-//! keys (event id primary key, order id unique) and changes nothing. An event
-//! whose content breaks the rules (unknown currency, a total that is not the
-//! sum of its lines) can never be credited and is dead-lettered.
+//! A batch of events is credited in one transaction: the ledger rows and the
+//! balances. A redelivery, or the same order under another event id, hits the
+//! ledger's keys (event id primary key, order id unique) and changes nothing.
+//! An event whose content breaks the rules (unknown currency, a total that is
+//! not the sum of its lines) can never be credited and is dead-lettered.
 
 use anyhow::Context as _;
-use service_kit::consumer::{Applied, Apply, ApplyError};
+use service_kit::consumer::{Applied, Apply};
 use shared_events::{Envelope, OrderPlaced};
 use sqlx::PgPool;
 
@@ -27,25 +27,37 @@ impl Credits {
 }
 
 impl Apply for Credits {
-    async fn apply(
+    type Item = (Credit, u64);
+
+    fn prepare(
         &self,
         event: Envelope<OrderPlaced>,
         stream_sequence: u64,
-    ) -> Result<Applied, ApplyError> {
-        let credit = Credit::from_event(&event).map_err(|e| ApplyError::Invalid(e.to_string()))?;
+    ) -> Result<Self::Item, String> {
+        Credit::from_event(&event)
+            .map(|credit| (credit, stream_sequence))
+            .map_err(|e| e.to_string())
+    }
+
+    async fn apply_batch(&self, credits: Vec<Self::Item>) -> anyhow::Result<Vec<Applied>> {
         let mut tx = self
             .pool
             .begin()
             .await
             .context("beginning the credit transaction")?;
-        let credited = db::credit(&mut tx, &credit, stream_sequence)
+        let credited = db::credit_all(&mut tx, &credits)
             .await
-            .context("writing the credit")?;
-        tx.commit().await.context("committing the credit")?;
-        Ok(if credited {
-            Applied::New
-        } else {
-            Applied::Duplicate
-        })
+            .context("writing the credits")?;
+        tx.commit().await.context("committing the credits")?;
+        Ok(credited
+            .into_iter()
+            .map(|new| {
+                if new {
+                    Applied::New
+                } else {
+                    Applied::Duplicate
+                }
+            })
+            .collect())
     }
 }

@@ -7,45 +7,57 @@ use uuid::Uuid;
 
 use crate::domain::Credit;
 
-/// Writes the ledger row and adds to the balance, unless this event or this
-/// order was credited before. Returns whether anything was credited. Call it
-/// in a transaction: the two writes stand or fall together.
-pub async fn credit(
+/// Writes the ledger rows and adds to the balances for every credit whose
+/// event and order were not credited before, in one statement; returns, per
+/// credit, whether it was new. Call it in a transaction.
+pub async fn credit_all(
     conn: &mut PgConnection,
-    credit: &Credit,
-    stream_sequence: u64,
-) -> sqlx::Result<bool> {
-    let inserted = sqlx::query!(
-        r#"INSERT INTO reward_ledger
-               (event_id, order_id, customer_id, points, order_total_minor, currency,
-                order_placed_at, stream_sequence)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-           ON CONFLICT DO NOTHING"#,
-        credit.event_id,
-        credit.order_id,
-        credit.customer_id,
-        credit.points,
-        credit.order_total_minor,
-        credit.currency.code(),
-        credit.order_placed_at,
-        i64::try_from(stream_sequence).unwrap_or(i64::MAX),
+    credits: &[(Credit, u64)],
+) -> sqlx::Result<Vec<bool>> {
+    let column = |f: fn(&(Credit, u64)) -> String| credits.iter().map(f).collect::<Vec<_>>();
+    let event_ids: Vec<Uuid> = credits.iter().map(|(c, _)| c.event_id).collect();
+    let order_ids: Vec<Uuid> = credits.iter().map(|(c, _)| c.order_id).collect();
+    let customers = column(|(c, _)| c.customer_id.clone());
+    let points: Vec<i64> = credits.iter().map(|(c, _)| c.points).collect();
+    let totals: Vec<i64> = credits.iter().map(|(c, _)| c.order_total_minor).collect();
+    let currencies = column(|(c, _)| c.currency.code().to_owned());
+    let placed: Vec<DateTime<Utc>> = credits.iter().map(|(c, _)| c.order_placed_at).collect();
+    let sequences: Vec<i64> = credits
+        .iter()
+        .map(|(_, s)| i64::try_from(*s).unwrap_or(i64::MAX))
+        .collect();
+    // Balances are updated in customer order, so two batches never wait on
+    // each other's rows in opposite orders.
+    let inserted = sqlx::query_scalar!(
+        r#"WITH inserted AS (
+               INSERT INTO reward_ledger
+                   (event_id, order_id, customer_id, points, order_total_minor, currency,
+                    order_placed_at, stream_sequence)
+               SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::bigint[],
+                                    $5::bigint[], $6::text[], $7::timestamptz[], $8::bigint[])
+               ON CONFLICT DO NOTHING
+               RETURNING event_id, customer_id, points
+           ), balances AS (
+               INSERT INTO reward_accounts (customer_id, balance)
+               SELECT customer_id, sum(points)::bigint FROM inserted
+               GROUP BY customer_id ORDER BY customer_id
+               ON CONFLICT (customer_id)
+               DO UPDATE SET balance = reward_accounts.balance + EXCLUDED.balance,
+                             updated_at = now()
+           )
+           SELECT event_id AS "event_id!" FROM inserted"#,
+        &event_ids,
+        &order_ids,
+        &customers,
+        &points,
+        &totals,
+        &currencies,
+        &placed,
+        &sequences,
     )
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    if inserted == 0 {
-        return Ok(false);
-    }
-    sqlx::query!(
-        r#"INSERT INTO reward_accounts (customer_id, balance) VALUES ($1, $2)
-           ON CONFLICT (customer_id)
-           DO UPDATE SET balance = reward_accounts.balance + EXCLUDED.balance, updated_at = now()"#,
-        credit.customer_id,
-        credit.points
-    )
-    .execute(&mut *conn)
+    .fetch_all(&mut *conn)
     .await?;
-    Ok(true)
+    Ok(event_ids.iter().map(|id| inserted.contains(id)).collect())
 }
 
 /// One credited order, as clients see it.

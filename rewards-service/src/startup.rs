@@ -51,7 +51,7 @@ impl Application {
             names.clone(),
             ConsumerSettings {
                 durable: names.rewards_consumer(),
-                concurrency: config.consumer_concurrency,
+                batch: config.consumer_batch,
                 ack_wait: config.consumer_ack_wait,
                 crash_point: "consumer_after_commit_before_ack",
             },

@@ -1,12 +1,15 @@
 //! The loop every idempotent consumer of `OrderPlaced` runs; a service plugs
 //! in only what applying one event means to its database ([`Apply`]).
 //!
+//! Messages are taken in batches of whatever has arrived (up to a limit).
 //! Per message: decode; ignore it if it was stored after its producer's
-//! deadline; apply it (one transaction, the service's own dedup keys); ack
-//! only after COMMIT. An event that can never be applied goes to the
-//! dead-letter stream with the reason in headers and is terminated; a
-//! transient failure is nak'ed with a growing delay. Lost connections and
-//! vanished consumers are retried.
+//! deadline; check it. Then the batch is applied in ONE transaction (the
+//! service's own dedup keys make each event idempotent), and every message is
+//! acked only after COMMIT — one fsync for the batch instead of one per
+//! message. An event that can never be applied goes to the dead-letter
+//! stream with the reason in headers and is terminated; a transient failure
+//! naks the batch with a growing delay. Lost connections and vanished
+//! consumers are retried.
 
 use std::future::Future;
 use std::time::Duration;
@@ -35,25 +38,27 @@ pub enum Applied {
     Duplicate,
 }
 
-/// Why an event was not applied.
-#[derive(Debug, thiserror::Error)]
-pub enum ApplyError {
-    /// It never can be: dead-letter it.
-    #[error("invalid event: {0}")]
-    Invalid(String),
-    /// It may work later (database down): retry.
-    #[error(transparent)]
-    Transient(#[from] anyhow::Error),
-}
-
-/// What a consumer does with one valid event, idempotently and in one
-/// transaction that has committed when the future completes.
+/// What a consumer does with valid events: checked one by one, then applied
+/// in batches — one transaction per batch, committed when the future
+/// completes, idempotent per event.
 pub trait Apply: Send + Sync + 'static {
-    fn apply(
+    /// An event checked and ready to apply.
+    type Item: Send + 'static;
+
+    /// Checks one event; an `Err` means it can never be applied (it is
+    /// dead-lettered with that reason).
+    fn prepare(
         &self,
         event: Envelope<OrderPlaced>,
         stream_sequence: u64,
-    ) -> impl Future<Output = Result<Applied, ApplyError>> + Send;
+    ) -> Result<Self::Item, String>;
+
+    /// Applies `items` in one transaction; one outcome per item, in order.
+    /// An error is transient: every message of the batch is retried.
+    fn apply_batch(
+        &self,
+        items: Vec<Self::Item>,
+    ) -> impl Future<Output = anyhow::Result<Vec<Applied>>> + Send;
 }
 
 /// How a consumer is set up.
@@ -61,20 +66,21 @@ pub trait Apply: Send + Sync + 'static {
 pub struct ConsumerSettings {
     /// Durable consumer name; also the label of its metrics.
     pub durable: &'static str,
-    /// Messages processed at once.
-    pub concurrency: usize,
+    /// Most messages applied in one transaction; a batch is whatever has
+    /// arrived, so under light load it is one message and adds no latency.
+    pub batch: usize,
     /// How long JetStream waits for an ack before redelivering.
     pub ack_wait: Duration,
     /// Crash point between COMMIT and ack.
     pub crash_point: &'static str,
 }
 
-/// What handling one message did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
-    Applied(Applied),
-    DeadLettered,
+/// Where a message of a batch goes.
+enum Sorted<T> {
+    Apply(T),
     TooLate,
+    DeadLetter(u64, String),
+    Unreadable(anyhow::Error),
 }
 
 pub struct EventConsumer<A> {
@@ -137,72 +143,100 @@ impl<A: Apply> EventConsumer<A> {
             .await
             .context("subscribing to messages")?;
         tracing::info!(consumer = self.settings.durable, "consuming");
-        messages
+        let batches = messages
             .take_until(shutdown.cancelled())
-            .for_each_concurrent(self.settings.concurrency, |message| async move {
-                match message {
-                    Ok(message) => self.handle(message).await,
-                    Err(error) => tracing::warn!(%error, "pulling messages failed"),
-                }
-            })
-            .await;
+            .ready_chunks(self.settings.batch.max(1));
+        tokio::pin!(batches);
+        while let Some(batch) = batches.next().await {
+            let messages = batch
+                .into_iter()
+                .filter_map(|message| {
+                    message
+                        .inspect_err(|error| tracing::warn!(%error, "pulling messages failed"))
+                        .ok()
+                })
+                .collect();
+            self.handle(messages).await;
+        }
         Ok(())
     }
 
-    async fn handle(&self, message: Message) {
+    /// Sorts a batch into what is ignored, dead-lettered or applied; applies
+    /// the rest in one transaction; acks after COMMIT, or naks on failure.
+    async fn handle(&self, messages: Vec<Message>) {
         let consumer = self.settings.durable;
-        match self.process(&message).await {
-            Ok(outcome) => {
-                metrics::counter!("events_consumed_total", "consumer" => consumer, "outcome" => label(outcome))
-                    .increment(1);
-                if outcome != Outcome::DeadLettered {
-                    if outcome == Outcome::Applied(Applied::New) {
-                        crash_point(self.settings.crash_point);
-                    }
-                    if let Err(error) = message.ack().await {
-                        // It will be redelivered and found a duplicate.
-                        tracing::warn!(consumer, %error, "ack failed");
+        let mut items = Vec::with_capacity(messages.len());
+        let mut applicable = Vec::with_capacity(messages.len());
+        let mut done = Vec::new();
+        for message in messages {
+            match self.sort(&message) {
+                Sorted::Apply(item) => {
+                    items.push(item);
+                    applicable.push(message);
+                }
+                Sorted::TooLate => done.push((message, "too_late")),
+                Sorted::DeadLetter(sequence, reason) => {
+                    match self.dead_letter(&message, sequence, &reason).await {
+                        Ok(()) => count(consumer, "dead_lettered", 1),
+                        Err(error) => nak(consumer, &message, &error).await,
                     }
                 }
+                Sorted::Unreadable(error) => nak(consumer, &message, &error).await,
             }
-            Err(error) => {
-                let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
-                let delay = nak_delay(delivered);
-                metrics::counter!("events_consumed_total", "consumer" => consumer, "outcome" => "retried")
-                    .increment(1);
-                tracing::warn!(consumer, error = format!("{error:#}"), delivered, retry_in = ?delay, "processing failed; will retry");
-                if let Err(error) = message.ack_with(AckKind::Nak(Some(delay))).await {
-                    tracing::warn!(consumer, %error, "nak failed; redelivery after the ack wait");
+        }
+        if !items.is_empty() {
+            match self.apply.apply_batch(items).await {
+                Ok(outcomes) => {
+                    if outcomes.contains(&Applied::New) {
+                        crash_point(self.settings.crash_point);
+                    }
+                    for (message, outcome) in applicable.into_iter().zip(outcomes) {
+                        let label = match outcome {
+                            Applied::New => "applied",
+                            Applied::Duplicate => "duplicate",
+                        };
+                        done.push((message, label));
+                    }
+                }
+                Err(error) => {
+                    for message in &applicable {
+                        nak(consumer, message, &error).await;
+                    }
                 }
             }
         }
+        let acks = done.iter().map(|(message, label)| async move {
+            count(consumer, label, 1);
+            if let Err(error) = message.ack().await {
+                // It will be redelivered and found a duplicate.
+                tracing::warn!(consumer, %error, "ack failed");
+            }
+        });
+        futures::future::join_all(acks).await;
     }
 
-    /// Applies the message once. An `Err` is transient: retry later.
-    async fn process(&self, message: &Message) -> anyhow::Result<Outcome> {
-        let info = message
-            .info()
-            .map_err(|e| anyhow::anyhow!("reading message metadata: {e}"))?;
+    fn sort(&self, message: &Message) -> Sorted<A::Item> {
+        let info = match message.info() {
+            Ok(info) => info,
+            Err(error) => {
+                return Sorted::Unreadable(anyhow::anyhow!("reading message metadata: {error}"));
+            }
+        };
         let sequence = info.stream_sequence;
         if stored_too_late(
             message.headers.as_ref(),
             stored_at(info.published.unix_timestamp_nanos()),
         ) {
             tracing::warn!(sequence, "ignoring an event stored after its deadline");
-            return Ok(Outcome::TooLate);
+            return Sorted::TooLate;
         }
         let event = match Envelope::<OrderPlaced>::decode(&message.payload) {
             Ok(event) => event,
-            Err(error) => {
-                return self
-                    .dead_letter(message, sequence, &error.to_string())
-                    .await;
-            }
+            Err(error) => return Sorted::DeadLetter(sequence, error.to_string()),
         };
-        match self.apply.apply(event, sequence).await {
-            Ok(applied) => Ok(Outcome::Applied(applied)),
-            Err(ApplyError::Invalid(reason)) => self.dead_letter(message, sequence, &reason).await,
-            Err(ApplyError::Transient(error)) => Err(error),
+        match self.apply.prepare(event, sequence) {
+            Ok(item) => Sorted::Apply(item),
+            Err(reason) => Sorted::DeadLetter(sequence, reason),
         }
     }
 
@@ -211,7 +245,7 @@ impl<A: Apply> EventConsumer<A> {
         message: &Message,
         sequence: u64,
         reason: &str,
-    ) -> anyhow::Result<Outcome> {
+    ) -> anyhow::Result<()> {
         tracing::warn!(
             sequence,
             reason,
@@ -234,17 +268,23 @@ impl<A: Apply> EventConsumer<A> {
         message
             .ack_with(AckKind::Term)
             .await
-            .map_err(|e| anyhow::anyhow!("terminating a dead-lettered message: {e}"))?;
-        Ok(Outcome::DeadLettered)
+            .map_err(|e| anyhow::anyhow!("terminating a dead-lettered message: {e}"))
     }
 }
 
-fn label(outcome: Outcome) -> &'static str {
-    match outcome {
-        Outcome::Applied(Applied::New) => "applied",
-        Outcome::Applied(Applied::Duplicate) => "duplicate",
-        Outcome::DeadLettered => "dead_lettered",
-        Outcome::TooLate => "too_late",
+fn count(consumer: &'static str, outcome: &'static str, n: u64) {
+    metrics::counter!("events_consumed_total", "consumer" => consumer, "outcome" => outcome)
+        .increment(n);
+}
+
+/// Asks for redelivery after a delay that grows with each attempt.
+async fn nak(consumer: &'static str, message: &Message, error: &anyhow::Error) {
+    let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
+    let delay = nak_delay(delivered);
+    count(consumer, "retried", 1);
+    tracing::warn!(consumer, error = format!("{error:#}"), delivered, retry_in = ?delay, "processing failed; will retry");
+    if let Err(error) = message.ack_with(AckKind::Nak(Some(delay))).await {
+        tracing::warn!(consumer, %error, "nak failed; redelivery after the ack wait");
     }
 }
 

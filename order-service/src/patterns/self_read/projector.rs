@@ -1,10 +1,11 @@
 //! The projector: order-service consuming its own `OrderPlaced` to write its
-//! order history. The loop is `service_kit::consumer`; applying an event is
-//! one transaction that records the event in the inbox and inserts the order
-//! unless it exists (a retry under another event id), acked after COMMIT.
+//! order history. The loop is `service_kit::consumer`; a batch of events is
+//! applied in one transaction that records each event in the inbox and
+//! inserts its order unless it exists (a retry under another event id), and
+//! acked after COMMIT.
 
 use anyhow::Context as _;
-use service_kit::consumer::{Applied, Apply, ApplyError, ConsumerSettings, EventConsumer};
+use service_kit::consumer::{Applied, Apply, ConsumerSettings, EventConsumer};
 use shared_events::{Envelope, OrderPlaced};
 use sqlx::PgPool;
 
@@ -20,29 +21,39 @@ pub struct Projection {
 }
 
 impl Apply for Projection {
-    async fn apply(
+    type Item = Envelope<OrderPlaced>;
+
+    fn prepare(
         &self,
         event: Envelope<OrderPlaced>,
         _stream_sequence: u64,
-    ) -> Result<Applied, ApplyError> {
+    ) -> Result<Self::Item, String> {
+        Ok(event)
+    }
+
+    async fn apply_batch(&self, events: Vec<Self::Item>) -> anyhow::Result<Vec<Applied>> {
         let mut tx = self
             .pool
             .begin()
             .await
             .context("beginning the projection transaction")?;
-        let new_event = db::inbox::record(&mut tx, event.event_id)
-            .await
-            .context("recording the event")?;
-        let inserted = new_event
-            && db::orders::insert_if_absent(&mut tx, &Order::from_event(&event.payload))
+        let mut outcomes = Vec::with_capacity(events.len());
+        for event in &events {
+            let new_event = db::inbox::record(&mut tx, event.event_id)
                 .await
-                .context("inserting the order")?;
+                .context("recording the event")?;
+            let inserted = new_event
+                && db::orders::insert_if_absent(&mut tx, &Order::from_event(&event.payload))
+                    .await
+                    .context("inserting the order")?;
+            outcomes.push(if inserted {
+                Applied::New
+            } else {
+                Applied::Duplicate
+            });
+        }
         tx.commit().await.context("committing the projection")?;
-        Ok(if inserted {
-            Applied::New
-        } else {
-            Applied::Duplicate
-        })
+        Ok(outcomes)
     }
 }
 
@@ -52,7 +63,7 @@ pub fn consumer(deps: &Deps, settings: &WorkerSettings) -> EventConsumer<Project
         deps.names.clone(),
         ConsumerSettings {
             durable: DURABLE,
-            concurrency: 8,
+            batch: 100,
             ack_wait: settings.consumer_ack_wait,
             crash_point: "projector_after_commit_before_ack",
         },
