@@ -63,7 +63,9 @@ impl Supervised {
                 cleanup_dir.map(Path::as_os_str).unwrap_or_default(),
             )
             .stdin(Stdio::piped())
-            .stdout(Stdio::piped());
+            .stdout(Stdio::piped())
+            // The shell reports a killed server ("Killed"); the test does not need to hear it.
+            .stderr(Stdio::null());
         let mut watchdog = command
             .spawn()
             .with_context(|| format!("starting {}", program.display()))?;
