@@ -48,6 +48,56 @@ pub async fn place_ok(http: &reqwest::Client, base_url: &str, body: &Value) -> u
         .expect("a uuid")
 }
 
+/// `GET url` as JSON (any status).
+pub async fn get_json(http: &reqwest::Client, url: &str) -> Value {
+    http.get(url)
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("a JSON body")
+}
+
+/// Runs `order-events audit --json` (and `extra`) against the two services
+/// of `env`; its exit code and findings.
+pub async fn audit(
+    env: &TestEnv,
+    orders_url: &str,
+    rewards_url: &str,
+    extra: &[&str],
+) -> anyhow::Result<(i32, Value)> {
+    let output = tokio::process::Command::new(crate::service::binary_path("order-events")?)
+        .args([
+            "audit",
+            "--json",
+            "--orders",
+            orders_url,
+            "--rewards",
+            rewards_url,
+        ])
+        .args([
+            "--nats-url",
+            env.nats_url(),
+            "--events-prefix",
+            env.events_prefix(),
+        ])
+        .args(extra)
+        .output()
+        .await?;
+    let findings = serde_json::from_slice(&output.stdout).map_err(|_| {
+        anyhow::anyhow!(
+            "audit printed no JSON: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })?;
+    let code = output
+        .status
+        .code()
+        .ok_or_else(|| anyhow::anyhow!("audit was killed"))?;
+    Ok((code, findings))
+}
+
 /// Rows in a table (tests read the databases directly; services never do
 /// each other's).
 pub async fn count(pool: &PgPool, table: &str) -> i64 {

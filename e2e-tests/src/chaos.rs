@@ -24,7 +24,7 @@ use crate::api::{count, order, place_order};
 use crate::bench::BenchMode;
 use crate::env::{Private, TestEnv};
 use crate::servers::free_port;
-use crate::service::{Service, binary_path};
+use crate::service::Service;
 
 #[derive(Debug, Clone)]
 pub struct ChaosConfig {
@@ -437,25 +437,9 @@ async fn converge(
 }
 
 async fn audit(env: &TestEnv, services: &Services, extra: &[&str]) -> anyhow::Result<Value> {
-    let output = tokio::process::Command::new(binary_path("order-events")?)
-        .args([
-            "audit",
-            "--json",
-            "--orders",
-            services.orders.url(),
-            "--rewards",
-            services.rewards.url(),
-        ])
-        .args([
-            "--nats-url",
-            env.nats_url(),
-            "--events-prefix",
-            env.events_prefix(),
-        ])
-        .args(extra)
-        .output()
-        .await?;
-    Ok(serde_json::from_slice(&output.stdout)?)
+    let (_, findings) =
+        crate::api::audit(env, services.orders.url(), services.rewards.url(), extra).await?;
+    Ok(findings)
 }
 
 /// The comparison table.

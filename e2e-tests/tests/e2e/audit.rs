@@ -4,38 +4,14 @@ use std::time::Duration;
 
 use e2e_tests::TestEnv;
 use e2e_tests::api::{assert_credited_exactly, order, place_ok, place_order};
-use e2e_tests::service::{Service, binary_path};
+use e2e_tests::service::Service;
 use serde_json::Value;
 use uuid::Uuid;
 
-/// Runs `order-events audit --json` (and `extra`); its exit code and findings.
 async fn audit(env: &TestEnv, orders: &Service, rewards: &Service, extra: &[&str]) -> (i32, Value) {
-    let output = tokio::process::Command::new(binary_path("order-events").unwrap())
-        .args([
-            "audit",
-            "--json",
-            "--orders",
-            orders.url(),
-            "--rewards",
-            rewards.url(),
-        ])
-        .args([
-            "--nats-url",
-            env.nats_url(),
-            "--events-prefix",
-            env.events_prefix(),
-        ])
-        .args(extra)
-        .output()
+    e2e_tests::api::audit(env, orders.url(), rewards.url(), extra)
         .await
-        .expect("running order-events audit");
-    let findings = serde_json::from_slice(&output.stdout).unwrap_or_else(|_| {
-        panic!(
-            "audit printed no JSON: {}",
-            String::from_utf8_lossy(&output.stderr)
-        )
-    });
-    (output.status.code().expect("an exit code"), findings)
+        .expect("running order-events audit")
 }
 
 fn missing(findings: &Value) -> Vec<Uuid> {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use e2e_tests::api::{assert_credited_exactly, count, order, place_ok, place_order};
+use e2e_tests::api::{assert_credited_exactly, count, get_json, order, place_ok, place_order};
 use e2e_tests::env::CONVERGE;
 use e2e_tests::{TestEnv, eventually};
 use futures::future::join_all;
@@ -71,25 +71,14 @@ async fn an_idempotent_retry_returns_the_same_order_and_credits_once() {
     assert_eq!(error["error"]["code"], "idempotency_key_reused");
 
     assert_credited_exactly(&env, 1).await;
-    let fetched: serde_json::Value = env
-        .http
-        .get(format!("{}{location}", orders.url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let fetched: serde_json::Value =
+        get_json(&env.http, &format!("{}{location}", orders.url())).await;
     assert_eq!(fetched, first);
-    let rewards: serde_json::Value = env
-        .http
-        .get(format!("{}/customers/alice/rewards", _rewards.url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let rewards: serde_json::Value = get_json(
+        &env.http,
+        &format!("{}/customers/alice/rewards", _rewards.url()),
+    )
+    .await;
     assert_eq!(rewards["balance"], 25);
     assert_eq!(rewards["ledger"].as_array().unwrap().len(), 1);
     assert_eq!(count(&env.orders_db().await, "orders").await, 1);

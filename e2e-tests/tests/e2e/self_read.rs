@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use e2e_tests::api::{assert_credited_exactly, count, order, place_order};
+use e2e_tests::api::{assert_credited_exactly, count, get_json, order, place_order};
 use e2e_tests::env::CONVERGE;
 use e2e_tests::{TestEnv, eventually};
 use futures::future::join_all;
@@ -58,15 +58,7 @@ async fn a_client_can_read_its_own_write_with_a_bounded_wait() {
     let accepted =
         place_accepted(&env, orders.url(), &order("jo", &[("SKU-1", 2, 300)]), None).await;
     let id = accepted["id"].as_str().unwrap();
-    let read: Value = env
-        .http
-        .get(format!("{}/orders/{id}?wait=5s", orders.url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let read: Value = get_json(&env.http, &format!("{}/orders/{id}?wait=5s", orders.url())).await;
     assert_eq!(read, accepted);
 }
 
@@ -96,19 +88,15 @@ async fn a_retry_after_a_crash_past_the_puback_places_one_order() {
     assert_credited_exactly(&env, 1).await;
     assert_eq!(env.stream_messages().await, 1);
     let retried: Value = retry.json().await.unwrap();
-    let stored: Value = env
-        .http
-        .get(format!(
+    let stored: Value = get_json(
+        &env.http,
+        &format!(
             "{}/orders/{}",
             restarted.url(),
             retried["id"].as_str().unwrap()
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        ),
+    )
+    .await;
     assert_eq!(stored["customer_id"], "kim");
     assert_eq!(stored["total_minor"], 2500);
 }

@@ -9,7 +9,7 @@ use shared_events::{Envelope, jetstream};
 use uuid::Uuid;
 
 use super::store::{self, Begun};
-use super::{Deps, Durability, PlaceError, Placed, Placement};
+use super::{Deps, PlaceError, Placed, Placement};
 use service_kit::crash::crash_point;
 
 pub struct DualWrite {
@@ -23,13 +23,7 @@ impl DualWrite {
 
     pub async fn place(&self, placement: Placement) -> Result<Placed, PlaceError> {
         let (tx, order) = match store::begin(&self.deps.pool, placement).await? {
-            Begun::Replayed(order) => {
-                return Ok(Placed {
-                    order,
-                    replayed: true,
-                    durability: Durability::Stored,
-                });
-            }
+            Begun::Replayed(order) => return Ok(Placed::stored_before(order)),
             Begun::New(tx, order) => (tx, order),
         };
         tx.commit().await.context("committing the order")?;
@@ -58,10 +52,6 @@ impl DualWrite {
                 tracing::error!(order_id = %order.id, error = %error, "event lost after commit");
             }
         }
-        Ok(Placed {
-            order,
-            replayed: false,
-            durability: Durability::Stored,
-        })
+        Ok(Placed::stored(order))
     }
 }

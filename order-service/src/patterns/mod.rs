@@ -114,6 +114,26 @@ pub struct Placed {
     pub durability: Durability,
 }
 
+impl Placed {
+    /// Committed to the order database now.
+    pub fn stored(order: Order) -> Self {
+        Self {
+            order,
+            replayed: false,
+            durability: Durability::Stored,
+        }
+    }
+
+    /// Committed before, under the same idempotency key; nothing new happened.
+    pub fn stored_before(order: Order) -> Self {
+        Self {
+            order,
+            replayed: true,
+            durability: Durability::Stored,
+        }
+    }
+}
+
 /// How far an order got before the answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {

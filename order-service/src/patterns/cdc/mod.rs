@@ -20,7 +20,7 @@ mod capture;
 use anyhow::Context as _;
 
 use super::store::{self, Begun};
-use super::{Deps, Durability, PlaceError, Placed, Placement};
+use super::{Deps, PlaceError, Placed, Placement};
 use crate::cdc::{CdcSettings, Reader};
 use service_kit::crash::crash_point;
 
@@ -37,22 +37,12 @@ impl Cdc {
 
     pub async fn place(&self, placement: Placement) -> Result<Placed, PlaceError> {
         let (tx, order) = match store::begin(&self.deps.pool, placement).await? {
-            Begun::Replayed(order) => {
-                return Ok(Placed {
-                    order,
-                    replayed: true,
-                    durability: Durability::Stored,
-                });
-            }
+            Begun::Replayed(order) => return Ok(Placed::stored_before(order)),
             Begun::New(tx, order) => (tx, order),
         };
         tx.commit().await.context("committing the order")?;
         crash_point("after_commit_before_publish");
-        Ok(Placed {
-            order,
-            replayed: false,
-            durability: Durability::Stored,
-        })
+        Ok(Placed::stored(order))
     }
 
     /// Creates the publication and slot; the reader to run as the worker.

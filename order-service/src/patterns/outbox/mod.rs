@@ -24,7 +24,7 @@ use shared_events::Envelope;
 use uuid::Uuid;
 
 use super::store::{self, Begun};
-use super::{Deps, Durability, OutboxRelay, PlaceError, Placed, Placement, WorkerSettings};
+use super::{Deps, OutboxRelay, PlaceError, Placed, Placement, WorkerSettings};
 use crate::db;
 use service_kit::crash::crash_point;
 
@@ -40,13 +40,7 @@ impl Outbox {
 
     pub async fn place(&self, placement: Placement) -> Result<Placed, PlaceError> {
         let (mut tx, order) = match store::begin(&self.deps.pool, placement).await? {
-            Begun::Replayed(order) => {
-                return Ok(Placed {
-                    order,
-                    replayed: true,
-                    durability: Durability::Stored,
-                });
-            }
+            Begun::Replayed(order) => return Ok(Placed::stored_before(order)),
             Begun::New(tx, order) => (tx, order),
         };
         let event = Envelope::new(Uuid::now_v7(), order.created_at, order.placed_event());
@@ -67,11 +61,7 @@ impl Outbox {
         }
         tx.commit().await.context("committing the order")?;
         crash_point("after_commit_before_publish");
-        Ok(Placed {
-            order,
-            replayed: false,
-            durability: Durability::Stored,
-        })
+        Ok(Placed::stored(order))
     }
 
     /// Creates the outbox publication and slot; the CDC relay to run as the worker.
