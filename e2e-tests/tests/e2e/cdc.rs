@@ -137,23 +137,22 @@ async fn the_reader_reconnects_after_postgres_restarts_mid_stream() {
     place_many(&env, orders.url(), 0, 50).await;
 
     env.restart_postgres();
-    // The services' pools reconnect on their own; keep placing until they do.
-    let mut placed = 50;
-    while placed < 100 {
-        let body = order("pat", &[("SKU-1", 1, 100)]);
-        let response = place_order(&env.http, orders.url(), &body, None)
-            .await
-            .unwrap();
-        if response.status() == 201 {
-            placed += 1;
-        } else {
-            assert_eq!(
-                response.status(),
-                500,
-                "only transient failures while reconnecting"
+    // The services' pools reconnect on their own: each order is retried
+    // until it is taken, and the only failures meanwhile are transient 500s.
+    for _ in 50..100 {
+        eventually("order-service to take orders again", CONVERGE, || async {
+            let body = order("pat", &[("SKU-1", 1, 100)]);
+            let response = place_order(&env.http, orders.url(), &body, None)
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            assert!(
+                status == 201 || status == 500,
+                "only transient failures while reconnecting, got {status}"
             );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            (status == 201).then_some(())
+        })
+        .await;
     }
     assert_credited_exactly(&env, 100).await;
     assert_eq!(env.stream_messages().await, 100);
