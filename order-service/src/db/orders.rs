@@ -6,21 +6,51 @@ use uuid::Uuid;
 
 use crate::domain::{NewOrder, Order, OrderLine};
 
-/// Inserts `order` under `id` with its lines; returns it as stored.
+/// Inserts `order` under `id` with its lines, in one statement (one round
+/// trip); returns it as stored.
 pub async fn insert(conn: &mut PgConnection, id: Uuid, order: &NewOrder) -> sqlx::Result<Order> {
+    let lines = LineColumns::of(order.lines());
     let created_at = sqlx::query_scalar!(
-        r#"INSERT INTO orders (id, customer_id, currency, total_minor)
-           VALUES ($1, $2, $3, $4)
-           RETURNING created_at"#,
+        r#"WITH new_order AS (
+               INSERT INTO orders (id, customer_id, currency, total_minor)
+               VALUES ($1, $2, $3, $4)
+               RETURNING created_at
+           ), new_lines AS (
+               INSERT INTO order_lines (order_id, line_no, sku, quantity, unit_price_minor)
+               SELECT $1, * FROM UNNEST($5::int[], $6::text[], $7::bigint[], $8::bigint[])
+           )
+           SELECT created_at FROM new_order"#,
         id,
         order.customer_id().as_str(),
         order.currency().code(),
         order.total_minor(),
+        &lines.line_nos,
+        &lines.skus,
+        &lines.quantities,
+        &lines.prices,
     )
     .fetch_one(&mut *conn)
     .await?;
-    insert_lines(conn, id, order.lines()).await?;
     Ok(Order::new(id, order, created_at))
+}
+
+/// Order lines as the column arrays `UNNEST` takes.
+struct LineColumns {
+    line_nos: Vec<i32>,
+    skus: Vec<String>,
+    quantities: Vec<i64>,
+    prices: Vec<i64>,
+}
+
+impl LineColumns {
+    fn of(lines: &[OrderLine]) -> Self {
+        Self {
+            line_nos: (1..).take(lines.len()).collect(),
+            skus: lines.iter().map(|l| l.sku.clone()).collect(),
+            quantities: lines.iter().map(|l| l.quantity).collect(),
+            prices: lines.iter().map(|l| l.unit_price_minor).collect(),
+        }
+    }
 }
 
 /// Inserts `order` as it is, unless an order with its id exists; returns
@@ -47,18 +77,15 @@ pub async fn insert_if_absent(conn: &mut PgConnection, order: &Order) -> sqlx::R
 }
 
 async fn insert_lines(conn: &mut PgConnection, id: Uuid, lines: &[OrderLine]) -> sqlx::Result<()> {
-    let line_nos: Vec<i32> = (1..).take(lines.len()).collect();
-    let skus: Vec<String> = lines.iter().map(|l| l.sku.clone()).collect();
-    let quantities: Vec<i64> = lines.iter().map(|l| l.quantity).collect();
-    let prices: Vec<i64> = lines.iter().map(|l| l.unit_price_minor).collect();
+    let lines = LineColumns::of(lines);
     sqlx::query!(
         r#"INSERT INTO order_lines (order_id, line_no, sku, quantity, unit_price_minor)
            SELECT $1, * FROM UNNEST($2::int[], $3::text[], $4::bigint[], $5::bigint[])"#,
         id,
-        &line_nos,
-        &skus,
-        &quantities,
-        &prices,
+        &lines.line_nos,
+        &lines.skus,
+        &lines.quantities,
+        &lines.prices,
     )
     .execute(conn)
     .await?;
