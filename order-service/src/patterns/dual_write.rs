@@ -4,13 +4,11 @@
 //! COMMIT and the PubAck, the order is stored and the event is gone for good;
 //! nothing will ever publish it. The e2e suite asserts this loss.
 
-use anyhow::Context as _;
 use shared_events::{Envelope, jetstream};
 use uuid::Uuid;
 
-use super::store::{self, Begun};
+use super::store;
 use super::{Deps, PlaceError, Placed, Placement};
-use service_kit::crash::crash_point;
 
 pub struct DualWrite {
     deps: Deps,
@@ -22,12 +20,10 @@ impl DualWrite {
     }
 
     pub async fn place(&self, placement: Placement) -> Result<Placed, PlaceError> {
-        let (tx, order) = match store::begin(&self.deps.pool, placement).await? {
-            Begun::Replayed(order) => return Ok(Placed::stored_before(order)),
-            Begun::New(tx, order) => (tx, order),
+        let order = match store::commit(&self.deps.pool, placement).await? {
+            Ok(order) => order,
+            Err(earlier) => return Ok(Placed::stored_before(earlier)),
         };
-        tx.commit().await.context("committing the order")?;
-        crash_point("after_commit_before_publish");
 
         let event = Envelope::new(Uuid::now_v7(), order.created_at, order.placed_event());
         let subject = self.deps.names.order_placed_subject();

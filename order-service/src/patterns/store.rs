@@ -50,3 +50,20 @@ pub(crate) async fn begin(pool: &PgPool, placement: Placement) -> Result<Begun, 
         .context("inserting the order")?;
     Ok(Begun::New(tx, order))
 }
+
+/// The order committed on its own, for the patterns whose transaction holds
+/// nothing else; `Err(order)` when the key had placed it before.
+#[cfg(any(feature = "cdc", feature = "dual-write"))]
+pub(crate) async fn commit(
+    pool: &PgPool,
+    placement: Placement,
+) -> Result<Result<Order, Order>, PlaceError> {
+    match begin(pool, placement).await? {
+        Begun::Replayed(order) => Ok(Err(order)),
+        Begun::New(tx, order) => {
+            tx.commit().await.context("committing the order")?;
+            service_kit::crash::crash_point("after_commit_before_publish");
+            Ok(Ok(order))
+        }
+    }
+}

@@ -17,12 +17,9 @@
 
 mod capture;
 
-use anyhow::Context as _;
-
-use super::store::{self, Begun};
+use super::store;
 use super::{Deps, PlaceError, Placed, Placement};
 use crate::cdc::{CdcSettings, Reader};
-use service_kit::crash::crash_point;
 
 pub use capture::OrdersCapture;
 
@@ -36,13 +33,11 @@ impl Cdc {
     }
 
     pub async fn place(&self, placement: Placement) -> Result<Placed, PlaceError> {
-        let (tx, order) = match store::begin(&self.deps.pool, placement).await? {
-            Begun::Replayed(order) => return Ok(Placed::stored_before(order)),
-            Begun::New(tx, order) => (tx, order),
-        };
-        tx.commit().await.context("committing the order")?;
-        crash_point("after_commit_before_publish");
-        Ok(Placed::stored(order))
+        // The WAL of this transaction is the event: nothing else to write.
+        Ok(match store::commit(&self.deps.pool, placement).await? {
+            Ok(order) => Placed::stored(order),
+            Err(earlier) => Placed::stored_before(earlier),
+        })
     }
 
     /// Creates the publication and slot; the reader to run as the worker.
