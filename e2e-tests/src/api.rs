@@ -34,6 +34,19 @@ pub async fn place_order(
     request.send().await
 }
 
+/// Places an order on a service whose crash point kills it before it
+/// answers, and asserts that it did.
+pub async fn place_into_crash(
+    http: &reqwest::Client,
+    service: &mut crate::service::Service,
+    body: &Value,
+    idempotency_key: Option<&str>,
+) {
+    let answer = place_order(http, service.url(), body, idempotency_key).await;
+    assert!(answer.is_err(), "the process died before answering");
+    service.assert_crashed().await;
+}
+
 /// Places an order that must be accepted with 201; returns its id.
 pub async fn place_ok(http: &reqwest::Client, base_url: &str, body: &Value) -> uuid::Uuid {
     let response = place_order(http, base_url, body, None)

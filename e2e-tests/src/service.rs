@@ -139,6 +139,17 @@ impl Service {
         }
     }
 
+    /// Waits for a crash point to end the process, and asserts it did not
+    /// exit cleanly.
+    pub async fn assert_crashed(&mut self) {
+        let status = self.wait_for_exit(Duration::from_secs(20)).await;
+        assert!(
+            !status.success(),
+            "{} exited cleanly ({status})",
+            self.label
+        );
+    }
+
     /// SIGKILL, as a crash would.
     pub async fn kill(&mut self) {
         let _ = self.child.kill().await;

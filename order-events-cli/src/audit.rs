@@ -8,13 +8,6 @@ use uuid::Uuid;
 
 use crate::AuditArgs;
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
-struct Line {
-    sku: String,
-    quantity: i64,
-    unit_price_minor: i64,
-}
-
 /// An order as order-service lists it.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 struct Order {
@@ -22,7 +15,8 @@ struct Order {
     customer_id: String,
     currency: String,
     total_minor: i64,
-    lines: Vec<Line>,
+    /// order-service lists lines with the fields of the event's lines.
+    lines: Vec<OrderPlacedLine>,
     created_at: DateTime<Utc>,
 }
 
@@ -211,15 +205,7 @@ async fn republish(args: &AuditArgs, orders: &[Order]) -> anyhow::Result<usize> 
                 customer_id: order.customer_id.clone(),
                 currency: order.currency.clone(),
                 total_minor: order.total_minor,
-                lines: order
-                    .lines
-                    .iter()
-                    .map(|l| OrderPlacedLine {
-                        sku: l.sku.clone(),
-                        quantity: l.quantity,
-                        unit_price_minor: l.unit_price_minor,
-                    })
-                    .collect(),
+                lines: order.lines.clone(),
                 placed_at: order.created_at,
             },
         );

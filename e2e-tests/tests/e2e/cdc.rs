@@ -1,16 +1,15 @@
 //! Change data capture: the `orders` table is the source of events, and the
 //! outbox can be relayed the same way.
 
-use std::time::Duration;
-
-use e2e_tests::api::{assert_credited_exactly, count, order, place_ok, place_order};
+use e2e_tests::api::{
+    assert_credited_exactly, count, order, place_into_crash, place_ok, place_order,
+};
 use e2e_tests::env::{CONVERGE, Private};
 use e2e_tests::service::Service;
 use e2e_tests::{TestEnv, eventually};
 use futures::future::join_all;
 use sqlx::PgPool;
 
-const CRASH: Duration = Duration::from_secs(20);
 const CDC_RELAY: &[(&str, &str)] = &[("OUTBOX_RELAY", "cdc")];
 
 async fn place_many(env: &TestEnv, url: &str, from: usize, to: usize) {
@@ -72,7 +71,7 @@ async fn a_cdc_crash_between_puback_and_confirm_is_replayed_and_absorbed() {
         &order("nia", &[("SKU-1", 1, 1500)]),
     )
     .await;
-    assert!(!orders.wait_for_exit(CRASH).await.success());
+    orders.assert_crashed().await;
 
     // The restarted reader streams the transaction again: the same event id,
     // dropped by the broker as a duplicate.
@@ -88,15 +87,13 @@ async fn an_order_committed_before_a_crash_is_captured_after_restart() {
     let mut orders = env
         .order_service_with("cdc", Some("after_commit_before_publish=return"))
         .await;
-    let answer = place_order(
+    place_into_crash(
         &env.http,
-        orders.url(),
+        &mut orders,
         &order("oli", &[("SKU-1", 1, 800)]),
         None,
     )
     .await;
-    assert!(answer.is_err(), "the process died before answering");
-    assert!(!orders.wait_for_exit(CRASH).await.success());
     let _restarted = env.order_service("cdc").await;
     assert_credited_exactly(&env, 1).await;
 }
@@ -239,15 +236,13 @@ async fn the_cdc_outbox_relay_survives_a_crash_after_commit() {
             CDC_RELAY,
         )
         .await;
-    let answer = place_order(
+    place_into_crash(
         &env.http,
-        orders.url(),
+        &mut orders,
         &order("quinn", &[("SKU-1", 1, 900)]),
         None,
     )
     .await;
-    assert!(answer.is_err(), "the process died before answering");
-    assert!(!orders.wait_for_exit(CRASH).await.success());
     // The row is gone from the table but not from the WAL.
     assert_eq!(count(&env.orders_db().await, "outbox").await, 0);
     let _restarted = outbox_via_cdc(&env).await;
@@ -268,7 +263,7 @@ async fn the_cdc_outbox_relay_survives_a_crash_before_confirm() {
         &order("ray", &[("SKU-1", 1, 1100)]),
     )
     .await;
-    assert!(!orders.wait_for_exit(CRASH).await.success());
+    orders.assert_crashed().await;
     let _restarted = outbox_via_cdc(&env).await;
     assert_credited_exactly(&env, 1).await;
     assert_eq!(env.stream_messages().await, 1);

@@ -1,9 +1,7 @@
 //! The control: commit, then publish. It shows the problem the other modes solve.
 
-use std::time::Duration;
-
 use e2e_tests::TestEnv;
-use e2e_tests::api::{assert_credited_exactly, count, order, place_ok, place_order};
+use e2e_tests::api::{assert_credited_exactly, count, order, place_into_crash, place_ok};
 use uuid::Uuid;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -25,20 +23,13 @@ async fn dual_write_loses_the_event_when_the_process_dies_after_commit() {
         .order_service_with("dual-write", Some("after_commit_before_publish=return"))
         .await;
 
-    let answer = place_order(
+    place_into_crash(
         &env.http,
-        orders.url(),
+        &mut orders,
         &order("hal", &[("SKU-1", 1, 5000)]),
         None,
     )
     .await;
-    assert!(answer.is_err(), "the process died before answering");
-    assert!(
-        !orders
-            .wait_for_exit(Duration::from_secs(20))
-            .await
-            .success()
-    );
     let orders_db = env.orders_db().await;
     let lost: Uuid = sqlx::query_scalar("SELECT id FROM orders")
         .fetch_one(&orders_db)

@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
-use e2e_tests::api::{assert_credited_exactly, count, get_json, order, place_ok, place_order};
+use e2e_tests::api::{
+    assert_credited_exactly, count, get_json, order, place_into_crash, place_ok, place_order,
+};
 use e2e_tests::env::CONVERGE;
 use e2e_tests::{TestEnv, eventually};
 use futures::future::join_all;
-
-const CRASH: Duration = Duration::from_secs(20);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_concurrent_orders_are_each_credited_once() {
@@ -92,15 +92,13 @@ async fn an_order_committed_before_a_crash_is_credited_once_after_restart() {
         .order_service_with("outbox", Some("after_commit_before_publish=return"))
         .await;
 
-    let answer = place_order(
+    place_into_crash(
         &env.http,
-        orders.url(),
+        &mut orders,
         &order("bob", &[("SKU-1", 1, 4200)]),
         None,
     )
     .await;
-    assert!(answer.is_err(), "the process died before answering");
-    assert!(!orders.wait_for_exit(CRASH).await.success());
     assert_eq!(count(&env.orders_db().await, "orders").await, 1);
     assert_eq!(count(&env.orders_db().await, "outbox").await, 1);
 
@@ -125,7 +123,7 @@ async fn a_relay_crash_between_publish_and_delete_is_absorbed() {
         &order("carol", &[("SKU-1", 1, 1000)]),
     )
     .await;
-    assert!(!orders.wait_for_exit(CRASH).await.success());
+    orders.assert_crashed().await;
     assert_eq!(count(&env.orders_db().await, "outbox").await, 1);
 
     // The restarted relay publishes the row again under the same event id:
@@ -154,7 +152,7 @@ async fn a_consumer_crash_between_commit_and_ack_is_absorbed() {
         &order("dave", &[("SKU-1", 3, 700)]),
     )
     .await;
-    assert!(!rewards.wait_for_exit(CRASH).await.success());
+    rewards.assert_crashed().await;
     let rewards_db = env.rewards_db().await;
     assert_eq!(count(&rewards_db, "reward_ledger").await, 1);
 

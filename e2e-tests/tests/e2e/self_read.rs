@@ -3,13 +3,13 @@
 
 use std::time::{Duration, Instant};
 
-use e2e_tests::api::{assert_credited_exactly, count, get_json, order, place_order};
+use e2e_tests::api::{
+    assert_credited_exactly, count, get_json, order, place_into_crash, place_order,
+};
 use e2e_tests::env::CONVERGE;
 use e2e_tests::{TestEnv, eventually};
 use futures::future::join_all;
 use serde_json::Value;
-
-const CRASH: Duration = Duration::from_secs(20);
 
 /// Waits until the projector has written `n` orders and has nothing in
 /// flight, then asserts exactly `n`.
@@ -71,9 +71,7 @@ async fn a_retry_after_a_crash_past_the_puback_places_one_order() {
         .await;
     let body = order("kim", &[("SKU-1", 1, 2500)]);
 
-    let lost_answer = place_order(&env.http, orders.url(), &body, Some("kim-1")).await;
-    assert!(lost_answer.is_err(), "the process died before answering");
-    assert!(!orders.wait_for_exit(CRASH).await.success());
+    place_into_crash(&env.http, &mut orders, &body, Some("kim-1")).await;
 
     // The client retries with the same key: the same event id is published,
     // the broker reports a duplicate, and the same order is answered.
@@ -119,7 +117,7 @@ async fn a_projector_crash_between_commit_and_ack_leaves_one_order() {
         None,
     )
     .await;
-    assert!(!orders.wait_for_exit(CRASH).await.success());
+    orders.assert_crashed().await;
     assert_eq!(count(&env.orders_db().await, "orders").await, 1);
 
     // Redelivered to the restarted projector, which finds it in its inbox.
