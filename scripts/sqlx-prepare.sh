@@ -5,15 +5,16 @@
 #   DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres scripts/sqlx-prepare.sh
 #
 # DATABASE_URL names any database on a server where you may create databases;
-# a scratch database `order_events_sqlx` is made there and dropped afterwards.
+# a scratch database `order_events_sqlx_<pid>` is made there and dropped afterwards,
+# so that two checkouts can prepare at once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
 [ -n "${DATABASE_URL:-}" ] || die "set DATABASE_URL to a PostgreSQL server you may create databases on"
-scratch="${DATABASE_URL%/*}/order_events_sqlx"
-psql "$DATABASE_URL" -qc "DROP DATABASE IF EXISTS order_events_sqlx" -c "CREATE DATABASE order_events_sqlx"
-trap 'psql "$DATABASE_URL" -qc "DROP DATABASE IF EXISTS order_events_sqlx"' EXIT
+scratch="${DATABASE_URL%/*}/order_events_sqlx_$$"
+psql "$DATABASE_URL" -qc "DROP DATABASE IF EXISTS order_events_sqlx_$$" -c "CREATE DATABASE order_events_sqlx_$$"
+trap 'psql "$DATABASE_URL" -qc "DROP DATABASE IF EXISTS order_events_sqlx_$$"' EXIT
 # Both services' tables in one scratch database: their names do not overlap.
 for migration in order-service/migrations/*.sql rewards-service/migrations/*.sql; do
     psql "$scratch" -q -v ON_ERROR_STOP=1 -f "$migration"
