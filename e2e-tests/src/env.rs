@@ -208,14 +208,15 @@ impl TestEnv {
     ) -> Service {
         let mut env = self.common_env(&self.orders_url, failpoints);
         env.push(("CDC_HEARTBEAT_INTERVAL".to_owned(), "200ms".to_owned()));
+        env.push(("ORDER_MODE".to_owned(), mode.to_owned()));
+        env.push(("RELAY_POLL_INTERVAL".to_owned(), "500ms".to_owned()));
+        env.push(("CONSUMER_ACK_WAIT".to_owned(), "2s".to_owned()));
+        // Last, so that a test's own settings win.
         env.extend(
             extra
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
         );
-        env.push(("ORDER_MODE".to_owned(), mode.to_owned()));
-        env.push(("RELAY_POLL_INTERVAL".to_owned(), "500ms".to_owned()));
-        env.push(("CONSUMER_ACK_WAIT".to_owned(), "2s".to_owned()));
         Service::start(
             "order-service",
             self.label("order-service"),
@@ -241,15 +242,16 @@ impl TestEnv {
         self.start_rewards(None, extra).await
     }
 
-    async fn start_rewards(&self, failpoints: Option<&str>, extra: &[(&str, &str)]) -> Service {
+    /// Starts rewards-service with crash (or fault) points and more settings.
+    pub async fn start_rewards(&self, failpoints: Option<&str>, extra: &[(&str, &str)]) -> Service {
         let mut env = self.common_env(&self.rewards_url, failpoints);
+        // Redeliver unacked messages of a killed consumer quickly.
+        env.push(("CONSUMER_ACK_WAIT".to_owned(), "2s".to_owned()));
         env.extend(
             extra
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
         );
-        // Redeliver unacked messages of a killed consumer quickly.
-        env.push(("CONSUMER_ACK_WAIT".to_owned(), "2s".to_owned()));
         Service::start(
             "rewards-service",
             self.label("rewards-service"),

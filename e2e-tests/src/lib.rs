@@ -11,6 +11,8 @@
 //!   its own stream prefix on the shared servers.
 //! - [`bench`]: the benchmark behind `src/bin/bench.rs`.
 //! - [`chaos`]: the chaos run behind `src/bin/chaos.rs`.
+//! - [`proxy`]: a TCP proxy that delays or holds the broker's replies, and a
+//!   wall clock shifted with libfaketime.
 //! - [`wait`]: [`eventually`], a bounded wait on a condition.
 //!
 //! Set `TEST_LOG=1` to see the services' logs; they are printed anyway when a
@@ -21,6 +23,7 @@ pub mod api;
 pub mod bench;
 pub mod chaos;
 pub mod env;
+pub mod proxy;
 pub mod servers;
 pub mod service;
 pub mod wait;

@@ -5,9 +5,14 @@
 //! orders without a credit — idempotently: the event id derives from the
 //! order id, and the ledger credits an order once whatever the event id.
 //!
-//! Exit status: 0 consistent (or fully repaired), 1 inconsistent, 2 error.
+//! `order-events dlq list | redrive [--id ID]`: the dead-lettered events, and
+//! sending them back to their consumers once the cause is fixed.
+//!
+//! Exit status: 0 consistent (or fully repaired, or done), 1 inconsistent,
+//! 2 error.
 
 mod audit;
+mod dlq;
 
 use std::process::ExitCode;
 
@@ -25,6 +30,44 @@ enum Command {
     /// Compare orders with credits: orders without a credit, orders credited
     /// more than once, credits with the wrong points, credits without an order.
     Audit(AuditArgs),
+    /// What the consumers dead-lettered, and sending it back after a fix.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+        #[command(flatten)]
+        args: DlqArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// List the dead letters: id, consumer, event id and reason.
+    List {
+        /// Print them as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Republish dead letters to their original subject (every consumer sees
+    /// them again, idempotently), then delete them from the dead-letter stream.
+    Redrive {
+        /// Only the dead letter with this id (as `dlq list` shows it).
+        #[arg(long)]
+        id: Option<u64>,
+    },
+}
+
+#[derive(Args)]
+pub struct DlqArgs {
+    #[arg(
+        long,
+        env = "NATS_URL",
+        default_value = "nats://127.0.0.1:4222",
+        global = true
+    )]
+    nats_url: String,
+    /// Prefix of stream and subject names, as the services use it.
+    #[arg(long, env = "EVENTS_PREFIX", default_value = "", global = true)]
+    events_prefix: String,
 }
 
 #[derive(Args)]
@@ -62,6 +105,10 @@ async fn main() -> ExitCode {
     let Cli { command } = Cli::parse();
     let result = match command {
         Command::Audit(args) => audit::run(&args).await,
+        Command::Dlq { command, args } => match command {
+            DlqCommand::List { json } => dlq::list(&args, json).await,
+            DlqCommand::Redrive { id } => dlq::redrive(&args, id).await,
+        },
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

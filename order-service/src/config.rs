@@ -37,12 +37,24 @@ pub struct Config {
     /// How often the relay looks at the outbox when no notification woke it.
     #[arg(long, env = "RELAY_POLL_INTERVAL", default_value = "1s", value_parser = duration::parse)]
     pub relay_poll_interval: Duration,
-    /// Self-read: how long `POST /orders` waits for the PubAck before answering 503.
+    /// Self-read: how long `POST /orders` waits for the PubAck. A publish
+    /// still unanswered then is sent again under the same message id and
+    /// waited for as long once more; with no answer still, the outcome is
+    /// unknown (504: retry with the same Idempotency-Key).
     #[arg(long, env = "PUBLISH_TIMEOUT", default_value = "2s", value_parser = duration::parse)]
     pub publish_timeout: Duration,
     /// Self-read: how long JetStream waits for the projector's ack before redelivering.
     #[arg(long, env = "CONSUMER_ACK_WAIT", default_value = "30s", value_parser = duration::parse)]
     pub consumer_ack_wait: Duration,
+    /// Self-read: deliveries of an event the projector keeps failing to
+    /// apply before it is dead-lettered (not counting database outages).
+    #[arg(long, env = "CONSUMER_MAX_DELIVER", default_value_t = 10, value_parser = clap::value_parser!(i64).range(1..))]
+    pub consumer_max_deliver: i64,
+    /// Largest order total accepted, in minor units of the order's currency;
+    /// larger orders are refused with 422 `total_too_large`, before they can
+    /// overflow anything downstream.
+    #[arg(long, env = "MAX_ORDER_TOTAL_MINOR", default_value_t = 1_000_000_000, value_parser = clap::value_parser!(i64).range(1..))]
+    pub max_order_total_minor: i64,
     /// CDC: prefix of the replication slot names (`<prefix>_orders`,
     /// `<prefix>_outbox`); default: the database's name. Slots are per server,
     /// so two deployments on one PostgreSQL need different prefixes.

@@ -62,6 +62,7 @@ impl Application {
             relay_poll_interval: config.relay_poll_interval,
             publish_timeout: config.publish_timeout,
             consumer_ack_wait: config.consumer_ack_wait,
+            consumer_max_deliver: config.consumer_max_deliver,
         };
         let (pattern, worker) = Pattern::new(config.mode, deps, workers).await?;
 
@@ -79,6 +80,7 @@ impl Application {
                 jetstream,
                 names,
                 metrics,
+                max_order_total_minor: config.max_order_total_minor,
             },
         })
     }

@@ -30,6 +30,10 @@ pub struct Config {
     /// consumer is created).
     #[arg(long, env = "CONSUMER_ACK_WAIT", default_value = "30s", value_parser = duration::parse)]
     pub consumer_ack_wait: Duration,
+    /// Deliveries of a message that keeps failing before it is dead-lettered
+    /// (failures while the database is unreachable do not count).
+    #[arg(long, env = "CONSUMER_MAX_DELIVER", default_value_t = 10, value_parser = clap::value_parser!(i64).range(1..))]
+    pub consumer_max_deliver: i64,
     #[arg(long, env = "DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
     /// How long to wait for the database and NATS at start-up.

@@ -5,7 +5,9 @@
 //! balances. A redelivery, or the same order under another event id, hits the
 //! ledger's keys (event id primary key, order id unique) and changes nothing.
 //! An event whose content breaks the rules (unknown currency, a total that is
-//! not the sum of its lines) can never be credited and is dead-lettered.
+//! not the sum of its lines) can never be credited and is dead-lettered; so is
+//! one whose credit would overflow its customer's balance (SQLSTATE 22003,
+//! pinned on that one event by the consumer loop).
 
 use anyhow::Context as _;
 use service_kit::consumer::{Applied, Apply};
@@ -28,6 +30,12 @@ impl Credits {
 
 impl Apply for Credits {
     type Item = (Credit, u64);
+
+    const IDEMPOTENCY_KEYS: &'static [&'static str] = &[
+        "reward_ledger_pkey",
+        "reward_ledger_order_id_key",
+        "reward_accounts_pkey",
+    ];
 
     fn prepare(
         &self,

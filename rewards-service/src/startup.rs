@@ -53,7 +53,9 @@ impl Application {
                 durable: names.rewards_consumer(),
                 batch: config.consumer_batch,
                 ack_wait: config.consumer_ack_wait,
+                max_deliver: config.consumer_max_deliver,
                 crash_point: "consumer_after_commit_before_ack",
+                fault_point: "consumer_apply_fails",
             },
             Credits::new(pool.clone()),
         );

@@ -2,14 +2,22 @@
 //! in only what applying one event means to its database ([`Apply`]).
 //!
 //! Messages are taken in batches of whatever has arrived (up to a limit).
-//! Per message: decode; ignore it if it was stored after its producer's
-//! deadline; check it. Then the batch is applied in ONE transaction (the
-//! service's own dedup keys make each event idempotent), and every message is
+//! Each is decoded and checked; the valid ones are applied in ONE
+//! transaction (the service's own dedup keys make each event idempotent) and
 //! acked only after COMMIT — one fsync for the batch instead of one per
-//! message. An event that can never be applied goes to the dead-letter
-//! stream with the reason in headers and is terminated; a transient failure
-//! naks the batch with a growing delay. Lost connections and vanished
-//! consumers are retried.
+//! message.
+//!
+//! One bad message never holds up another:
+//! - an event that cannot be decoded or fails the service's checks is
+//!   dead-lettered at once, with the reason in headers, and terminated;
+//! - when a batch fails, it is applied again one message at a time, so the
+//!   failure is pinned on the message that causes it; a message that fails
+//!   deterministically ([`Failure::Poison`]) is dead-lettered, the rest go on;
+//! - other failures nak the message with exponential backoff and jitter;
+//!   after `max_deliver` deliveries it is dead-lettered — except while the
+//!   database is unavailable, which says nothing about the message.
+//!
+//! Lost connections and vanished consumers are retried.
 
 use std::future::Future;
 use std::time::Duration;
@@ -18,14 +26,14 @@ use anyhow::Context as _;
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::{AckKind, Message};
 use futures::StreamExt as _;
-use shared_events::jetstream::{
-    DeadLetter, ensure_consumer, publish_dead_letter, stored_at, stored_too_late,
-};
+use shared_events::jetstream::{DeadLetter, ensure_consumer, publish_dead_letter};
 use shared_events::{Envelope, Names, OrderPlaced};
 use tokio_util::sync::CancellationToken;
 
 use crate::crash::crash_point;
+use crate::failure::{Failure, classify};
 
+const FIRST_NAK_DELAY: Duration = Duration::from_millis(200);
 const MAX_NAK_DELAY: Duration = Duration::from_secs(10);
 
 /// What applying an event did to the consumer's database.
@@ -43,7 +51,11 @@ pub enum Applied {
 /// completes, idempotent per event.
 pub trait Apply: Send + Sync + 'static {
     /// An event checked and ready to apply.
-    type Item: Send + 'static;
+    type Item: Clone + Send + Sync + 'static;
+
+    /// The unique constraints that make applying an event idempotent (see
+    /// [`classify`]).
+    const IDEMPOTENCY_KEYS: &'static [&'static str];
 
     /// Checks one event; an `Err` means it can never be applied (it is
     /// dead-lettered with that reason).
@@ -54,7 +66,7 @@ pub trait Apply: Send + Sync + 'static {
     ) -> Result<Self::Item, String>;
 
     /// Applies `items` in one transaction; one outcome per item, in order.
-    /// An error is transient: every message of the batch is retried.
+    /// On an error nothing was applied; [`classify`] tells what it means.
     fn apply_batch(
         &self,
         items: Vec<Self::Item>,
@@ -71,16 +83,13 @@ pub struct ConsumerSettings {
     pub batch: usize,
     /// How long JetStream waits for an ack before redelivering.
     pub ack_wait: Duration,
+    /// Deliveries of a message that keeps failing before it is dead-lettered
+    /// (not counting failures while the database is unavailable).
+    pub max_deliver: i64,
     /// Crash point between COMMIT and ack.
     pub crash_point: &'static str,
-}
-
-/// Where a message of a batch goes.
-enum Sorted<T> {
-    Apply(T),
-    TooLate,
-    DeadLetter(u64, String),
-    Unreadable(anyhow::Error),
+    /// Fault point that makes every apply fail (a retryable failure).
+    pub fault_point: &'static str,
 }
 
 pub struct EventConsumer<A> {
@@ -88,6 +97,12 @@ pub struct EventConsumer<A> {
     names: Names,
     settings: ConsumerSettings,
     apply: A,
+}
+
+/// A message whose event passed the checks, with what to apply.
+struct Valid<T> {
+    message: Message,
+    item: T,
 }
 
 impl<A: Apply> EventConsumer<A> {
@@ -161,53 +176,90 @@ impl<A: Apply> EventConsumer<A> {
         Ok(())
     }
 
-    /// Sorts a batch into what is ignored, dead-lettered or applied; applies
-    /// the rest in one transaction; acks after COMMIT, or naks on failure.
+    /// Dead-letters what can never be applied, applies the rest in one
+    /// transaction and acks after COMMIT; a failed batch is applied again
+    /// message by message.
     async fn handle(&self, messages: Vec<Message>) {
-        let consumer = self.settings.durable;
-        let mut items = Vec::with_capacity(messages.len());
-        let mut applicable = Vec::with_capacity(messages.len());
-        let mut done = Vec::new();
+        let mut valid = Vec::with_capacity(messages.len());
         for message in messages {
-            match self.sort(&message) {
-                Sorted::Apply(item) => {
-                    items.push(item);
-                    applicable.push(message);
-                }
-                Sorted::TooLate => done.push((message, "too_late")),
-                Sorted::DeadLetter(sequence, reason) => {
-                    match self.dead_letter(&message, sequence, &reason).await {
-                        Ok(()) => count(consumer, "dead_lettered", 1),
-                        Err(error) => nak(consumer, &message, &error).await,
-                    }
-                }
-                Sorted::Unreadable(error) => nak(consumer, &message, &error).await,
+            match self.check(&message) {
+                Ok(item) => valid.push(Valid { message, item }),
+                Err(reason) => self.dead_letter(&message, &reason).await,
             }
         }
-        if !items.is_empty() {
-            match self.apply.apply_batch(items).await {
-                Ok(outcomes) => {
-                    if outcomes.contains(&Applied::New) {
-                        crash_point(self.settings.crash_point);
-                    }
-                    for (message, outcome) in applicable.into_iter().zip(outcomes) {
-                        let label = match outcome {
-                            Applied::New => "applied",
-                            Applied::Duplicate => "duplicate",
-                        };
-                        done.push((message, label));
-                    }
-                }
-                Err(error) => {
-                    for message in &applicable {
-                        nak(consumer, message, &error).await;
-                    }
-                }
-            }
+        if valid.is_empty() {
+            return;
         }
-        let acks = done.iter().map(|(message, label)| async move {
-            count(consumer, label, 1);
-            if let Err(error) = message.ack().await {
+        let items = valid.iter().map(|v| v.item.clone()).collect();
+        match self.apply(items).await {
+            Ok(outcomes) => self.acknowledge(valid, outcomes).await,
+            Err(error) => match classify(&error, A::IDEMPOTENCY_KEYS) {
+                Failure::Unavailable => {
+                    for v in &valid {
+                        self.nak(&v.message, &error).await;
+                    }
+                }
+                _ if valid.len() == 1 => self.failed_alone(valid.remove(0), &error).await,
+                _ => {
+                    tracing::warn!(
+                        consumer = self.settings.durable,
+                        size = valid.len(),
+                        error = format!("{error:#}"),
+                        "a batch failed; applying its messages one by one"
+                    );
+                    for v in valid {
+                        self.apply_alone(v).await;
+                    }
+                }
+            },
+        }
+    }
+
+    async fn apply(&self, items: Vec<A::Item>) -> anyhow::Result<Vec<Applied>> {
+        if crate::crash::failing(self.settings.fault_point) {
+            anyhow::bail!("fault point {} is switched on", self.settings.fault_point);
+        }
+        self.apply.apply_batch(items).await
+    }
+
+    async fn apply_alone(&self, valid: Valid<A::Item>) {
+        match self.apply(vec![valid.item.clone()]).await {
+            Ok(outcomes) => self.acknowledge(vec![valid], outcomes).await,
+            Err(error) => self.failed_alone(valid, &error).await,
+        }
+    }
+
+    /// One message failed on its own: dead-letter it if it will never
+    /// succeed, else retry it later.
+    async fn failed_alone(&self, valid: Valid<A::Item>, error: &anyhow::Error) {
+        let delivered = valid.message.info().map_or(1, |i| i.delivered);
+        let failure = classify(error, A::IDEMPOTENCY_KEYS);
+        let reason = match failure {
+            Failure::Poison => format!("{error:#}"),
+            Failure::Retry if delivered >= self.settings.max_deliver => {
+                format!("failed {delivered} deliveries; last error: {error:#}")
+            }
+            Failure::Retry | Failure::Unavailable => {
+                return self.nak(&valid.message, error).await;
+            }
+        };
+        self.dead_letter(&valid.message, &reason).await;
+    }
+
+    async fn acknowledge(&self, applied: Vec<Valid<A::Item>>, outcomes: Vec<Applied>) {
+        let consumer = self.settings.durable;
+        if outcomes.contains(&Applied::New) {
+            crash_point(self.settings.crash_point);
+        }
+        let acks = applied.iter().zip(outcomes).map(|(v, outcome)| async move {
+            count(
+                consumer,
+                match outcome {
+                    Applied::New => "applied",
+                    Applied::Duplicate => "duplicate",
+                },
+            );
+            if let Err(error) = v.message.ack().await {
                 // It will be redelivered and found a duplicate.
                 tracing::warn!(consumer, %error, "ack failed");
             }
@@ -215,83 +267,76 @@ impl<A: Apply> EventConsumer<A> {
         futures::future::join_all(acks).await;
     }
 
-    fn sort(&self, message: &Message) -> Sorted<A::Item> {
-        let info = match message.info() {
-            Ok(info) => info,
-            Err(error) => {
-                return Sorted::Unreadable(anyhow::anyhow!("reading message metadata: {error}"));
-            }
-        };
-        let sequence = info.stream_sequence;
-        if stored_too_late(
-            message.headers.as_ref(),
-            stored_at(info.published.unix_timestamp_nanos()),
-        ) {
-            tracing::warn!(sequence, "ignoring an event stored after its deadline");
-            return Sorted::TooLate;
-        }
-        let event = match Envelope::<OrderPlaced>::decode(&message.payload) {
-            Ok(event) => event,
-            Err(error) => return Sorted::DeadLetter(sequence, error.to_string()),
-        };
-        match self.apply.prepare(event, sequence) {
-            Ok(item) => Sorted::Apply(item),
-            Err(reason) => Sorted::DeadLetter(sequence, reason),
-        }
+    /// Decodes and checks one message; `Err` is why it can never be applied.
+    fn check(&self, message: &Message) -> Result<A::Item, String> {
+        let sequence = message
+            .info()
+            .map_err(|e| format!("unreadable message metadata: {e}"))?
+            .stream_sequence;
+        let event = Envelope::<OrderPlaced>::decode(&message.payload).map_err(|e| e.to_string())?;
+        self.apply.prepare(event, sequence)
     }
 
-    async fn dead_letter(
-        &self,
-        message: &Message,
-        sequence: u64,
-        reason: &str,
-    ) -> anyhow::Result<()> {
-        tracing::warn!(
-            sequence,
-            reason,
-            "dead-lettering an event that cannot be applied"
-        );
+    /// Copies the message to the dead-letter stream with `reason`, then
+    /// terminates it; if that fails, the message is retried.
+    async fn dead_letter(&self, message: &Message, reason: &str) {
+        let consumer = self.settings.durable;
+        let sequence = message.info().map_or(0, |i| i.stream_sequence);
+        tracing::warn!(consumer, sequence, reason, "dead-lettering an event");
         let letter = DeadLetter {
-            consumer: self.settings.durable,
+            consumer,
             reason,
             original_subject: message.subject.as_str(),
             original_stream_sequence: sequence,
         };
-        publish_dead_letter(
-            &self.jetstream,
-            &self.names,
-            &letter,
-            message.payload.to_vec(),
-        )
-        .await
-        .context("publishing to the dead-letter stream")?;
-        message
-            .ack_with(AckKind::Term)
+        let result = async {
+            publish_dead_letter(
+                &self.jetstream,
+                &self.names,
+                &letter,
+                message.payload.to_vec(),
+            )
             .await
-            .map_err(|e| anyhow::anyhow!("terminating a dead-lettered message: {e}"))
+            .context("publishing to the dead-letter stream")?;
+            message
+                .ack_with(AckKind::Term)
+                .await
+                .map_err(|e| anyhow::anyhow!("terminating a dead-lettered message: {e}"))
+        };
+        match result.await {
+            Ok(()) => count(consumer, "dead_lettered"),
+            Err(error) => self.nak(message, &error).await,
+        }
+    }
+
+    /// Asks for redelivery after a delay that grows with each attempt.
+    async fn nak(&self, message: &Message, error: &anyhow::Error) {
+        let consumer = self.settings.durable;
+        let delivered = message.info().map_or(1, |i| i.delivered);
+        let delay = jittered(nak_delay(delivered));
+        count(consumer, "retried");
+        tracing::warn!(consumer, error = format!("{error:#}"), delivered, retry_in = ?delay, "processing failed; will retry");
+        if let Err(error) = message.ack_with(AckKind::Nak(Some(delay))).await {
+            tracing::warn!(consumer, %error, "nak failed; redelivery after the ack wait");
+        }
     }
 }
 
-fn count(consumer: &'static str, outcome: &'static str, n: u64) {
+fn count(consumer: &'static str, outcome: &'static str) {
     metrics::counter!("events_consumed_total", "consumer" => consumer, "outcome" => outcome)
-        .increment(n);
-}
-
-/// Asks for redelivery after a delay that grows with each attempt.
-async fn nak(consumer: &'static str, message: &Message, error: &anyhow::Error) {
-    let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
-    let delay = nak_delay(delivered);
-    count(consumer, "retried", 1);
-    tracing::warn!(consumer, error = format!("{error:#}"), delivered, retry_in = ?delay, "processing failed; will retry");
-    if let Err(error) = message.ack_with(AckKind::Nak(Some(delay))).await {
-        tracing::warn!(consumer, %error, "nak failed; redelivery after the ack wait");
-    }
+        .increment(1);
 }
 
 /// 200 ms doubled per delivery, capped.
 fn nak_delay(delivered: i64) -> Duration {
     let exponent = u32::try_from(delivered.clamp(1, 8) - 1).unwrap_or(0);
-    (Duration::from_millis(200) * 2_u32.pow(exponent)).min(MAX_NAK_DELAY)
+    (FIRST_NAK_DELAY * 2_u32.pow(exponent)).min(MAX_NAK_DELAY)
+}
+
+/// Between half and all of `delay`, so that messages failed together do not
+/// come back together.
+fn jittered(delay: Duration) -> Duration {
+    delay.mul_f64(0.5 + fastrand::f64() / 2.0)
 }
 
 #[cfg(test)]
@@ -303,5 +348,13 @@ mod tests {
         assert_eq!(nak_delay(1), Duration::from_millis(200));
         assert_eq!(nak_delay(2), Duration::from_millis(400));
         assert_eq!(nak_delay(50), MAX_NAK_DELAY);
+    }
+
+    #[test]
+    fn jitter_stays_within_half_and_all_of_the_delay() {
+        for _ in 0..1000 {
+            let delay = jittered(Duration::from_millis(400));
+            assert!((Duration::from_millis(200)..=Duration::from_millis(400)).contains(&delay));
+        }
     }
 }

@@ -33,3 +33,17 @@ pub fn crash_point(name: &str) {
 #[cfg(not(feature = "failpoints"))]
 #[inline(always)]
 pub fn crash_point(_name: &str) {}
+
+/// Whether the fault point `name` is switched on: the caller then fails the
+/// way its dependency would (used to exhaust a consumer's deliveries).
+#[cfg(feature = "failpoints")]
+pub fn failing(name: &str) -> bool {
+    fail::eval(name, |_| ()).is_some()
+}
+
+/// Whether the fault point `name` is switched on (never, without the feature).
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub fn failing(_name: &str) -> bool {
+    false
+}

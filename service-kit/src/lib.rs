@@ -5,7 +5,8 @@
 //! - [`telemetry`]: tracing to stdout and the Prometheus recorder.
 //! - [`shutdown`]: the ctrl-c / SIGTERM future passed into `run_until_stopped`.
 //! - [`consumer`]: the loop of an idempotent `OrderPlaced` consumer.
-//! - [`crash`]: named crash points for the fault tests.
+//! - [`failure`]: which failures to isolate, retry, or wait out.
+//! - [`crash`]: named crash points (and fault points) for the fault tests.
 //! - [`http`]: the JSON error body, a JSON extractor that reports bad input
 //!   in that body, and the middleware that logs internal errors and counts requests.
 //! - [`startup`]: patient connections to PostgreSQL and NATS.
@@ -14,6 +15,7 @@
 pub mod consumer;
 pub mod crash;
 pub mod duration;
+pub mod failure;
 pub mod http;
 pub mod shutdown;
 pub mod startup;

@@ -9,7 +9,7 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
 use async_nats::jetstream::context::{Context, PublishAckFuture};
 use async_nats::jetstream::stream::{Config as StreamConfig, StorageType};
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::names::Names;
@@ -141,25 +141,6 @@ pub async fn send(
     send_with_headers(js, subject, event_id, HeaderMap::new(), payload).await
 }
 
-/// Like [`send`], with a deadline: a consumer must ignore the event if
-/// JetStream stored it after `accept_by` (see [`stored_too_late`]).
-pub async fn send_with_deadline(
-    js: &Context,
-    subject: String,
-    event_id: Uuid,
-    payload: Vec<u8>,
-    accept_by: DateTime<Utc>,
-) -> Result<PendingAck, PublishError> {
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        ACCEPT_BY_HEADER,
-        accept_by
-            .to_rfc3339_opts(SecondsFormat::Micros, true)
-            .as_str(),
-    );
-    send_with_headers(js, subject, event_id, headers, payload).await
-}
-
 async fn send_with_headers(
     js: &Context,
     subject: String,
@@ -181,20 +162,6 @@ async fn send_with_headers(
     Ok(PendingAck { event_id, ack })
 }
 
-/// The header that carries a publish's deadline.
-pub const ACCEPT_BY_HEADER: &str = "Accept-By";
-
-/// True when a message carries an [`ACCEPT_BY_HEADER`] deadline and JetStream
-/// stored it (`stored_at`, the server's timestamp) after that deadline. Its
-/// producer told its client the publish failed, so no consumer may act on it:
-/// this is what keeps a timed-out publish that landed late from becoming a ghost.
-pub fn stored_too_late(headers: Option<&HeaderMap>, stored_at: DateTime<Utc>) -> bool {
-    headers
-        .and_then(|h| h.get(ACCEPT_BY_HEADER))
-        .and_then(|value| DateTime::parse_from_rfc3339(value.as_str()).ok())
-        .is_some_and(|deadline| stored_at > deadline)
-}
-
 /// Converts the server timestamp of a JetStream message.
 pub fn stored_at(unix_nanos: i128) -> DateTime<Utc> {
     let nanos = i64::try_from(unix_nanos).unwrap_or(i64::MAX);
@@ -202,7 +169,7 @@ pub fn stored_at(unix_nanos: i128) -> DateTime<Utc> {
 }
 
 /// Creates the durable pull consumer `durable` on `stream` (explicit acks,
-/// unlimited deliveries, one filter subject) if it does not exist, and checks
+/// one filter subject) if it does not exist, and checks
 /// what the server kept: older servers silently drop fields they don't know.
 pub async fn ensure_consumer(
     js: &Context,
@@ -220,6 +187,9 @@ pub async fn ensure_consumer(
         filter_subject,
         ack_policy: AckPolicy::Explicit,
         ack_wait,
+        // Unlimited on the server: the consumer loop bounds the deliveries of a
+        // failing message itself and dead-letters it, except while its
+        // database is down (a server-side bound would drop those messages).
         max_deliver: -1,
         max_ack_pending: 1000,
         ..Default::default()
@@ -325,27 +295,4 @@ fn one_line(text: &str) -> String {
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
     flat.chars().take(512).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_message_stored_after_its_deadline_is_too_late() {
-        let deadline = Utc::now();
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            ACCEPT_BY_HEADER,
-            deadline
-                .to_rfc3339_opts(SecondsFormat::Micros, true)
-                .as_str(),
-        );
-        let just_after = deadline + chrono::Duration::milliseconds(1);
-        let just_before = deadline - chrono::Duration::milliseconds(1);
-        assert!(stored_too_late(Some(&headers), just_after));
-        assert!(!stored_too_late(Some(&headers), just_before));
-        assert!(!stored_too_late(None, just_after));
-        assert!(!stored_too_late(Some(&HeaderMap::new()), just_after));
-    }
 }

@@ -9,4 +9,6 @@ mod cdc;
 mod chaos_smoke;
 mod dual_write;
 mod outbox;
+mod poison;
 mod self_read;
+mod self_read_adversity;

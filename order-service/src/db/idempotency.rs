@@ -1,7 +1,7 @@
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::domain::IdempotencyKey;
+use crate::domain::{CustomerId, IdempotencyKey};
 
 /// The outcome of claiming an idempotency key.
 pub enum Claim {
@@ -14,18 +14,20 @@ pub enum Claim {
     },
 }
 
-/// Claims `key` for `order_id`. A concurrent claim of the same key blocks here
-/// until the first transaction ends, then sees its row.
+/// Claims the customer's `key` for `order_id`. A concurrent claim of the same
+/// key blocks here until the first transaction ends, then sees its row.
 pub async fn claim(
     conn: &mut PgConnection,
+    customer: &CustomerId,
     key: &IdempotencyKey,
     request_hash: &[u8],
     order_id: Uuid,
 ) -> sqlx::Result<Claim> {
     let inserted = sqlx::query!(
-        r#"INSERT INTO idempotency_keys (key, request_hash, order_id)
-           VALUES ($1, $2, $3)
-           ON CONFLICT (key) DO NOTHING"#,
+        r#"INSERT INTO idempotency_keys (customer_id, key, request_hash, order_id)
+           VALUES ($1, $2, $3, $4)
+           ON CONFLICT (customer_id, key) DO NOTHING"#,
+        customer.as_str(),
         key.as_str(),
         request_hash,
         order_id
@@ -37,7 +39,8 @@ pub async fn claim(
         return Ok(Claim::Claimed);
     }
     let row = sqlx::query!(
-        "SELECT order_id, request_hash FROM idempotency_keys WHERE key = $1",
+        "SELECT order_id, request_hash FROM idempotency_keys WHERE customer_id = $1 AND key = $2",
+        customer.as_str(),
         key.as_str()
     )
     .fetch_one(&mut *conn)

@@ -12,6 +12,12 @@ impl IdempotencyKey {
         valid.then(|| Self(raw.to_owned()))
     }
 
+    /// A new random key, for a request that came without one but must be
+    /// retried with one to learn its outcome.
+    pub fn generate() -> Self {
+        Self(uuid::Uuid::new_v4().to_string())
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

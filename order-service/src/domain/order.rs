@@ -45,6 +45,8 @@ pub enum ValidationError {
     NegativePrice { line: usize, price: i64 },
     #[error("the order total does not fit in a 64-bit amount of minor units")]
     TotalOverflow,
+    #[error("the order total may be at most {0} minor units")]
+    TotalTooLarge(i64),
 }
 
 impl ValidationError {
@@ -58,6 +60,7 @@ impl ValidationError {
             Self::InvalidQuantity { .. } => "invalid_quantity",
             Self::NegativePrice { .. } => "negative_price",
             Self::TotalOverflow => "total_overflow",
+            Self::TotalTooLarge(_) => "total_too_large",
         }
     }
 }
@@ -173,6 +176,15 @@ impl NewOrder {
 
     pub fn total_minor(&self) -> i64 {
         self.total_minor
+    }
+
+    /// Refuses an order whose total is above `max` minor units: a total
+    /// near the 64-bit limit would overflow a balance downstream.
+    pub fn within_total(self, max: i64) -> Result<Self, ValidationError> {
+        if self.total_minor > max {
+            return Err(ValidationError::TotalTooLarge(max));
+        }
+        Ok(self)
     }
 
     /// A stable digest of the order's content, to tell an idempotent retry
@@ -316,6 +328,16 @@ mod tests {
         assert_eq!(
             NewOrder::try_from(bad_customer).unwrap_err().code(),
             "invalid_customer_id"
+        );
+    }
+
+    #[test]
+    fn a_total_above_the_maximum_is_refused() {
+        let order = NewOrder::try_from(request(vec![(2, 500)])).unwrap();
+        assert_eq!(order.clone().within_total(1000).unwrap(), order);
+        assert_eq!(
+            order.within_total(999).unwrap_err(),
+            ValidationError::TotalTooLarge(999)
         );
     }
 

@@ -1,4 +1,5 @@
-use axum::http::StatusCode;
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use service_kit::http::{error_response, internal_error, unavailable};
 
@@ -23,8 +24,13 @@ pub enum ApiError {
     InvalidLimit(u32),
     #[error("no order with this id")]
     OrderNotFound,
-    #[error("the event broker is unavailable; retry with the same Idempotency-Key")]
+    #[error("the event broker is unavailable and nothing was stored; retry later")]
     Unavailable,
+    #[error(
+        "the order was sent to the event broker but its answer did not come in time: \
+         retry with the same body and Idempotency-Key {0:?} to learn the outcome"
+    )]
+    OutcomeUnknown(IdempotencyKey),
     #[error("wait must be a duration of at most {0} seconds, like 500ms or 2s")]
     InvalidWait(u64),
     #[error(transparent)]
@@ -36,6 +42,7 @@ impl From<PlaceError> for ApiError {
         match error {
             PlaceError::KeyReused => ApiError::IdempotencyKeyReused,
             PlaceError::Unavailable => ApiError::Unavailable,
+            PlaceError::Unknown { key } => ApiError::OutcomeUnknown(key),
             PlaceError::Internal(error) => ApiError::Internal(error),
         }
     }
@@ -61,6 +68,19 @@ impl IntoResponse for ApiError {
             ApiError::InvalidWait(_) => (StatusCode::BAD_REQUEST, "invalid_wait"),
             ApiError::Unavailable => {
                 return unavailable("broker_unavailable", &self.to_string(), 1);
+            }
+            ApiError::OutcomeUnknown(key) => {
+                // The key also travels as a field of its own, for clients
+                // that sent none and must retry with this one.
+                let body = serde_json::json!({
+                    "error": { "code": "outcome_unknown", "message": self.to_string() },
+                    "idempotency_key": key.as_str(),
+                });
+                let mut response = (StatusCode::GATEWAY_TIMEOUT, Json(body)).into_response();
+                if let Ok(value) = HeaderValue::from_str(key.as_str()) {
+                    response.headers_mut().insert("idempotency-key", value);
+                }
+                return response;
             }
             ApiError::Internal(error) => return internal_error(error),
         };

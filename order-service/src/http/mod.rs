@@ -30,6 +30,8 @@ pub struct AppState {
     pub jetstream: async_nats::jetstream::Context,
     pub names: Names,
     pub metrics: PrometheusHandle,
+    /// Orders above this total (minor units) are refused.
+    pub max_order_total_minor: i64,
 }
 
 pub fn router(state: AppState) -> Router {

@@ -40,7 +40,7 @@ pub async fn place(
                 .ok_or(ApiError::InvalidIdempotencyKey)?,
         ),
     };
-    let order = NewOrder::try_from(request)?;
+    let order = NewOrder::try_from(request)?.within_total(state.max_order_total_minor)?;
     let placed = state.pattern.place(Placement { order, key }).await?;
     if !placed.replayed {
         metrics::counter!("orders_placed_total").increment(1);

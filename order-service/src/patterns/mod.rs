@@ -89,10 +89,12 @@ pub struct WorkerSettings {
     pub outbox_relay: OutboxRelay,
     pub relay_batch_size: i64,
     pub relay_poll_interval: Duration,
-    /// Self-read: how long a request waits for its PubAck before answering 503.
+    /// Self-read: how long a request waits for its PubAck before re-sending.
     pub publish_timeout: Duration,
     /// Self-read: the projector's ack wait.
     pub consumer_ack_wait: Duration,
+    /// Self-read: the projector's deliveries of a failing event.
+    pub consumer_max_deliver: i64,
     /// CDC: where to stream from, and the slot (default: derived from the database name).
     pub database_url: String,
     pub cdc_slot: Option<String>,
@@ -147,8 +149,13 @@ pub enum Durability {
 pub enum PlaceError {
     #[error("the idempotency key was already used for a different order")]
     KeyReused,
-    #[error("the event broker did not acknowledge in time")]
+    /// Certain that nothing was stored: nothing was sent.
+    #[error("the event broker is unavailable")]
     Unavailable,
+    /// Sent, but whether the broker stored it is not known: a retry with the
+    /// same key resolves it to the original outcome.
+    #[error("the outcome is unknown")]
+    Unknown { key: IdempotencyKey },
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }

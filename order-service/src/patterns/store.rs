@@ -27,9 +27,15 @@ pub(crate) async fn begin(pool: &PgPool, placement: Placement) -> Result<Begun, 
     let id = Uuid::now_v7();
     if let Some(key) = &placement.key {
         let fingerprint = placement.order.fingerprint();
-        let claim = db::idempotency::claim(&mut tx, key, &fingerprint, id)
-            .await
-            .context("claiming the idempotency key")?;
+        let claim = db::idempotency::claim(
+            &mut tx,
+            placement.order.customer_id(),
+            key,
+            &fingerprint,
+            id,
+        )
+        .await
+        .context("claiming the idempotency key")?;
         if let Claim::Taken {
             order_id,
             request_hash,

@@ -6,43 +6,52 @@
 //! any other — writes the order history from the event, as rewards-service
 //! credits points from the same event. The stream is the source of truth.
 //!
-//! Guarantee: an acknowledged publish reaches both services; a publish that
-//! was not acknowledged in time has no effect anywhere. The trap is the
-//! ghost — a publish that times out, is reported as failed (503), and lands
-//! anyway. Three rules close it:
-//! 1. nothing is sent while the NATS connection is down (the client would
-//!    buffer it and send it after reconnecting);
-//! 2. every publish carries an `Accept-By` deadline, and every consumer ignores
-//!    a message JetStream stored after it;
-//! 3. ids derive from the `Idempotency-Key`, so a retry of a lost answer
-//!    publishes the same event (broker dedup) for the same order (consumer
-//!    dedup). If the broker reports the retry as a duplicate of an attempt
-//!    that landed too late (and so was ignored), the retry publishes under the
-//!    next attempt's event id instead.
+//! Each answer means exactly one thing:
+//! - **202**: the broker stored the event; both services will apply it.
+//! - **503** + `Retry-After`: nothing was sent (no connection to NATS), so
+//!   this order will never appear.
+//! - **504** `outcome_unknown`: the event was sent, but no PubAck came back,
+//!   not even for a second send under the same message id. It may or may
+//!   not have been stored. The answer carries the `Idempotency-Key` to retry
+//!   with (the client's, or one made for it); a retry resolves to the
+//!   original outcome.
+//! - **422** `idempotency_key_reused`: the key already stands for an order
+//!   with other content.
 //!
-//! Without a key, a 503 means "not placed" only up to rule 2; clients that
-//! retry should always send one.
+//! How: every request has a key, and the order id derives from the customer
+//! and the key, the event id from the order id. A retry therefore publishes
+//! the same message id, which the broker stores at most once, and answers a
+//! duplicate with the sequence of the stored original. The original is read
+//! back and compared with the request: the same content is the same order,
+//! replayed; other content under the same key is refused — so the key is
+//! bound to the content in the stream itself, even when two requests race
+//! before the projector ran. No rule compares two hosts' clocks.
+//!
+//! Limits: the broker recognises a retry within its duplicate window
+//! (`DUPLICATE_WINDOW`); after that, the projection answers it (it is
+//! checked first), and the consumers' inboxes drop a re-publish. A replay
+//! also projects the original on the request path, so the order can be read
+//! at once even when the projector's copy waits on a dead process's ack
+//! timeout; the projector stays the guarantee (its inbox makes the second
+//! application a no-op).
 
 pub mod projector;
 
-use std::time::Duration;
+use std::future::Future;
+use std::pin::Pin;
 
 use anyhow::Context as _;
 use chrono::{SubsecRound as _, Utc};
-use shared_events::jetstream::{self, stored_at, stored_too_late};
-use shared_events::{Envelope, Published};
+use shared_events::jetstream::{self, PublishError};
+use shared_events::{Envelope, ID_NAMESPACE, OrderPlaced, Published, placed_event_id};
 use uuid::Uuid;
 
 use super::{Deps, Durability, PlaceError, Placed, Placement, WorkerSettings};
 use crate::db;
-use crate::domain::{ID_NAMESPACE, IdempotencyKey, Order};
+use crate::domain::{CustomerId, IdempotencyKey, NewOrder, Order};
 use service_kit::crash::crash_point;
 
-/// Added to the publish timeout to form the deadline, so that a clock
-/// running ahead on the NATS server cannot make an acknowledged publish look late.
-const CLOCK_SKEW_ALLOWANCE: Duration = Duration::from_secs(1);
-/// Attempts per request when earlier attempts of the same key landed too late.
-const MAX_ATTEMPTS: u32 = 3;
+type AckFuture = Pin<Box<dyn Future<Output = Result<Published, PublishError>> + Send>>;
 
 pub struct SelfRead {
     deps: Deps,
@@ -55,51 +64,53 @@ impl SelfRead {
     }
 
     pub async fn place(&self, placement: Placement) -> Result<Placed, PlaceError> {
-        let Placement { order, key } = placement;
-        let order_id = match &key {
-            Some(key) => Uuid::new_v5(&ID_NAMESPACE, format!("order:{}", key.as_str()).as_bytes()),
-            None => Uuid::now_v7(),
-        };
-        if key.is_some()
-            && let Some(existing) = self.projected(order_id).await
-        {
-            if !existing.has_content_of(&order) {
-                return Err(PlaceError::KeyReused);
-            }
-            return Ok(Placed {
-                order: existing,
-                replayed: true,
-                durability: Durability::Accepted,
-            });
+        let Placement { order: new, key } = placement;
+        let client_key = key.is_some();
+        let key = key.unwrap_or_else(IdempotencyKey::generate);
+        let order_id = order_id(new.customer_id(), &key);
+        if client_key && let Some(existing) = self.projected(order_id).await {
+            return replay(existing, &new);
         }
 
         // Microseconds, as PostgreSQL keeps them: the projected order must
         // read back exactly as answered.
-        let order = Order::new(order_id, &order, Utc::now().trunc_subsecs(6));
-        let mut published = None;
-        for attempt in 0..MAX_ATTEMPTS {
-            let result = self.publish(&order, key.as_ref(), attempt).await?;
-            if !(result.duplicate && self.landed_too_late(result.stream_sequence).await?) {
-                published = Some(result);
-                break;
+        let order = Order::new(order_id, &new, Utc::now().trunc_subsecs(6));
+        let event = Envelope::new(
+            placed_event_id(order_id),
+            order.created_at,
+            order.placed_event(),
+        );
+        let published = self.publish(&event, &key).await?;
+        if published.duplicate {
+            let original = self
+                .original(published.stream_sequence)
+                .await
+                .map_err(|error| {
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        "cannot read the original of a duplicate"
+                    );
+                    PlaceError::Unknown { key: key.clone() }
+                })?;
+            // Our own first send, answered late, is not a replay.
+            if original != event {
+                let placed = replay(Order::from_event(&original.payload), &new)?;
+                self.project(original).await;
+                return Ok(placed);
             }
-            tracing::warn!(order_id = %order.id, attempt, "an earlier attempt landed after its deadline; publishing again");
         }
-        let published = published.ok_or_else(|| {
-            PlaceError::Internal(anyhow::anyhow!("every attempt landed after its deadline"))
-        })?;
         crash_point("self_read_after_publish");
         metrics::counter!("events_published_total", "source" => "self-read").increment(1);
         Ok(Placed {
             order,
-            replayed: published.duplicate,
+            replayed: false,
             durability: Durability::Accepted,
         })
     }
 
     /// The projected order, if the projector wrote it already. The request
     /// path may read the database but never needs it: if it is down, the
-    /// check is skipped.
+    /// check is skipped (the broker's duplicate answer still binds the key).
     async fn projected(&self, order_id: Uuid) -> Option<Order> {
         let lookup = async {
             let mut conn = self.deps.pool.acquire().await?;
@@ -114,53 +125,70 @@ impl SelfRead {
         }
     }
 
+    /// Publishes `event` and waits for the broker's answer. Without a PubAck
+    /// in time, sends it again under the same message id — the broker stores
+    /// it at most once and answers for it — and takes whichever answer comes
+    /// first. Only a publish that was never sent is `Unavailable`.
     async fn publish(
         &self,
-        order: &Order,
-        key: Option<&IdempotencyKey>,
-        attempt: u32,
+        event: &Envelope<OrderPlaced>,
+        key: &IdempotencyKey,
     ) -> Result<Published, PlaceError> {
-        let event_id = match key {
-            Some(key) => {
-                let name = format!("event:{}#{attempt}", key.as_str());
-                Uuid::new_v5(&ID_NAMESPACE, name.as_bytes())
-            }
-            None => Uuid::now_v7(),
-        };
+        // The client would buffer a publish while disconnected and send it
+        // after reconnecting: refuse instead, certain that nothing was sent.
         if self.deps.nats.connection_state() != async_nats::connection::State::Connected {
             return Err(PlaceError::Unavailable);
         }
-        let event = Envelope::new(event_id, order.created_at, order.placed_event());
+        let unknown = || PlaceError::Unknown { key: key.clone() };
         let timeout = self.settings.publish_timeout;
-        let accept_by = Utc::now() + timeout + CLOCK_SKEW_ALLOWANCE;
-        let publish = async {
-            jetstream::send_with_deadline(
-                &self.deps.jetstream,
-                self.deps.names.order_placed_subject(),
-                event_id,
-                event.to_bytes(),
-                accept_by,
-            )
-            .await?
-            .confirmed()
-            .await
-        };
-        match tokio::time::timeout(timeout, publish).await {
-            Ok(Ok(published)) => Ok(published),
+        let mut first: AckFuture = Box::pin(self.send(event).await.map_err(|error| {
+            tracing::warn!(%error, "publish not sent");
+            PlaceError::Unavailable
+        })?);
+        let mut waiting = Vec::with_capacity(2);
+        match tokio::time::timeout(timeout, &mut first).await {
+            Ok(Ok(published)) => return Ok(published),
+            Ok(Err(error)) => tracing::warn!(%error, "no PubAck; sending again"),
+            Err(_) => {
+                tracing::warn!(event_id = %event.event_id, ?timeout, "no PubAck in time; sending again");
+                waiting.push(first);
+            }
+        }
+        let resent = self.send(event).await.map_err(|error| {
+            tracing::warn!(%error, "second send failed; outcome unknown");
+            unknown()
+        })?;
+        waiting.push(Box::pin(resent));
+        match tokio::time::timeout(timeout, futures::future::select_ok(waiting)).await {
+            Ok(Ok((published, _))) => Ok(published),
             Ok(Err(error)) => {
-                tracing::warn!(%error, "publish failed");
-                Err(PlaceError::Unavailable)
+                tracing::warn!(%error, "no PubAck for either send; outcome unknown");
+                Err(unknown())
             }
             Err(_) => {
-                tracing::warn!(%event_id, ?timeout, "no PubAck in time");
-                Err(PlaceError::Unavailable)
+                tracing::warn!(event_id = %event.event_id, "no PubAck for either send; outcome unknown");
+                Err(unknown())
             }
         }
     }
 
-    /// Whether the message at `sequence` — the original of a duplicate —
-    /// was stored after its deadline, and so was ignored by every consumer.
-    async fn landed_too_late(&self, sequence: u64) -> Result<bool, PlaceError> {
+    async fn send(
+        &self,
+        event: &Envelope<OrderPlaced>,
+    ) -> Result<impl Future<Output = Result<Published, PublishError>> + Send + 'static, PublishError>
+    {
+        let pending = jetstream::send(
+            &self.deps.jetstream,
+            self.deps.names.order_placed_subject(),
+            event.event_id,
+            event.to_bytes(),
+        )
+        .await?;
+        Ok(pending.confirmed())
+    }
+
+    /// The stored event at `sequence`: the original of a duplicate publish.
+    async fn original(&self, sequence: u64) -> anyhow::Result<Envelope<OrderPlaced>> {
         let stream = self
             .deps
             .jetstream
@@ -171,13 +199,54 @@ impl SelfRead {
             .get_raw_message(sequence)
             .await
             .context("reading the original of a duplicate publish")?;
-        Ok(stored_too_late(
-            Some(&original.headers),
-            stored_at(original.time.unix_timestamp_nanos()),
-        ))
+        Ok(Envelope::decode(&original.payload)?)
+    }
+
+    /// Writes a replayed order's projection now, so that the client can read
+    /// it at once; if this fails, the projector still will.
+    async fn project(&self, event: Envelope<OrderPlaced>) {
+        if let Err(error) = projector::project(&self.deps.pool, vec![event]).await {
+            tracing::warn!(
+                error = format!("{error:#}"),
+                "projecting a replayed order on the request path failed; the projector will"
+            );
+        }
     }
 
     pub fn projector(&self) -> service_kit::consumer::EventConsumer<projector::Projection> {
         projector::consumer(&self.deps, &self.settings)
+    }
+}
+
+/// The order a customer's key stands for: the same on every retry, and
+/// different for two customers who happen to pick the same key.
+fn order_id(customer: &CustomerId, key: &IdempotencyKey) -> Uuid {
+    let name = format!("order:{}:{}", customer.as_str(), key.as_str());
+    Uuid::new_v5(&ID_NAMESPACE, name.as_bytes())
+}
+
+/// The answer to a retry whose key already placed `existing`.
+fn replay(existing: Order, new: &NewOrder) -> Result<Placed, PlaceError> {
+    if !existing.has_content_of(new) {
+        return Err(PlaceError::KeyReused);
+    }
+    Ok(Placed {
+        order: existing,
+        replayed: true,
+        durability: Durability::Accepted,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_scoped_per_customer() {
+        let key = IdempotencyKey::parse("k-1").unwrap();
+        let alice = CustomerId::parse("alice".into()).unwrap();
+        let bob = CustomerId::parse("bob".into()).unwrap();
+        assert_eq!(order_id(&alice, &key), order_id(&alice, &key));
+        assert_ne!(order_id(&alice, &key), order_id(&bob, &key));
     }
 }

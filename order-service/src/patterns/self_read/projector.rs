@@ -23,6 +23,9 @@ pub struct Projection {
 impl Apply for Projection {
     type Item = Envelope<OrderPlaced>;
 
+    const IDEMPOTENCY_KEYS: &'static [&'static str] =
+        &["processed_events_pkey", "orders_pkey", "order_lines_pkey"];
+
     fn prepare(
         &self,
         event: Envelope<OrderPlaced>,
@@ -32,29 +35,37 @@ impl Apply for Projection {
     }
 
     async fn apply_batch(&self, events: Vec<Self::Item>) -> anyhow::Result<Vec<Applied>> {
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .context("beginning the projection transaction")?;
-        let mut outcomes = Vec::with_capacity(events.len());
-        for event in &events {
-            let new_event = db::inbox::record(&mut tx, event.event_id)
-                .await
-                .context("recording the event")?;
-            let inserted = new_event
-                && db::orders::insert_if_absent(&mut tx, &Order::from_event(&event.payload))
-                    .await
-                    .context("inserting the order")?;
-            outcomes.push(if inserted {
-                Applied::New
-            } else {
-                Applied::Duplicate
-            });
-        }
-        tx.commit().await.context("committing the projection")?;
-        Ok(outcomes)
+        project(&self.pool, events).await
     }
+}
+
+/// Applies `events` to the order history in one transaction: records each
+/// in the inbox and inserts its order unless it exists.
+pub async fn project(
+    pool: &PgPool,
+    events: Vec<Envelope<OrderPlaced>>,
+) -> anyhow::Result<Vec<Applied>> {
+    let mut tx = pool
+        .begin()
+        .await
+        .context("beginning the projection transaction")?;
+    let mut outcomes = Vec::with_capacity(events.len());
+    for event in &events {
+        let new_event = db::inbox::record(&mut tx, event.event_id)
+            .await
+            .context("recording the event")?;
+        let inserted = new_event
+            && db::orders::insert_if_absent(&mut tx, &Order::from_event(&event.payload))
+                .await
+                .context("inserting the order")?;
+        outcomes.push(if inserted {
+            Applied::New
+        } else {
+            Applied::Duplicate
+        });
+    }
+    tx.commit().await.context("committing the projection")?;
+    Ok(outcomes)
 }
 
 pub fn consumer(deps: &Deps, settings: &WorkerSettings) -> EventConsumer<Projection> {
@@ -65,7 +76,9 @@ pub fn consumer(deps: &Deps, settings: &WorkerSettings) -> EventConsumer<Project
             durable: DURABLE,
             batch: 100,
             ack_wait: settings.consumer_ack_wait,
+            max_deliver: settings.consumer_max_deliver,
             crash_point: "projector_after_commit_before_ack",
+            fault_point: "projector_apply_fails",
         },
         Projection {
             pool: deps.pool.clone(),

@@ -1,0 +1,188 @@
+//! A message no consumer can ever apply is dead-lettered alone and never
+//! holds up another; one that keeps failing is dead-lettered after the
+//! configured deliveries; `order-events dlq` lists and redrives them.
+
+use chrono::Utc;
+use e2e_tests::api::{assert_credited_exactly, count, order, place_ok, place_order};
+use e2e_tests::env::CONVERGE;
+use e2e_tests::{TestEnv, eventually};
+use serde_json::{Value, json};
+use shared_events::{Envelope, Names, OrderPlaced, OrderPlacedLine};
+use uuid::Uuid;
+
+/// An `OrderPlaced` for one line of `total_minor`, as a producer would send it.
+fn placed(customer: &str, currency: &str, total_minor: i64) -> Envelope<OrderPlaced> {
+    let order_id = Uuid::now_v7();
+    Envelope::new(
+        shared_events::placed_event_id(order_id),
+        Utc::now(),
+        OrderPlaced {
+            order_id,
+            customer_id: customer.to_owned(),
+            currency: currency.to_owned(),
+            total_minor,
+            lines: vec![OrderPlacedLine {
+                sku: "SKU-1".into(),
+                quantity: 1,
+                unit_price_minor: total_minor,
+            }],
+            placed_at: Utc::now(),
+        },
+    )
+}
+
+/// Runs `order-events dlq ARGS` against the test's NATS; stdout.
+async fn dlq(env: &TestEnv, args: &[&str]) -> String {
+    let output = tokio::process::Command::new(
+        e2e_tests::service::binary_path("order-events").expect("the CLI is built"),
+    )
+    .arg("dlq")
+    .args(args)
+    .args([
+        "--nats-url",
+        env.nats_url(),
+        "--events-prefix",
+        env.events_prefix(),
+    ])
+    .output()
+    .await
+    .expect("running order-events dlq");
+    assert!(
+        output.status.success(),
+        "order-events dlq {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("UTF-8 output")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_balance_overflow_is_dead_lettered_alone_and_its_batch_is_credited() {
+    let env = TestEnv::new("poison_overflow").await;
+    let names = Names::new(env.events_prefix()).unwrap();
+    // The order-service in front sets up the stream; the events below come
+    // from a producer without its total limit.
+    let _orders = env.order_service("outbox").await;
+    let js = env.jetstream().await;
+    let huge = placed("whale", "JPY", i64::MAX - 10);
+    let overflow = placed("whale", "JPY", 1000);
+    let others: Vec<_> = (0..5)
+        .map(|i| placed(&format!("minnow{i}"), "EUR", 2500))
+        .collect();
+    // Published before rewards-service starts, so that they arrive as one batch.
+    for event in [&huge, &overflow].into_iter().chain(&others) {
+        shared_events::jetstream::publish(
+            &js,
+            names.order_placed_subject(),
+            event.event_id,
+            event.to_bytes(),
+        )
+        .await
+        .unwrap();
+    }
+    let _rewards = env.rewards_service().await;
+
+    let rewards = env.rewards_db().await;
+    eventually("the healthy events credited", CONVERGE, || async {
+        (count(&rewards, "reward_ledger").await == 6).then_some(())
+    })
+    .await;
+    env.wait_until_consumed_by("rewards").await;
+    let mut credited: Vec<Uuid> = sqlx::query_scalar("SELECT order_id FROM reward_ledger")
+        .fetch_all(&rewards)
+        .await
+        .unwrap();
+    credited.sort_unstable();
+    let mut expected: Vec<Uuid> = [&huge]
+        .into_iter()
+        .chain(&others)
+        .map(|e| e.payload.order_id)
+        .collect();
+    expected.sort_unstable();
+    assert_eq!(credited, expected);
+    let whale: i64 =
+        sqlx::query_scalar("SELECT balance FROM reward_accounts WHERE customer_id = 'whale'")
+            .fetch_one(&rewards)
+            .await
+            .unwrap();
+    assert_eq!(whale, i64::MAX - 10);
+
+    assert_eq!(env.dead_letters().await, 1);
+    let letters: Value = serde_json::from_str(&dlq(&env, &["list", "--json"]).await).unwrap();
+    let letters = letters.as_array().unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0]["event_id"], overflow.event_id.to_string());
+    assert_eq!(letters[0]["consumer"], "rewards");
+    assert!(
+        letters[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("out of range"),
+        "{}",
+        letters[0]["reason"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_that_keeps_failing_is_dead_lettered_after_max_deliver_and_redrive_credits_it() {
+    let env = TestEnv::new("poison_max_deliver").await;
+    let orders = env.order_service("outbox").await;
+    let mut rewards = env
+        .start_rewards(
+            Some("consumer_apply_fails=return"),
+            &[("CONSUMER_MAX_DELIVER", "3")],
+        )
+        .await;
+    place_ok(
+        &env.http,
+        orders.url(),
+        &order("dora", &[("SKU-1", 2, 1250)]),
+    )
+    .await;
+
+    eventually("the failing event dead-lettered", CONVERGE, || async {
+        (env.dead_letters().await == 1).then_some(())
+    })
+    .await;
+    let letters: Value = serde_json::from_str(&dlq(&env, &["list", "--json"]).await).unwrap();
+    assert_eq!(letters.as_array().unwrap().len(), 1);
+    assert!(
+        letters[0]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("failed 3 deliveries"),
+        "{}",
+        letters[0]["reason"]
+    );
+    assert_eq!(count(&env.rewards_db().await, "reward_ledger").await, 0);
+
+    // The cause is fixed (the service restarted without the fault), and the
+    // operator sends the event back.
+    rewards.kill().await;
+    let _rewards = env.rewards_service().await;
+    let id = letters[0]["id"].as_u64().unwrap().to_string();
+    assert_eq!(
+        dlq(&env, &["redrive", "--id", &id]).await.trim(),
+        "redriven: 1"
+    );
+    assert_credited_exactly(&env, 1).await;
+    assert_eq!(dlq(&env, &["list", "--json"]).await.trim(), "[]");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_above_the_maximum_total_is_refused_with_422_and_writes_nothing() {
+    let env = TestEnv::new("poison_total_limit").await;
+    let orders = env.order_service("outbox").await;
+    let body = json!({
+        "customer_id": "whale",
+        "currency": "JPY",
+        "lines": [{ "sku": "SKU-1", "quantity": 1, "unit_price_minor": i64::MAX }],
+    });
+    let refused = place_order(&env.http, orders.url(), &body, None)
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 422);
+    let error: Value = refused.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "total_too_large");
+    assert_eq!(count(&env.orders_db().await, "orders").await, 0);
+    assert_eq!(count(&env.orders_db().await, "outbox").await, 0);
+}

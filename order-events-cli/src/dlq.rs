@@ -1,0 +1,158 @@
+//! `order-events dlq list` and `order-events dlq redrive`: what the consumers
+//! dead-lettered, and sending it back once the cause is fixed.
+//!
+//! A consumer dead-letters an event it can never apply (a bad payload, a
+//! value its database cannot store, too many failed deliveries) with the
+//! reason in headers, so that one poison message never blocks the others.
+//! Redriving republishes the event unchanged to its original subject, where
+//! every consumer sees it again — idempotently: each applies an event id
+//! once, so the consumers that had applied it find a duplicate. The publish
+//! uses a message id of its own (the broker's duplicate window still holds
+//! the original id), and the dead letter is deleted only after the PubAck.
+
+use anyhow::{Context as _, bail};
+use async_nats::jetstream::{self, stream::Stream};
+use serde::Serialize;
+use shared_events::{ID_NAMESPACE, Names};
+use uuid::Uuid;
+
+use crate::DlqArgs;
+
+/// One dead-lettered message.
+#[derive(Debug, Serialize)]
+struct DeadLetter {
+    /// Sequence in the dead-letter stream: what `redrive --id` takes.
+    id: u64,
+    consumer: String,
+    reason: String,
+    original_subject: String,
+    original_sequence: String,
+    /// The event's id, when the payload is an event at all.
+    event_id: Option<String>,
+    #[serde(skip)]
+    payload: Vec<u8>,
+}
+
+/// Prints the dead letters.
+pub async fn list(args: &DlqArgs, json: bool) -> anyhow::Result<bool> {
+    let (_, stream) = open(args).await?;
+    let letters = read_all(&stream).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&letters)?);
+    } else if letters.is_empty() {
+        println!("no dead letters");
+    } else {
+        println!(
+            "{:>6}  {:<24}  {:<38}  reason",
+            "id", "consumer", "event id"
+        );
+        for letter in &letters {
+            println!(
+                "{:>6}  {:<24}  {:<38}  {}",
+                letter.id,
+                letter.consumer,
+                letter.event_id.as_deref().unwrap_or("-"),
+                letter.reason
+            );
+        }
+    }
+    Ok(true)
+}
+
+/// Republishes every dead letter (or the one with `id`) to its original
+/// subject, then deletes it from the dead-letter stream.
+pub async fn redrive(args: &DlqArgs, id: Option<u64>) -> anyhow::Result<bool> {
+    let (js, stream) = open(args).await?;
+    let mut letters = read_all(&stream).await?;
+    if let Some(id) = id {
+        letters.retain(|l| l.id == id);
+        if letters.is_empty() {
+            bail!("no dead letter with id {id} (see `order-events dlq list`)");
+        }
+    }
+    let dead_letter_stream = stream.cached_info().config.name.clone();
+    for letter in &letters {
+        if letter.original_subject.is_empty() {
+            bail!("dead letter {} names no original subject", letter.id);
+        }
+        let message_id = Uuid::new_v5(
+            &ID_NAMESPACE,
+            format!("redrive:{dead_letter_stream}:{}", letter.id).as_bytes(),
+        );
+        shared_events::jetstream::publish(
+            &js,
+            letter.original_subject.clone(),
+            message_id,
+            letter.payload.clone(),
+        )
+        .await
+        .with_context(|| format!("republishing dead letter {}", letter.id))?;
+        stream
+            .delete_message(letter.id)
+            .await
+            .with_context(|| format!("deleting redriven dead letter {}", letter.id))?;
+        eprintln!(
+            "redrove {} ({}) to {}",
+            letter.id,
+            letter.event_id.as_deref().unwrap_or("not an event"),
+            letter.original_subject
+        );
+    }
+    println!("redriven: {}", letters.len());
+    Ok(true)
+}
+
+async fn open(args: &DlqArgs) -> anyhow::Result<(jetstream::Context, Stream)> {
+    let names = Names::new(&args.events_prefix).context("EVENTS_PREFIX")?;
+    let client = async_nats::connect(&args.nats_url)
+        .await
+        .with_context(|| format!("connecting to NATS at {}", args.nats_url))?;
+    let js = jetstream::new(client);
+    let stream = js
+        .get_stream(names.dead_letter_stream())
+        .await
+        .with_context(|| format!("opening stream {}", names.dead_letter_stream()))?;
+    Ok((js, stream))
+}
+
+async fn read_all(stream: &Stream) -> anyhow::Result<Vec<DeadLetter>> {
+    let state = stream
+        .get_info()
+        .await
+        .context("reading the dead-letter stream")?
+        .state;
+    let mut letters = Vec::new();
+    if state.messages == 0 {
+        return Ok(letters);
+    }
+    for sequence in state.first_sequence..=state.last_sequence {
+        // Gaps are deleted (redriven) letters.
+        let Ok(message) = stream.get_raw_message(sequence).await else {
+            continue;
+        };
+        let header = |name: &str| {
+            message
+                .headers
+                .get(name)
+                .map(|v| v.as_str().to_owned())
+                .unwrap_or_default()
+        };
+        let event_id = serde_json::from_slice::<serde_json::Value>(&message.payload)
+            .ok()
+            .and_then(|v| {
+                v.get("event_id")
+                    .and_then(|id| id.as_str())
+                    .map(str::to_owned)
+            });
+        letters.push(DeadLetter {
+            id: sequence,
+            consumer: header("Dead-Letter-Consumer"),
+            reason: header("Dead-Letter-Reason"),
+            original_subject: header("Dead-Letter-Subject"),
+            original_sequence: header("Dead-Letter-Stream-Sequence"),
+            event_id,
+            payload: message.payload.to_vec(),
+        });
+    }
+    Ok(letters)
+}
