@@ -10,11 +10,13 @@
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
-use std::io::IsTerminal as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::rngs::StdRng;
+use rand::{Rng as _, SeedableRng as _};
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::PgPool;
@@ -90,24 +92,6 @@ impl Fault {
     }
 }
 
-/// A small deterministic generator (xorshift), so that a run can be repeated
-/// with `--seed`.
-struct Random(u64);
-
-impl Random {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn between(&mut self, low: Duration, high: Duration) -> Duration {
-        let span = (high - low).as_millis().max(1) as u64;
-        low + Duration::from_millis(self.next() % span)
-    }
-}
-
 /// Runs every configured mode in turn.
 pub async fn run(config: &ChaosConfig) -> anyhow::Result<Vec<ChaosResult>> {
     let mut results = Vec::new();
@@ -161,13 +145,14 @@ async fn run_mode(mode: BenchMode, config: &ChaosConfig, seed: u64) -> anyhow::R
     );
 
     // Faults, spread over the time the orders should take.
-    let mut random = Random(seed);
+    // Seeded, so that a run can be repeated with `--seed`.
+    let mut random = StdRng::seed_from_u64(seed);
     let mut faults = Vec::new();
     let gap = Duration::from_secs_f64(expected_secs / (config.faults as f64 + 1.0));
     for _ in 0..config.faults {
-        tokio::time::sleep(random.between(gap / 2, gap * 3 / 2)).await;
-        let fault = Fault::ALL[(random.next() % Fault::ALL.len() as u64) as usize];
-        let down = random.between(Duration::from_millis(100), Duration::from_millis(800));
+        tokio::time::sleep(random.random_range(gap / 2..gap * 3 / 2)).await;
+        let fault = Fault::ALL[random.random_range(0..Fault::ALL.len())];
+        let down = random.random_range(Duration::from_millis(100)..Duration::from_millis(800));
         let mut running = services.lock().await;
         match fault {
             Fault::KillOrderService => {
@@ -286,36 +271,22 @@ fn spawn_clients(
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Arc::new(tokio::sync::Mutex::new(ticks))
     };
-    let progress = {
-        let acknowledged = acknowledged.clone();
-        tokio::spawn(async move {
-            let tty = std::io::stderr().is_terminal();
-            let mut tick =
-                tokio::time::interval(Duration::from_millis(if tty { 200 } else { 2000 }));
-            loop {
-                tick.tick().await;
-                let done = acknowledged.lock().expect("lock").len();
-                let filled = done * 30 / total.max(1);
-                let bar = format!("{}{}", "#".repeat(filled), "-".repeat(30 - filled));
-                if tty {
-                    eprint!("\r[chaos {mode}] [{bar}] {done}/{total} acknowledged");
-                } else {
-                    eprintln!("[chaos {mode}] [{bar}] {done}/{total} acknowledged");
-                }
-                if done >= total {
-                    break;
-                }
-            }
-        })
-    };
-    let mut clients: Vec<_> = (0..16)
+    let progress = ProgressBar::new(total as u64).with_style(
+        ProgressStyle::with_template(&format!(
+            "[chaos {mode}] [{{bar:30}}] {{pos}}/{{len}} acknowledged"
+        ))
+        .expect("a valid template")
+        .progress_chars("#-"),
+    );
+    (0..16)
         .map(|_| {
-            let (http, url, next, acknowledged, pacer) = (
+            let (http, url, next, acknowledged, pacer, progress) = (
                 env.http.clone(),
                 url.to_owned(),
                 next.clone(),
                 acknowledged.clone(),
                 pacer.clone(),
+                progress.clone(),
             );
             tokio::spawn(async move {
                 loop {
@@ -336,6 +307,7 @@ fn spawn_clients(
                             && let Some(id) = placed["id"].as_str().and_then(|id| id.parse().ok())
                         {
                             acknowledged.lock().expect("lock").push(id);
+                            progress.inc(1);
                             break;
                         }
                         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -343,9 +315,7 @@ fn spawn_clients(
                 }
             })
         })
-        .collect();
-    clients.push(progress);
-    clients
+        .collect()
 }
 
 /// Waits until every acknowledged order is credited — or, for the control

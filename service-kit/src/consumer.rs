@@ -25,6 +25,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::{AckKind, Message};
+use backon::Retryable as _;
 use futures::StreamExt as _;
 use shared_events::jetstream::{DeadLetter, ensure_consumer, publish_dead_letter};
 use shared_events::{Envelope, Names, OrderPlaced};
@@ -32,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::crash::crash_point;
 use crate::failure::{Failure, classify};
+use crate::startup::backoff;
 
 const FIRST_NAK_DELAY: Duration = Duration::from_millis(200);
 const MAX_NAK_DELAY: Duration = Duration::from_secs(10);
@@ -133,22 +135,25 @@ impl<A: Apply> EventConsumer<A> {
     }
 
     /// Consumes until `shutdown` is cancelled; messages in hand are finished.
+    /// A lost connection or a vanished consumer is retried with backoff.
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut pause = Duration::from_millis(100);
-        while !shutdown.is_cancelled() {
-            match self.consume(&shutdown).await {
-                Ok(()) => pause = Duration::from_millis(100),
-                Err(error) => {
-                    tracing::warn!(consumer = self.settings.durable, error = format!("{error:#}"), retry_in = ?pause, "consumer stopped");
+        let consumer = self.settings.durable;
+        let stopping = shutdown.clone();
+        let _ = (|| self.consume(&shutdown))
+            .retry(backoff(Duration::from_secs(5)))
+            .sleep(move |pause| {
+                let shutdown = stopping.clone();
+                async move {
                     tokio::select! {
                         () = shutdown.cancelled() => {}
                         () = tokio::time::sleep(pause) => {}
                     }
-                    pause = (pause * 2).min(Duration::from_secs(5));
                 }
-            }
-        }
-        tracing::info!(consumer = self.settings.durable, "consumer stopped");
+            })
+            .when(|_| !shutdown.is_cancelled())
+            .notify(|error, pause| tracing::warn!(consumer, error = format!("{error:#}"), retry_in = ?pause, "consumer stopped"))
+            .await;
+        tracing::info!(consumer, "consumer stopped");
     }
 
     async fn consume(&self, shutdown: &CancellationToken) -> anyhow::Result<()> {
@@ -173,6 +178,7 @@ impl<A: Apply> EventConsumer<A> {
                 .collect();
             self.handle(messages).await;
         }
+        anyhow::ensure!(shutdown.is_cancelled(), "the message stream ended");
         Ok(())
     }
 

@@ -2,6 +2,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use backon::{ExponentialBuilder, Retryable as _};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use tokio::time::Instant;
@@ -35,27 +36,33 @@ pub async fn connect_nats(url: &str, name: &str) -> anyhow::Result<async_nats::C
         .with_context(|| format!("connecting to NATS at {url}"))
 }
 
-/// Retries `attempt` with a growing pause until it succeeds or `deadline` passes.
+/// Backoff for reconnecting to a dependency: from 100 ms, doubling up to
+/// `max`, with jitter so that instances restarted together do not retry in
+/// step; never gives up by itself.
+pub fn backoff(max: Duration) -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(max)
+        .with_jitter()
+        .without_max_times()
+}
+
+/// Retries `attempt` with [`backoff`] until it succeeds or `deadline` passes.
 pub async fn retry_until<T, E, F, Fut>(
     deadline: Instant,
     what: &str,
-    mut attempt: F,
+    attempt: F,
 ) -> anyhow::Result<T>
 where
     E: std::fmt::Display + Into<anyhow::Error>,
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
-    let mut pause = Duration::from_millis(100);
-    loop {
-        match attempt().await {
-            Ok(value) => return Ok(value),
-            Err(error) if Instant::now() + pause < deadline => {
-                tracing::warn!(%error, "{what} failed; retrying in {pause:?}");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(2));
-            }
-            Err(error) => return Err(error.into().context(what.to_owned())),
-        }
-    }
+    attempt
+        .retry(backoff(Duration::from_secs(2)))
+        .sleep(tokio::time::sleep)
+        .when(|_| Instant::now() < deadline)
+        .notify(|error, pause| tracing::warn!(%error, "{what} failed; retrying in {pause:?}"))
+        .await
+        .map_err(|error| error.into().context(what.to_owned()))
 }
