@@ -5,9 +5,13 @@
 //! orders without a credit — idempotently: the event id derives from the
 //! order id, and the ledger credits an order once whatever the event id.
 //!
-//! Exit status: 0 consistent (or fully repaired), 1 inconsistent, 2 error.
+//! `order-events cdc resync`: after a replication slot was lost, re-publish
+//! the orders the stream does not hold, then let order-service make a new slot.
+//!
+//! Exit status: 0 consistent (or fully repaired, or resynced), 1 inconsistent, 2 error.
 
 mod audit;
+mod resync;
 
 use std::process::ExitCode;
 
@@ -25,6 +29,16 @@ enum Command {
     /// Compare orders with credits: orders without a credit, orders credited
     /// more than once, credits with the wrong points, credits without an order.
     Audit(AuditArgs),
+    /// Change data capture operations.
+    #[command(subcommand)]
+    Cdc(CdcCommand),
+}
+
+#[derive(Subcommand)]
+enum CdcCommand {
+    /// After a replication slot was lost: re-publish OrderPlaced for the orders
+    /// committed since the last one the stream holds, then forget the slot.
+    Resync(resync::ResyncArgs),
 }
 
 #[derive(Args)]
@@ -62,6 +76,7 @@ async fn main() -> ExitCode {
     let Cli { command } = Cli::parse();
     let result = match command {
         Command::Audit(args) => audit::run(&args).await,
+        Command::Cdc(CdcCommand::Resync(args)) => resync::run(&args).await,
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

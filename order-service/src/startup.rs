@@ -62,6 +62,7 @@ impl Application {
             relay_poll_interval: config.relay_poll_interval,
             publish_timeout: config.publish_timeout,
             consumer_ack_wait: config.consumer_ack_wait,
+            startup_deadline: deadline,
         };
         let (pattern, worker) = Pattern::new(config.mode, deps, workers).await?;
 

@@ -10,3 +10,4 @@ mod chaos_smoke;
 mod dual_write;
 mod outbox;
 mod self_read;
+mod switching;

@@ -11,7 +11,11 @@
 //!   instance gets SQLSTATE 55006 and waits as a standby, retrying until the
 //!   active reader dies.
 //! - A slot whose WAL was removed (`wal_status = 'lost'`) or that vanished
-//!   stops the reader with an error: capturing on would silently skip orders.
+//!   stops the reader with an error naming the resync command: capturing on
+//!   would silently skip orders.
+//! - Rows that cannot form an event (order lines without their order in the
+//!   same transaction) are dead-lettered with the reason and counted, never
+//!   dropped silently.
 //! - Shutdown drains the acks in flight, confirms, and waits until that
 //!   position reached the server before closing the session.
 
@@ -26,11 +30,12 @@ use pgwire_replication::{
     Lsn, PgWireError, ReplicationClient, ReplicationConfig, ReplicationEvent,
 };
 use service_kit::crash::crash_point;
-use shared_events::jetstream::{self, PublishError};
+use shared_events::Names;
+use shared_events::jetstream::{self, DeadLetter, PublishError};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use super::{Capture, pgoutput, slot};
+use super::{Capture, Rejected, pgoutput, publication, slot};
 
 /// How a reader is set up.
 #[derive(Debug, Clone)]
@@ -45,9 +50,14 @@ pub struct CdcSettings {
     pub max_in_flight: usize,
     /// Crash point between the PubAcks and the confirmation.
     pub crash_point: &'static str,
-    /// Label of the reader's metrics: `orders` or `outbox`.
+    /// Label of the reader's metrics (`orders` or `outbox`), remembered with the slot.
     pub label: &'static str,
+    /// Where events and dead letters go.
+    pub names: Names,
 }
+
+/// The consumer name dead letters of change capture are filed under.
+const DEAD_LETTER_CONSUMER: &str = "order-service-cdc";
 
 /// How often a standby asks for the slot again.
 const STANDBY_POLL: Duration = Duration::from_millis(500);
@@ -56,7 +66,7 @@ const STATUS_INTERVAL: Duration = Duration::from_millis(200);
 
 type InFlight = Pin<Box<dyn Future<Output = Result<Lsn, PublishError>> + Send>>;
 
-enum SessionError {
+pub(super) enum SessionError {
     /// Another session holds the slot (SQLSTATE 55006): stand by.
     SlotBusy,
     /// Reconnect after a pause.
@@ -70,9 +80,9 @@ fn classify(error: PgWireError) -> SessionError {
     if text.contains("55006") || text.contains("is active for PID") {
         SessionError::SlotBusy
     } else if text.contains("does not exist") {
-        SessionError::Fatal(anyhow::anyhow!(
-            "the replication slot or publication vanished ({text}); \
-             restart order-service to recreate it, then re-publish what was missed"
+        SessionError::Fatal(slot::resync_needed(
+            "or publication",
+            &format!("vanished while order-service was streaming it ({text})"),
         ))
     } else {
         SessionError::Retry(error.into())
@@ -80,14 +90,15 @@ fn classify(error: PgWireError) -> SessionError {
 }
 
 pub struct Reader<C> {
-    pool: PgPool,
+    pub(super) pool: PgPool,
     jetstream: async_nats::jetstream::Context,
-    settings: CdcSettings,
+    pub(super) settings: CdcSettings,
     capture: C,
 }
 
 impl<C: Capture> Reader<C> {
-    /// Creates the publication and the slot if needed. Call it before any
+    /// Checks (and repairs) the publication, and creates and remembers the
+    /// slot, or checks the remembered one is intact. Call it before any
     /// write that must be captured: a slot sees only what comes after it.
     pub async fn prepare(
         pool: PgPool,
@@ -95,14 +106,25 @@ impl<C: Capture> Reader<C> {
         settings: CdcSettings,
         capture: C,
     ) -> anyhow::Result<Self> {
-        slot::ensure_publication(&pool, &settings.publication, capture.tables()).await?;
-        slot::ensure_slot(&pool, &settings.slot).await?;
-        Ok(Self {
+        publication::ensure(&pool, &settings.publication, capture.tables()).await?;
+        slot::ensure_remembered(&pool, &settings.slot, settings.label, &settings.publication)
+            .await?;
+        Ok(Self::new(pool, jetstream, settings, capture))
+    }
+
+    /// A reader of an existing slot, with no set-up (to drain it).
+    pub fn new(
+        pool: PgPool,
+        jetstream: async_nats::jetstream::Context,
+        settings: CdcSettings,
+        capture: C,
+    ) -> Self {
+        Self {
             pool,
             jetstream,
             settings,
             capture,
-        })
+        }
     }
 
     /// Captures until `shutdown` is cancelled. Returns an error only when
@@ -118,14 +140,14 @@ impl<C: Capture> Reader<C> {
                 tracing::info!(slot = %self.settings.slot, "CDC reader stopped");
                 return Ok(());
             }
-            let session = self.session(&shutdown);
+            let session = self.session(&shutdown, None);
             let outcome = tokio::select! {
                 biased;
                 lost = &mut watch => return lost,
                 outcome = session => outcome,
             };
             let wait = match outcome {
-                Ok(()) => {
+                Ok(_) => {
                     pause = Duration::from_millis(100);
                     continue;
                 }
@@ -154,7 +176,13 @@ impl<C: Capture> Reader<C> {
         }
     }
 
-    async fn session(&mut self, shutdown: &CancellationToken) -> Result<(), SessionError> {
+    /// One replication session, until shutdown, an error, or (with `until`)
+    /// the drain marker carrying that token; true when the marker was reached.
+    pub(super) async fn session(
+        &mut self,
+        shutdown: &CancellationToken,
+        until: Option<&str>,
+    ) -> Result<bool, SessionError> {
         let config = replication_config(&self.settings).map_err(SessionError::Fatal)?;
         let mut client = ReplicationClient::connect(config).await.map_err(classify)?;
         client.wait_started().await.map_err(classify)?;
@@ -162,12 +190,12 @@ impl<C: Capture> Reader<C> {
         let active = metrics::gauge!("cdc_reader_active", "slot" => self.settings.label);
         active.set(1.0);
         self.capture.reset();
-        let streamed = self.stream(&mut client, shutdown).await;
+        let streamed = self.stream(&mut client, shutdown, until).await;
         active.set(0.0);
         match streamed {
-            Ok(confirmed) => {
+            Ok((confirmed, reached)) => {
                 finish(&mut client, confirmed).await;
-                Ok(())
+                Ok(reached)
             }
             Err(error) => {
                 client.abort();
@@ -176,17 +204,20 @@ impl<C: Capture> Reader<C> {
         }
     }
 
-    /// Streams until shutdown (then drains what is in flight) or an error.
-    /// Returns the last position confirmed.
+    /// Streams until shutdown or the drain marker `until` (then drains what
+    /// is in flight) or an error. Returns the last position confirmed, and
+    /// whether the marker was reached.
     async fn stream(
         &mut self,
         client: &mut ReplicationClient,
         shutdown: &CancellationToken,
-    ) -> Result<Option<Lsn>, SessionError> {
+        until: Option<&str>,
+    ) -> Result<(Option<Lsn>, bool), SessionError> {
         let retry = |e: PublishError| SessionError::Retry(e.into());
         let mut in_flight: FuturesOrdered<InFlight> = FuturesOrdered::new();
         let mut in_transaction = false;
         let mut confirmed = None;
+        let mut marker = None;
         loop {
             tokio::select! {
                 biased;
@@ -208,13 +239,26 @@ impl<C: Capture> Reader<C> {
                         ReplicationEvent::Commit { end_lsn, .. } => {
                             in_transaction = false;
                             let events = self.capture.commit().map_err(SessionError::Fatal)?;
+                            if let Some(rejected) = self.capture.rejected() {
+                                self.dead_letter(rejected, end_lsn).await.map_err(retry)?;
+                            }
                             in_flight.push_back(self.publish(events, end_lsn).await.map_err(retry)?);
                         }
                         ReplicationEvent::KeepAlive { wal_end, .. } if idle => {
                             client.update_applied_lsn(wal_end);
                         }
-                        ReplicationEvent::Message { transactional: false, lsn, .. } if idle => {
-                            client.update_applied_lsn(lsn);
+                        ReplicationEvent::Message { transactional: false, lsn, prefix, content } => {
+                            // Every transaction that committed before the
+                            // marker streamed before it.
+                            if until.is_some_and(|token| {
+                                prefix == slot::DRAIN_MARKER && content.as_ref() == token.as_bytes()
+                            }) {
+                                marker = Some(lsn);
+                                break;
+                            }
+                            if idle {
+                                client.update_applied_lsn(lsn);
+                            }
                         }
                         _ => {}
                     }
@@ -226,7 +270,37 @@ impl<C: Capture> Reader<C> {
             client.update_applied_lsn(lsn);
             confirmed = Some(lsn);
         }
-        Ok(confirmed)
+        if let Some(lsn) = marker {
+            client.update_applied_lsn(lsn);
+            confirmed = Some(lsn);
+        }
+        Ok((confirmed, marker.is_some()))
+    }
+
+    /// Files rows that cannot form an event in the dead-letter stream (one
+    /// letter per transaction, its id derived from the commit position so a
+    /// replay files it once) and counts them.
+    async fn dead_letter(&self, rejected: Rejected, end_lsn: Lsn) -> Result<(), PublishError> {
+        let subject = self.settings.names.order_placed_subject();
+        let letter = DeadLetter {
+            consumer: DEAD_LETTER_CONSUMER,
+            reason: &rejected.reason,
+            original_subject: &subject,
+            original_stream_sequence: end_lsn.as_u64(),
+        };
+        jetstream::publish_dead_letter(
+            &self.jetstream,
+            &self.settings.names,
+            &letter,
+            rejected.payload,
+        )
+        .await?;
+        tracing::error!(slot = %self.settings.slot, lsn = %end_lsn, reason = %rejected.reason, "captured rows dead-lettered");
+        for (table, rows) in rejected.rows {
+            metrics::counter!("cdc_dead_lettered_rows_total", "slot" => self.settings.label, "table" => table)
+                .increment(rows);
+        }
+        Ok(())
     }
 
     fn change(&mut self, data: &[u8]) -> Result<(), SessionError> {
@@ -318,11 +392,12 @@ async fn watch_slot(
                 retained.set(status.retained_bytes.unwrap_or(0) as f64);
                 lag.set(status.confirmed_lag_bytes.unwrap_or(0) as f64);
             }
-            Ok(None) => anyhow::bail!(
-                "replication slot {} vanished; restart order-service to recreate it, \
-                 then re-publish what was missed",
-                settings.slot
-            ),
+            Ok(None) => {
+                return Err(slot::resync_needed(
+                    &settings.slot,
+                    "vanished while order-service was streaming it",
+                ));
+            }
             Err(error) => tracing::debug!(%error, "reading the slot status failed"),
         }
     }
