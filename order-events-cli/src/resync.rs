@@ -82,7 +82,10 @@ pub async fn run(args: &ResyncArgs) -> anyhow::Result<bool> {
     let margin = chrono::Duration::from_std(args.margin)?;
     let since = match &args.since {
         Some(text) => parse_since(text)?,
-        None => last_placed_at(&stream, &names).await? - margin,
+        None => match last_placed_at(&stream, &names).await? {
+            Some(placed_at) => placed_at - margin,
+            None => DateTime::UNIX_EPOCH,
+        },
     };
     let published = in_stream_since(&mut stream, &names, since - margin).await?;
 
@@ -153,23 +156,23 @@ fn parse_since(text: &str) -> anyhow::Result<DateTime<Utc>> {
         .with_timezone(&Utc))
 }
 
-/// When the last `OrderPlaced` in the stream says its order was placed; the
-/// earliest time when the stream holds none.
+/// When the last `OrderPlaced` in the stream says its order was placed, if
+/// the stream holds one.
 async fn last_placed_at(
     stream: &async_nats::jetstream::stream::Stream,
     names: &Names,
-) -> anyhow::Result<DateTime<Utc>> {
+) -> anyhow::Result<Option<DateTime<Utc>>> {
     match stream
         .get_last_raw_message_by_subject(&names.order_placed_subject())
         .await
     {
-        Ok(message) => Ok(Envelope::<OrderPlaced>::decode(&message.payload)
-            .context("decoding the last OrderPlaced in the stream")?
-            .payload
-            .placed_at),
-        Err(error) if error.kind() == LastRawMessageErrorKind::NoMessageFound => {
-            Ok(DateTime::<Utc>::MIN_UTC)
-        }
+        Ok(message) => Ok(Some(
+            Envelope::<OrderPlaced>::decode(&message.payload)
+                .context("decoding the last OrderPlaced in the stream")?
+                .payload
+                .placed_at,
+        )),
+        Err(error) if error.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
         Err(error) => Err(error).context("reading the last OrderPlaced in the stream"),
     }
 }
@@ -182,7 +185,7 @@ async fn in_stream_since(
 ) -> anyhow::Result<HashSet<Uuid>> {
     let nanos = from.timestamp_nanos_opt().unwrap_or(0).max(0);
     let start_time = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(nanos))?;
-    let consumer: PullConsumer = stream
+    let mut consumer: PullConsumer = stream
         .create_consumer(pull::Config {
             deliver_policy: DeliverPolicy::ByStartTime { start_time },
             ack_policy: AckPolicy::None,
@@ -192,7 +195,8 @@ async fn in_stream_since(
         })
         .await
         .context("reading the stream")?;
-    let mut remaining = consumer.clone().info().await?.num_pending;
+    let info = consumer.info().await?;
+    let (name, mut remaining) = (info.name.clone(), info.num_pending);
     let mut orders = HashSet::new();
     while remaining > 0 {
         let mut batch = consumer
@@ -214,6 +218,10 @@ async fn in_stream_since(
         if got == 0 {
             bail!("the stream stopped delivering with {remaining} message(s) left to read");
         }
+    }
+    // It would expire on its own; no need to leave it until then.
+    if let Err(error) = stream.delete_consumer(&name).await {
+        eprintln!("warning: deleting the temporary consumer {name}: {error}");
     }
     Ok(orders)
 }
@@ -268,4 +276,22 @@ fn report(outcome: &Outcome, json: bool) -> anyhow::Result<()> {
         println!("kept replication slot {name}: it is intact");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_takes_an_rfc_3339_time() {
+        let since = parse_since("2026-11-27T10:00:00+01:00").unwrap();
+        assert_eq!(since.to_rfc3339(), "2026-11-27T09:00:00+00:00");
+    }
+
+    #[test]
+    fn since_refuses_a_wal_position_and_says_why() {
+        let error = parse_since("0/16B3748").unwrap_err().to_string();
+        assert!(error.contains("cannot be mapped to orders"), "{error}");
+        assert!(parse_since("yesterday").is_err());
+    }
 }

@@ -56,7 +56,8 @@ pub fn resync_needed(name: &str, what_happened: &str) -> anyhow::Error {
     anyhow::anyhow!(
         "replication slot {name} {what_happened}. Orders committed since its last confirmed \
          position may never have been published, and a new slot would skip them for good, \
-         so order-service will not capture with it. Recover: stop every order-service, run \
+         so order-service does not go on without an operator. Recover: stop every \
+         order-service, run \
          `{RESYNC_COMMAND}` (it re-publishes OrderPlaced for the orders committed since the \
          last one the stream holds, or since --since <RFC 3339 time>, then forgets the slot), \
          then start order-service again"

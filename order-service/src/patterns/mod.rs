@@ -9,6 +9,9 @@
 //! | `cdc` | order, nothing else | the CDC reader, from the WAL of `orders` |
 //! | `self-read` | publish, await the PubAck, answer 202 | the request itself; the projector writes the order from its own event |
 //! | `dual-write` | order, COMMIT, then publish | the request itself; a crash in between loses the event |
+//!
+//! Whatever the mode, [`switch`] first publishes what an earlier mode or relay
+//! left behind (outbox rows, a slot's unconfirmed changes) before serving.
 
 use std::future::Future;
 use std::pin::Pin;
