@@ -452,3 +452,42 @@ async fn order_lines_written_without_their_order_are_dead_lettered_and_counted()
     assert!(counted[0].ends_with(" 2"), "{counted:?}");
     assert_eq!(published_by(&env.http, orders.url()).await, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_remembered_from_another_server_stops_start_up_until_resync_forgets_it() {
+    let env = TestEnv::new("cdc_other_server").await;
+    let _rewards = env.rewards_service().await;
+    let mut orders = env.order_service("cdc").await;
+    place_many(&env, orders.url(), 0, 2).await;
+    assert_credited_exactly(&env, 2).await;
+    assert!(
+        orders
+            .terminate(std::time::Duration::from_secs(15))
+            .await
+            .success()
+    );
+    // As after a restore into another cluster: the memory came along, and
+    // the slot's positions belong to another server's WAL.
+    let db = env.orders_db().await;
+    sqlx::query("UPDATE cdc_slots SET system_identifier = system_identifier + 1")
+        .execute(&db)
+        .await
+        .unwrap();
+
+    let refused = env
+        .try_start_order_service("cdc", None, &[("RUST_LIB_BACKTRACE", "0")])
+        .await
+        .err()
+        .expect("order-service refuses to start with a slot from another server");
+    let refused = format!("{refused:#}");
+    assert!(refused.contains("another PostgreSQL server"), "{refused}");
+    assert!(refused.contains("order-events cdc resync"), "{refused}");
+
+    let outcome = resync(&env).await;
+    assert_eq!(outcome["republished"], 0);
+    assert_eq!(outcome["already_in_stream"], 2);
+    let restarted = env.order_service("cdc").await;
+    place_many(&env, restarted.url(), 2, 3).await;
+    assert_credited_exactly(&env, 3).await;
+    assert_eq!(count(&db, "cdc_slots").await, 1);
+}
