@@ -9,12 +9,14 @@
 //! - [`slot`]: the slot, remembered in order-service's database and checked
 //!   against that memory at start-up; status, heartbeats, drain markers.
 //! - [`publication`]: the publication, checked (and repaired) at start-up.
+//! - `dead_letter`: rows that form no event, filed with the reason and counted.
 //! - [`retire`]: draining a slot a switch leaves behind, then dropping it.
 //! - [`pgoutput`]: the Relation and Insert messages, decoded.
 //!
 //! The replication protocol itself comes from `pgwire-replication`, a young
 //! crate pinned exactly and used in [`reader`] only.
 
+mod dead_letter;
 pub mod pgoutput;
 pub mod publication;
 pub mod reader;

@@ -31,11 +31,11 @@ use pgwire_replication::{
 };
 use service_kit::crash::crash_point;
 use shared_events::Names;
-use shared_events::jetstream::{self, DeadLetter, PublishError};
+use shared_events::jetstream::{self, PublishError};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use super::{Capture, Rejected, pgoutput, publication, slot};
+use super::{Capture, pgoutput, publication, slot};
 
 /// How a reader is set up.
 #[derive(Debug, Clone)]
@@ -55,9 +55,6 @@ pub struct CdcSettings {
     /// Where events and dead letters go.
     pub names: Names,
 }
-
-/// The consumer name dead letters of change capture are filed under.
-const DEAD_LETTER_CONSUMER: &str = "order-service-cdc";
 
 /// How often a standby asks for the slot again.
 const STANDBY_POLL: Duration = Duration::from_millis(500);
@@ -91,7 +88,7 @@ fn classify(error: PgWireError) -> SessionError {
 
 pub struct Reader<C> {
     pub(super) pool: PgPool,
-    jetstream: async_nats::jetstream::Context,
+    pub(super) jetstream: async_nats::jetstream::Context,
     pub(super) settings: CdcSettings,
     capture: C,
 }
@@ -275,32 +272,6 @@ impl<C: Capture> Reader<C> {
             confirmed = Some(lsn);
         }
         Ok((confirmed, marker.is_some()))
-    }
-
-    /// Files rows that cannot form an event in the dead-letter stream (one
-    /// letter per transaction, its id derived from the commit position so a
-    /// replay files it once) and counts them.
-    async fn dead_letter(&self, rejected: Rejected, end_lsn: Lsn) -> Result<(), PublishError> {
-        let subject = self.settings.names.order_placed_subject();
-        let letter = DeadLetter {
-            consumer: DEAD_LETTER_CONSUMER,
-            reason: &rejected.reason,
-            original_subject: &subject,
-            original_stream_sequence: end_lsn.as_u64(),
-        };
-        jetstream::publish_dead_letter(
-            &self.jetstream,
-            &self.settings.names,
-            &letter,
-            rejected.payload,
-        )
-        .await?;
-        tracing::error!(slot = %self.settings.slot, lsn = %end_lsn, reason = %rejected.reason, "captured rows dead-lettered");
-        for (table, rows) in rejected.rows {
-            metrics::counter!("cdc_dead_lettered_rows_total", "slot" => self.settings.label, "table" => table)
-                .increment(rows);
-        }
-        Ok(())
     }
 
     fn change(&mut self, data: &[u8]) -> Result<(), SessionError> {
