@@ -185,3 +185,43 @@ async fn orders_the_cdc_relay_had_not_confirmed_are_published_after_switching_to
 async fn orders_cdc_mode_had_not_confirmed_are_published_after_switching_to_outbox() {
     orders_held_by_the_slot_are_published_after_switching("switch_cdc_to_outbox", "cdc", &[]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switch_while_the_old_mode_still_streams_its_slot_is_refused_and_drops_nothing() {
+    let env = TestEnv::new("switch_while_cdc_runs").await;
+    let _rewards = env.rewards_service().await;
+    let cdc = env.order_service("cdc").await;
+    let db = env.orders_db().await;
+    eventually("the cdc reader to hold its slot", CONVERGE, || async {
+        sqlx::query_scalar::<_, bool>(
+            "SELECT active FROM pg_replication_slots WHERE database = current_database()",
+        )
+        .fetch_optional(&db)
+        .await
+        .ok()
+        .flatten()
+        .filter(|active| *active)
+    })
+    .await;
+
+    // Draining needs the slot, and the running cdc instance holds it.
+    let refused = env
+        .try_start_order_service(
+            "outbox",
+            None,
+            &[("STARTUP_TIMEOUT", "2s"), ("RUST_LIB_BACKTRACE", "0")],
+        )
+        .await
+        .err()
+        .expect("the switch is refused while the old mode runs");
+    let refused = format!("{refused:#}");
+    assert!(
+        refused.contains("another session holds replication slot"),
+        "{refused}"
+    );
+
+    // Nothing was dropped or forgotten: the cdc instance goes on.
+    assert_eq!((slots(&db).await, count(&db, "cdc_slots").await), (1, 1));
+    place_ok(&env.http, cdc.url(), &order("abe", &[("SKU-1", 1, 900)])).await;
+    assert_credited_exactly(&env, 1).await;
+}
