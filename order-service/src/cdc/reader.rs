@@ -72,13 +72,23 @@ pub(super) enum SessionError {
     Fatal(anyhow::Error),
 }
 
-fn classify(error: PgWireError) -> SessionError {
+fn classify(slot_name: &str, error: PgWireError) -> SessionError {
     let text = error.to_string();
     if text.contains("55006") || text.contains("is active for PID") {
         SessionError::SlotBusy
+    } else if text.contains("does not exist") && text.contains("publication") {
+        // The slot decodes with the catalog as of each change, so a
+        // publication recreated later does not help it past this point.
+        SessionError::Fatal(anyhow::anyhow!(
+            "the publication of replication slot {slot_name} vanished ({text}); the slot \
+             cannot decode past that point. Recover: stop every order-service, drop the slot \
+             (SELECT pg_drop_replication_slot('{slot_name}')), run `{}`, then start \
+             order-service again",
+            slot::RESYNC_COMMAND
+        ))
     } else if text.contains("does not exist") {
         SessionError::Fatal(slot::resync_needed(
-            "or publication",
+            slot_name,
             &format!("vanished while order-service was streaming it ({text})"),
         ))
     } else {
@@ -181,6 +191,8 @@ impl<C: Capture> Reader<C> {
         until: Option<&str>,
     ) -> Result<bool, SessionError> {
         let config = replication_config(&self.settings).map_err(SessionError::Fatal)?;
+        let slot_name = self.settings.slot.clone();
+        let classify = |e| classify(&slot_name, e);
         let mut client = ReplicationClient::connect(config).await.map_err(classify)?;
         client.wait_started().await.map_err(classify)?;
         tracing::info!(slot = %self.settings.slot, "CDC reader streaming");
@@ -211,6 +223,8 @@ impl<C: Capture> Reader<C> {
         until: Option<&str>,
     ) -> Result<(Option<Lsn>, bool), SessionError> {
         let retry = |e: PublishError| SessionError::Retry(e.into());
+        let slot_name = self.settings.slot.clone();
+        let classify = |e| classify(&slot_name, e);
         let mut in_flight: FuturesOrdered<InFlight> = FuturesOrdered::new();
         let mut in_transaction = false;
         let mut confirmed = None;
