@@ -201,3 +201,22 @@ pub async fn assert_credited_exactly(env: &TestEnv, n: i64) {
     env.wait_until_consumed_by("rewards").await;
     assert_eq!(check_ledger(env).await, LedgerCheck::exact(n));
 }
+
+/// What one order-service instance says it published (`events_published_total`
+/// on its `/metrics`, summed over sources), duplicates included: double
+/// publishing shows here even when the broker's duplicate window hid it.
+pub async fn published_by(http: &reqwest::Client, base_url: &str) -> u64 {
+    let text = http
+        .get(format!("{base_url}/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("a metrics body");
+    text.lines()
+        .filter(|line| line.starts_with("events_published_total"))
+        .filter_map(|line| line.rsplit_once(' '))
+        .map(|(_, value)| value.parse::<f64>().expect("a metric value") as u64)
+        .sum()
+}

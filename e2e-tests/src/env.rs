@@ -206,6 +206,19 @@ impl TestEnv {
         failpoints: Option<&str>,
         extra: &[(&str, &str)],
     ) -> Service {
+        self.try_start_order_service(mode, failpoints, extra)
+            .await
+            .expect("starting order-service")
+    }
+
+    /// Like [`TestEnv::start_order_service`], for a start that may be
+    /// refused: the error carries the service's last log lines.
+    pub async fn try_start_order_service(
+        &self,
+        mode: &str,
+        failpoints: Option<&str>,
+        extra: &[(&str, &str)],
+    ) -> anyhow::Result<Service> {
         let mut env = self.common_env(&self.orders_url, failpoints);
         env.push(("CDC_HEARTBEAT_INTERVAL".to_owned(), "200ms".to_owned()));
         env.push(("ORDER_MODE".to_owned(), mode.to_owned()));
@@ -224,7 +237,6 @@ impl TestEnv {
             &self.log,
         )
         .await
-        .expect("starting order-service")
     }
 
     /// Starts rewards-service.
@@ -277,6 +289,11 @@ impl TestEnv {
             .await
             .expect("creating a database");
         format!("{admin_url}/{name}")
+    }
+
+    /// order-service's database URL (for operator commands).
+    pub fn orders_url(&self) -> &str {
+        &self.orders_url
     }
 
     /// A pool on order-service's database.

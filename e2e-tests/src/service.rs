@@ -93,7 +93,7 @@ impl Service {
             log.clone(),
             Some(address_tx),
         );
-        forward(
+        let stderr_forwarded = forward(
             child.stderr.take().expect("piped"),
             label.clone(),
             log.clone(),
@@ -105,6 +105,8 @@ impl Service {
             Ok(Ok(address)) => address,
             Ok(Err(_)) => {
                 let status = child.wait().await?;
+                // The error a refused start prints comes last, on stderr.
+                let _ = tokio::time::timeout(Duration::from_secs(5), stderr_forwarded).await;
                 bail!(
                     "{label} exited ({status}) before listening:\n{}",
                     log.tail(40).join("\n")
@@ -174,7 +176,7 @@ fn forward(
     label: String,
     log: Log,
     mut address: Option<oneshot::Sender<String>>,
-) {
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut lines = BufReader::new(stream).lines();
         while let Ok(Some(line)) = lines.next_line().await {
@@ -186,5 +188,5 @@ fn forward(
             }
             log.push(format!("[{label}] {line}"));
         }
-    });
+    })
 }

@@ -8,11 +8,15 @@
 //! `order-events dlq list | redrive [--id ID]`: the dead-lettered events, and
 //! sending them back to their consumers once the cause is fixed.
 //!
+//! `order-events cdc resync`: after a replication slot was lost, re-publish
+//! the orders the stream does not hold, then let order-service make a new slot.
+//!
 //! Exit status: 0 consistent (or fully repaired, or done), 1 inconsistent,
 //! 2 error.
 
 mod audit;
 mod dlq;
+mod resync;
 
 use std::process::ExitCode;
 
@@ -30,6 +34,9 @@ enum Command {
     /// Compare orders with credits: orders without a credit, orders credited
     /// more than once, credits with the wrong points, credits without an order.
     Audit(AuditArgs),
+    /// Change data capture operations.
+    #[command(subcommand)]
+    Cdc(CdcCommand),
     /// What the consumers dead-lettered, and sending it back after a fix.
     Dlq {
         #[command(subcommand)]
@@ -68,6 +75,13 @@ pub struct DlqArgs {
     /// Prefix of stream and subject names, as the services use it.
     #[arg(long, env = "EVENTS_PREFIX", default_value = "", global = true)]
     events_prefix: String,
+}
+
+#[derive(Subcommand)]
+enum CdcCommand {
+    /// After a replication slot was lost: re-publish OrderPlaced for the orders
+    /// committed since the last one the stream holds, then forget the slot.
+    Resync(resync::ResyncArgs),
 }
 
 #[derive(Args)]
@@ -109,6 +123,7 @@ async fn main() -> ExitCode {
             DlqCommand::List { json } => dlq::list(&args, json).await,
             DlqCommand::Redrive { id } => dlq::redrive(&args, id).await,
         },
+        Command::Cdc(CdcCommand::Resync(args)) => resync::run(&args).await,
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

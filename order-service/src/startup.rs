@@ -63,6 +63,7 @@ impl Application {
             publish_timeout: config.publish_timeout,
             consumer_ack_wait: config.consumer_ack_wait,
             consumer_max_deliver: config.consumer_max_deliver,
+            startup_deadline: deadline,
         };
         let (pattern, worker) = Pattern::new(config.mode, deps, workers).await?;
 

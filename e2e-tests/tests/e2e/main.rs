@@ -12,3 +12,4 @@ mod outbox;
 mod poison;
 mod self_read;
 mod self_read_adversity;
+mod switching;

@@ -6,14 +6,21 @@
 //! - [`reader`]: streams a slot with the built-in `pgoutput` plugin, turns
 //!   committed transactions into events through a [`Capture`], publishes
 //!   them, and confirms the slot position only after every PubAck.
-//! - [`slot`]: publication and slot set-up, status, heartbeats.
+//! - [`slot`]: the slot, remembered in order-service's database and checked
+//!   against that memory at start-up; status, heartbeats, drain markers.
+//! - [`publication`]: the publication, checked (and repaired) at start-up.
+//! - `dead_letter`: rows that form no event, filed with the reason and counted.
+//! - [`retire`]: draining a slot a switch leaves behind, then dropping it.
 //! - [`pgoutput`]: the Relation and Insert messages, decoded.
 //!
 //! The replication protocol itself comes from `pgwire-replication`, a young
 //! crate pinned exactly and used in [`reader`] only.
 
+mod dead_letter;
 pub mod pgoutput;
+pub mod publication;
 pub mod reader;
+pub mod retire;
 pub mod slot;
 
 use std::collections::HashMap;
@@ -31,6 +38,16 @@ pub struct Outgoing {
     pub payload: Vec<u8>,
 }
 
+/// Captured rows that cannot form an event: they go to the dead-letter
+/// stream with the reason, and are counted per table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    pub reason: String,
+    pub payload: Vec<u8>,
+    /// Rows per table.
+    pub rows: Vec<(&'static str, u64)>,
+}
+
 /// What one pattern makes of the rows its publication captures.
 pub trait Capture: Send + 'static {
     /// The tables the publication covers.
@@ -41,6 +58,10 @@ pub trait Capture: Send + 'static {
     fn insert(&mut self, relation_id: u32, values: Vec<Option<String>>) -> anyhow::Result<()>;
     /// The open transaction committed: its events, in order.
     fn commit(&mut self) -> anyhow::Result<Vec<Outgoing>>;
+    /// Rows of the transaction just committed that could not form an event.
+    fn rejected(&mut self) -> Option<Rejected> {
+        None
+    }
     /// Forget a transaction that will be replayed (the session ended).
     fn reset(&mut self);
 }

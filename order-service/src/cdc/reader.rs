@@ -11,7 +11,11 @@
 //!   instance gets SQLSTATE 55006 and waits as a standby, retrying until the
 //!   active reader dies.
 //! - A slot whose WAL was removed (`wal_status = 'lost'`) or that vanished
-//!   stops the reader with an error: capturing on would silently skip orders.
+//!   stops the reader with an error naming the resync command: capturing on
+//!   would silently skip orders.
+//! - Rows that cannot form an event (order lines without their order in the
+//!   same transaction) are dead-lettered with the reason and counted, never
+//!   dropped silently.
 //! - Shutdown drains the acks in flight, confirms, and waits until that
 //!   position reached the server before closing the session.
 
@@ -26,11 +30,12 @@ use pgwire_replication::{
     Lsn, PgWireError, ReplicationClient, ReplicationConfig, ReplicationEvent,
 };
 use service_kit::crash::crash_point;
+use shared_events::Names;
 use shared_events::jetstream::{self, PublishError};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use super::{Capture, pgoutput, slot};
+use super::{Capture, pgoutput, publication, slot};
 
 /// How a reader is set up.
 #[derive(Debug, Clone)]
@@ -45,8 +50,10 @@ pub struct CdcSettings {
     pub max_in_flight: usize,
     /// Crash point between the PubAcks and the confirmation.
     pub crash_point: &'static str,
-    /// Label of the reader's metrics: `orders` or `outbox`.
+    /// Label of the reader's metrics (`orders` or `outbox`), remembered with the slot.
     pub label: &'static str,
+    /// Where events and dead letters go.
+    pub names: Names,
 }
 
 /// How often a standby asks for the slot again.
@@ -56,7 +63,7 @@ const STATUS_INTERVAL: Duration = Duration::from_millis(200);
 
 type InFlight = Pin<Box<dyn Future<Output = Result<Lsn, PublishError>> + Send>>;
 
-enum SessionError {
+pub(super) enum SessionError {
     /// Another session holds the slot (SQLSTATE 55006): stand by.
     SlotBusy,
     /// Reconnect after a pause.
@@ -65,14 +72,24 @@ enum SessionError {
     Fatal(anyhow::Error),
 }
 
-fn classify(error: PgWireError) -> SessionError {
+fn classify(slot_name: &str, error: PgWireError) -> SessionError {
     let text = error.to_string();
     if text.contains("55006") || text.contains("is active for PID") {
         SessionError::SlotBusy
-    } else if text.contains("does not exist") {
+    } else if text.contains("does not exist") && text.contains("publication") {
+        // The slot decodes with the catalog as of each change, so a
+        // publication recreated later does not help it past this point.
         SessionError::Fatal(anyhow::anyhow!(
-            "the replication slot or publication vanished ({text}); \
-             restart order-service to recreate it, then re-publish what was missed"
+            "the publication of replication slot {slot_name} vanished ({text}); the slot \
+             cannot decode past that point. Recover: stop every order-service, drop the slot \
+             (SELECT pg_drop_replication_slot('{slot_name}')), run `{}`, then start \
+             order-service again",
+            slot::RESYNC_COMMAND
+        ))
+    } else if text.contains("does not exist") {
+        SessionError::Fatal(slot::resync_needed(
+            slot_name,
+            &format!("vanished while order-service was streaming it ({text})"),
         ))
     } else {
         SessionError::Retry(error.into())
@@ -80,14 +97,15 @@ fn classify(error: PgWireError) -> SessionError {
 }
 
 pub struct Reader<C> {
-    pool: PgPool,
-    jetstream: async_nats::jetstream::Context,
-    settings: CdcSettings,
+    pub(super) pool: PgPool,
+    pub(super) jetstream: async_nats::jetstream::Context,
+    pub(super) settings: CdcSettings,
     capture: C,
 }
 
 impl<C: Capture> Reader<C> {
-    /// Creates the publication and the slot if needed. Call it before any
+    /// Checks (and repairs) the publication, and creates and remembers the
+    /// slot, or checks the remembered one is intact. Call it before any
     /// write that must be captured: a slot sees only what comes after it.
     pub async fn prepare(
         pool: PgPool,
@@ -95,14 +113,25 @@ impl<C: Capture> Reader<C> {
         settings: CdcSettings,
         capture: C,
     ) -> anyhow::Result<Self> {
-        slot::ensure_publication(&pool, &settings.publication, capture.tables()).await?;
-        slot::ensure_slot(&pool, &settings.slot).await?;
-        Ok(Self {
+        publication::ensure(&pool, &settings.publication, capture.tables()).await?;
+        slot::ensure_remembered(&pool, &settings.slot, settings.label, &settings.publication)
+            .await?;
+        Ok(Self::new(pool, jetstream, settings, capture))
+    }
+
+    /// A reader of an existing slot, with no set-up (to drain it).
+    pub fn new(
+        pool: PgPool,
+        jetstream: async_nats::jetstream::Context,
+        settings: CdcSettings,
+        capture: C,
+    ) -> Self {
+        Self {
             pool,
             jetstream,
             settings,
             capture,
-        })
+        }
     }
 
     /// Captures until `shutdown` is cancelled. Returns an error only when
@@ -118,14 +147,14 @@ impl<C: Capture> Reader<C> {
                 tracing::info!(slot = %self.settings.slot, "CDC reader stopped");
                 return Ok(());
             }
-            let session = self.session(&shutdown);
+            let session = self.session(&shutdown, None);
             let outcome = tokio::select! {
                 biased;
                 lost = &mut watch => return lost,
                 outcome = session => outcome,
             };
             let wait = match outcome {
-                Ok(()) => {
+                Ok(_) => {
                     pause = Duration::from_millis(100);
                     continue;
                 }
@@ -154,20 +183,28 @@ impl<C: Capture> Reader<C> {
         }
     }
 
-    async fn session(&mut self, shutdown: &CancellationToken) -> Result<(), SessionError> {
+    /// One replication session, until shutdown, an error, or (with `until`)
+    /// the drain marker carrying that token; true when the marker was reached.
+    pub(super) async fn session(
+        &mut self,
+        shutdown: &CancellationToken,
+        until: Option<&str>,
+    ) -> Result<bool, SessionError> {
         let config = replication_config(&self.settings).map_err(SessionError::Fatal)?;
+        let slot_name = self.settings.slot.clone();
+        let classify = |e| classify(&slot_name, e);
         let mut client = ReplicationClient::connect(config).await.map_err(classify)?;
         client.wait_started().await.map_err(classify)?;
         tracing::info!(slot = %self.settings.slot, "CDC reader streaming");
         let active = metrics::gauge!("cdc_reader_active", "slot" => self.settings.label);
         active.set(1.0);
         self.capture.reset();
-        let streamed = self.stream(&mut client, shutdown).await;
+        let streamed = self.stream(&mut client, shutdown, until).await;
         active.set(0.0);
         match streamed {
-            Ok(confirmed) => {
+            Ok((confirmed, reached)) => {
                 finish(&mut client, confirmed).await;
-                Ok(())
+                Ok(reached)
             }
             Err(error) => {
                 client.abort();
@@ -176,17 +213,22 @@ impl<C: Capture> Reader<C> {
         }
     }
 
-    /// Streams until shutdown (then drains what is in flight) or an error.
-    /// Returns the last position confirmed.
+    /// Streams until shutdown or the drain marker `until` (then drains what
+    /// is in flight) or an error. Returns the last position confirmed, and
+    /// whether the marker was reached.
     async fn stream(
         &mut self,
         client: &mut ReplicationClient,
         shutdown: &CancellationToken,
-    ) -> Result<Option<Lsn>, SessionError> {
+        until: Option<&str>,
+    ) -> Result<(Option<Lsn>, bool), SessionError> {
         let retry = |e: PublishError| SessionError::Retry(e.into());
+        let slot_name = self.settings.slot.clone();
+        let classify = |e| classify(&slot_name, e);
         let mut in_flight: FuturesOrdered<InFlight> = FuturesOrdered::new();
         let mut in_transaction = false;
         let mut confirmed = None;
+        let mut marker = None;
         loop {
             tokio::select! {
                 biased;
@@ -208,13 +250,26 @@ impl<C: Capture> Reader<C> {
                         ReplicationEvent::Commit { end_lsn, .. } => {
                             in_transaction = false;
                             let events = self.capture.commit().map_err(SessionError::Fatal)?;
+                            if let Some(rejected) = self.capture.rejected() {
+                                self.dead_letter(rejected, end_lsn).await.map_err(retry)?;
+                            }
                             in_flight.push_back(self.publish(events, end_lsn).await.map_err(retry)?);
                         }
                         ReplicationEvent::KeepAlive { wal_end, .. } if idle => {
                             client.update_applied_lsn(wal_end);
                         }
-                        ReplicationEvent::Message { transactional: false, lsn, .. } if idle => {
-                            client.update_applied_lsn(lsn);
+                        ReplicationEvent::Message { transactional: false, lsn, prefix, content } => {
+                            // Every transaction that committed before the
+                            // marker streamed before it.
+                            if until.is_some_and(|token| {
+                                prefix == slot::DRAIN_MARKER && content.as_ref() == token.as_bytes()
+                            }) {
+                                marker = Some(lsn);
+                                break;
+                            }
+                            if idle {
+                                client.update_applied_lsn(lsn);
+                            }
                         }
                         _ => {}
                     }
@@ -226,7 +281,11 @@ impl<C: Capture> Reader<C> {
             client.update_applied_lsn(lsn);
             confirmed = Some(lsn);
         }
-        Ok(confirmed)
+        if let Some(lsn) = marker {
+            client.update_applied_lsn(lsn);
+            confirmed = Some(lsn);
+        }
+        Ok((confirmed, marker.is_some()))
     }
 
     fn change(&mut self, data: &[u8]) -> Result<(), SessionError> {
@@ -318,11 +377,12 @@ async fn watch_slot(
                 retained.set(status.retained_bytes.unwrap_or(0) as f64);
                 lag.set(status.confirmed_lag_bytes.unwrap_or(0) as f64);
             }
-            Ok(None) => anyhow::bail!(
-                "replication slot {} vanished; restart order-service to recreate it, \
-                 then re-publish what was missed",
-                settings.slot
-            ),
+            Ok(None) => {
+                return Err(slot::resync_needed(
+                    &settings.slot,
+                    "vanished while order-service was streaming it",
+                ));
+            }
             Err(error) => tracing::debug!(%error, "reading the slot status failed"),
         }
     }

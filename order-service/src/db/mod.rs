@@ -1,10 +1,14 @@
 //! All of order-service's SQL. Functions take a connection or a transaction,
 //! so the caller owns the transaction boundary.
 
+pub mod cdc_slots;
 #[cfg(any(feature = "outbox", feature = "cdc", feature = "dual-write"))]
 pub mod idempotency;
 #[cfg(feature = "self-read")]
 pub mod inbox;
+#[cfg(not(feature = "outbox"))]
+pub mod leftovers;
 pub mod orders;
 #[cfg(feature = "outbox")]
 pub mod outbox;
+pub mod replay;

@@ -9,6 +9,9 @@
 //! | `cdc` | order, nothing else | the CDC reader, from the WAL of `orders` |
 //! | `self-read` | publish, await the PubAck, answer 202 | the request itself; the projector writes the order from its own event |
 //! | `dual-write` | order, COMMIT, then publish | the request itself; a crash in between loses the event |
+//!
+//! Whatever the mode, [`switch`] first publishes what an earlier mode or relay
+//! left behind (outbox rows, a slot's unconfirmed changes) before serving.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -40,6 +43,8 @@ pub mod outbox;
 pub mod self_read;
 #[cfg(any(feature = "outbox", feature = "cdc", feature = "dual-write"))]
 mod store;
+// (cdc-safety) Publishes what an earlier mode or relay left behind.
+mod switch;
 
 /// How order-service turns an order into an event; chosen at start-up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -100,6 +105,8 @@ pub struct WorkerSettings {
     pub cdc_slot: Option<String>,
     pub cdc_heartbeat_interval: Duration,
     pub cdc_max_in_flight: usize,
+    /// (cdc-safety) When start-up gives up, draining what a switch left included.
+    pub startup_deadline: tokio::time::Instant,
 }
 
 /// An order to place, with the client's idempotency key if it sent one.
@@ -194,13 +201,14 @@ pub enum Pattern {
 
 impl Pattern {
     /// Builds the pattern and its worker, and does what must precede the
-    /// first order (for CDC: creating the publication and the slot).
+    /// first order: publishing what an earlier mode or relay left behind
+    /// (see [`switch`]), and for CDC checking the publication and the slot.
     pub async fn new(
         mode: Mode,
         deps: Deps,
         settings: WorkerSettings,
     ) -> anyhow::Result<(Self, Option<Worker>)> {
-        let _ = (&deps, &settings);
+        switch::before_serving(mode, &deps, &settings).await?;
         match mode {
             #[cfg(feature = "outbox")]
             Mode::Outbox => {
@@ -293,6 +301,7 @@ async fn cdc_settings(
         max_in_flight: settings.cdc_max_in_flight,
         crash_point: "cdc_before_confirm",
         label: suffix,
+        names: deps.names.clone(),
     })
 }
 

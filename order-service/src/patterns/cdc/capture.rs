@@ -1,13 +1,20 @@
 //! Rows of `orders` and `order_lines` to `OrderPlaced` v1.
+//!
+//! An order and its lines are written in one transaction, so a transaction's
+//! rows form whole events. Rows that do not — lines whose order is not in the
+//! same transaction, an order without lines (a publication that lacks
+//! `order_lines` streams exactly that) — are rejected: dead-lettered and
+//! counted by the reader, never published half or dropped silently.
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
+use serde_json::json;
 use shared_events::Envelope;
 use uuid::Uuid;
 
 use crate::cdc::pgoutput::Relation;
-use crate::cdc::{Capture, Outgoing, Shapes};
+use crate::cdc::{Capture, Outgoing, Rejected, Shapes};
 use crate::domain::{Order, OrderLine};
 use shared_events::placed_event_id as event_id;
 
@@ -29,6 +36,7 @@ pub struct OrdersCapture {
     shapes: Shapes,
     orders: Vec<Order>,
     lines: HashMap<Uuid, Vec<(i32, OrderLine)>>,
+    rejected: Option<Rejected>,
 }
 
 impl OrdersCapture {
@@ -38,6 +46,7 @@ impl OrdersCapture {
             shapes: Shapes::default(),
             orders: Vec::new(),
             lines: HashMap::new(),
+            rejected: None,
         }
     }
 }
@@ -84,27 +93,82 @@ impl Capture for OrdersCapture {
 
     fn commit(&mut self) -> anyhow::Result<Vec<Outgoing>> {
         let mut lines = std::mem::take(&mut self.lines);
-        std::mem::take(&mut self.orders)
-            .into_iter()
-            .map(|mut order| {
-                let mut numbered = lines.remove(&order.id).unwrap_or_default();
-                numbered.sort_by_key(|(line_no, _)| *line_no);
-                order.lines = numbered.into_iter().map(|(_, line)| line).collect();
-                let event =
-                    Envelope::new(event_id(order.id), order.created_at, order.placed_event());
-                Ok(Outgoing {
-                    subject: self.subject.clone(),
-                    event_id: event.event_id,
-                    payload: event.to_bytes(),
-                })
-            })
-            .collect()
+        let mut events = Vec::new();
+        let mut without_lines = Vec::new();
+        for mut order in std::mem::take(&mut self.orders) {
+            let mut numbered = lines.remove(&order.id).unwrap_or_default();
+            if numbered.is_empty() {
+                without_lines.push(order);
+                continue;
+            }
+            numbered.sort_by_key(|(line_no, _)| *line_no);
+            order.lines = numbered.into_iter().map(|(_, line)| line).collect();
+            let event = Envelope::new(event_id(order.id), order.created_at, order.placed_event());
+            events.push(Outgoing {
+                subject: self.subject.clone(),
+                event_id: event.event_id,
+                payload: event.to_bytes(),
+            });
+        }
+        self.rejected = reject(without_lines, lines);
+        Ok(events)
+    }
+
+    fn rejected(&mut self) -> Option<Rejected> {
+        self.rejected.take()
     }
 
     fn reset(&mut self) {
         self.orders.clear();
         self.lines.clear();
+        self.rejected = None;
     }
+}
+
+/// The rows of a transaction that formed no event, if any.
+fn reject(
+    without_lines: Vec<Order>,
+    orphans: HashMap<Uuid, Vec<(i32, OrderLine)>>,
+) -> Option<Rejected> {
+    if without_lines.is_empty() && orphans.is_empty() {
+        return None;
+    }
+    let mut reasons = Vec::new();
+    let mut rows = Vec::new();
+    if !without_lines.is_empty() {
+        reasons.push(format!(
+            "{} order(s) without lines in their transaction (does the publication include order_lines?)",
+            without_lines.len()
+        ));
+        rows.push(("orders", without_lines.len() as u64));
+    }
+    let orphan_lines: Vec<_> = orphans
+        .into_iter()
+        .flat_map(|(order_id, lines)| {
+            lines.into_iter().map(move |(line_no, line)| {
+                json!({
+                    "order_id": order_id, "line_no": line_no, "sku": line.sku,
+                    "quantity": line.quantity, "unit_price_minor": line.unit_price_minor,
+                })
+            })
+        })
+        .collect();
+    if !orphan_lines.is_empty() {
+        reasons.push(format!(
+            "{} order line(s) without their order in the same transaction",
+            orphan_lines.len()
+        ));
+        rows.push(("order_lines", orphan_lines.len() as u64));
+    }
+    let payload = json!({
+        "orders_without_lines": without_lines,
+        "lines_without_order": orphan_lines,
+    });
+    Some(Rejected {
+        reason: reasons.join("; "),
+        payload: payload.to_string().into_bytes(),
+        rows,
+    })
 }
 
 #[cfg(test)]
@@ -166,6 +230,47 @@ mod tests {
             "2026-11-27T05:13:41.442834+00:00"
         );
         assert!(capture.commit().unwrap().is_empty());
+        assert_eq!(capture.rejected(), None);
+    }
+
+    #[test]
+    fn lines_without_their_order_and_an_order_without_lines_are_rejected() {
+        let mut capture = OrdersCapture::new("orders.placed".into());
+        capture
+            .relation(&relation(1, "orders", KNOWN[0].1))
+            .unwrap();
+        capture
+            .relation(&relation(2, "order_lines", KNOWN[1].1))
+            .unwrap();
+        let (lonely_order, elsewhere) = (Uuid::now_v7(), Uuid::now_v7());
+        capture
+            .insert(
+                1,
+                text(&[
+                    &lonely_order.to_string(),
+                    "bo",
+                    "EUR",
+                    "100",
+                    "2026-11-27 05:13:41+00",
+                ]),
+            )
+            .unwrap();
+        for line_no in ["1", "2"] {
+            capture
+                .insert(2, text(&[&elsewhere.to_string(), line_no, "A", "1", "50"]))
+                .unwrap();
+        }
+
+        assert!(capture.commit().unwrap().is_empty());
+        let rejected = capture.rejected().expect("rejected rows");
+        assert_eq!(rejected.rows, [("orders", 1), ("order_lines", 2)]);
+        let payload: serde_json::Value = serde_json::from_slice(&rejected.payload).unwrap();
+        assert_eq!(
+            payload["orders_without_lines"][0]["id"],
+            lonely_order.to_string()
+        );
+        assert_eq!(payload["lines_without_order"].as_array().unwrap().len(), 2);
+        assert_eq!(capture.rejected(), None);
     }
 
     #[test]

@@ -12,8 +12,14 @@
 //! again. Its event id derives from the order id, so a replay is the same
 //! event — dropped by the broker's duplicate window, and for good by the
 //! consumer's ledger. Failure modes: an idle slot retaining WAL (prevented by
-//! heartbeats), a lost slot (the reader stops loudly), a changed table shape
-//! (the reader stops loudly until the mapping is updated).
+//! heartbeats); a slot that vanished or was lost (a failover, a restore, a
+//! manual drop, `max_slot_wal_keep_size`): the slot is remembered in the
+//! database, so start-up refuses instead of silently making a new one that
+//! skips unconfirmed orders, and names `order-events cdc resync`; a publication
+//! without `order_lines` (repaired at start-up); rows that form no event (lines
+//! without their order: dead-lettered and counted); a changed table shape (the
+//! reader stops loudly until the mapping is updated). Leaving cdc mode drains
+//! the slot before dropping it (see `patterns::switch`).
 
 mod capture;
 

@@ -14,6 +14,11 @@
 //! With `--outbox-relay cdc` ([`cdc_relay`]) the row is deleted in the same
 //! transaction and the CDC reader publishes it from the WAL instead: lower
 //! latency, no table to clean, the guarantees of the `cdc` mode.
+//!
+//! Switching the relay strands nothing: every start first publishes the rows
+//! left in the table with the polling relay's step ([`relay::Relay::drain`]),
+//! and switching back to polling drains the CDC relay's slot before dropping
+//! it (see `patterns::switch`).
 
 #[cfg(feature = "cdc")]
 pub mod cdc_relay;

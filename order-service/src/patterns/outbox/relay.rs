@@ -7,10 +7,12 @@ use std::time::Duration;
 use anyhow::Context as _;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::db;
 use service_kit::crash::crash_point;
+use service_kit::startup::retry_until;
 use shared_events::jetstream;
 
 /// The channel the outbox trigger notifies at COMMIT.
@@ -92,6 +94,24 @@ impl Relay {
             .increment(rows.len() as u64);
         metrics::counter!("events_publish_duplicates_total").increment(duplicates);
         Ok(Step::Published(rows.len()))
+    }
+
+    /// Publishes every row waiting in the outbox, one step at a time until
+    /// the outbox is empty, retrying a failed step until `deadline`; returns
+    /// how many rows it published. Runs at start-up, before any order is
+    /// served, so a switch of mode or relay strands nothing in the table.
+    pub async fn drain(&self, deadline: Instant) -> anyhow::Result<usize> {
+        let mut published = 0;
+        loop {
+            let step = retry_until(deadline, "publishing the rows left in the outbox", || {
+                self.relay_next_batch()
+            })
+            .await?;
+            match step {
+                Step::Published(n) => published += n,
+                Step::Empty => return Ok(published),
+            }
+        }
     }
 
     /// Relays until `shutdown` is cancelled. A batch in hand is finished (its

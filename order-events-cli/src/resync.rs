@@ -1,0 +1,297 @@
+//! `order-events cdc resync`: the recovery after a replication slot was lost
+//! (a failover to a standby, a restore, a manual drop, WAL removed under it).
+//!
+//! order-service refuses to capture with such a slot, because a new one would
+//! skip every order the old one had not confirmed. This command re-publishes
+//! `OrderPlaced` for the orders committed since the last one the stream holds
+//! — only those the stream does not hold, read back from the stream itself —
+//! with the event id derived from the order (the id change capture gives it),
+//! so running it twice, or alongside a reader, publishes nothing twice and
+//! credits nothing twice. Then it forgets the unusable slots (dropping a lost
+//! one), which lets order-service create a new slot at its next start.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
+use async_nats::jetstream::stream::LastRawMessageErrorKind;
+use chrono::{DateTime, Utc};
+use clap::Args;
+use futures::StreamExt as _;
+use order_service::cdc::slot;
+use order_service::db::{cdc_slots, replay};
+use serde::Serialize;
+use shared_events::{Envelope, Names, OrderPlaced, placed_event_id};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// Orders read, and stream messages fetched, per round trip.
+const PAGE: i64 = 500;
+
+#[derive(Args)]
+pub struct ResyncArgs {
+    /// order-service's database.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: String,
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    nats_url: String,
+    /// Prefix of stream and subject names, as order-service uses it.
+    #[arg(long, env = "EVENTS_PREFIX", default_value = "")]
+    events_prefix: String,
+    /// Re-publish orders created at or after this time (RFC 3339, e.g.
+    /// 2026-11-27T09:00:00Z). Default: the time of the last OrderPlaced the
+    /// stream holds, minus --margin (every order when it holds none).
+    #[arg(long)]
+    since: Option<String>,
+    /// Look this far further back, for transactions that ran long before they
+    /// committed and for clock differences between PostgreSQL and NATS.
+    #[arg(long, default_value = "10m", value_parser = service_kit::duration::parse)]
+    margin: Duration,
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Outcome {
+    since: DateTime<Utc>,
+    orders_checked: usize,
+    already_in_stream: usize,
+    republished: usize,
+    forgotten_slots: Vec<String>,
+    kept_slots: Vec<String>,
+}
+
+pub async fn run(args: &ResyncArgs) -> anyhow::Result<bool> {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&args.database_url)
+        .await
+        .context("connecting to order-service's database")?;
+    let names = Names::new(&args.events_prefix)?;
+    let client = async_nats::connect(&args.nats_url)
+        .await
+        .with_context(|| format!("connecting to NATS at {}", args.nats_url))?;
+    let js = async_nats::jetstream::new(client);
+    let mut stream = js
+        .get_stream(names.stream())
+        .await
+        .with_context(|| format!("looking up stream {}", names.stream()))?;
+
+    let margin = chrono::Duration::from_std(args.margin)?;
+    let since = match &args.since {
+        Some(text) => parse_since(text)?,
+        None => match last_placed_at(&stream, &names).await? {
+            Some(placed_at) => placed_at - margin,
+            None => DateTime::UNIX_EPOCH,
+        },
+    };
+    let published = in_stream_since(&mut stream, &names, since - margin).await?;
+
+    let mut outcome = Outcome {
+        since,
+        orders_checked: 0,
+        already_in_stream: 0,
+        republished: 0,
+        forgotten_slots: Vec::new(),
+        kept_slots: Vec::new(),
+    };
+    let mut after = None;
+    loop {
+        let mut conn = pool.acquire().await?;
+        let orders = replay::created_since(&mut conn, since, after, PAGE).await?;
+        drop(conn);
+        let Some(last) = orders.last() else { break };
+        after = Some((last.created_at, last.id));
+        outcome.orders_checked += orders.len();
+        let mut acks = Vec::new();
+        for order in orders {
+            if published.contains(&order.id) {
+                outcome.already_in_stream += 1;
+                continue;
+            }
+            let event = Envelope::new(
+                placed_event_id(order.id),
+                order.created_at,
+                order.placed_event(),
+            );
+            acks.push(
+                shared_events::jetstream::send(
+                    &js,
+                    names.order_placed_subject(),
+                    event.event_id,
+                    event.to_bytes(),
+                )
+                .await?,
+            );
+        }
+        for ack in acks {
+            ack.confirmed().await?;
+            outcome.republished += 1;
+        }
+    }
+    forget_unusable_slots(&pool, &mut outcome).await?;
+    report(&outcome, args.json)?;
+    Ok(true)
+}
+
+/// An RFC 3339 time. A position in the WAL (`0/16B3748`) cannot be mapped to
+/// orders — PostgreSQL keeps no commit position per row — so it is refused
+/// with that explanation.
+fn parse_since(text: &str) -> anyhow::Result<DateTime<Utc>> {
+    if let Some((high, low)) = text.split_once('/')
+        && [high, low]
+            .iter()
+            .all(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_hexdigit()))
+    {
+        bail!(
+            "--since {text}: a WAL position cannot be mapped to orders (PostgreSQL keeps no \
+             commit position per row); give the time it was confirmed at (RFC 3339), or leave \
+             --since out to start from the last OrderPlaced the stream holds"
+        );
+    }
+    Ok(DateTime::parse_from_rfc3339(text)
+        .with_context(|| format!("--since {text:?} is not an RFC 3339 time"))?
+        .with_timezone(&Utc))
+}
+
+/// When the last `OrderPlaced` in the stream says its order was placed, if
+/// the stream holds one.
+async fn last_placed_at(
+    stream: &async_nats::jetstream::stream::Stream,
+    names: &Names,
+) -> anyhow::Result<Option<DateTime<Utc>>> {
+    match stream
+        .get_last_raw_message_by_subject(&names.order_placed_subject())
+        .await
+    {
+        Ok(message) => Ok(Some(
+            Envelope::<OrderPlaced>::decode(&message.payload)
+                .context("decoding the last OrderPlaced in the stream")?
+                .payload
+                .placed_at,
+        )),
+        Err(error) if error.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+        Err(error) => Err(error).context("reading the last OrderPlaced in the stream"),
+    }
+}
+
+/// The orders whose `OrderPlaced` the stream holds, stored at or after `from`.
+async fn in_stream_since(
+    stream: &mut async_nats::jetstream::stream::Stream,
+    names: &Names,
+    from: DateTime<Utc>,
+) -> anyhow::Result<HashSet<Uuid>> {
+    let nanos = from.timestamp_nanos_opt().unwrap_or(0).max(0);
+    let start_time = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(nanos))?;
+    let mut consumer: PullConsumer = stream
+        .create_consumer(pull::Config {
+            deliver_policy: DeliverPolicy::ByStartTime { start_time },
+            ack_policy: AckPolicy::None,
+            filter_subject: names.order_placed_subject(),
+            inactive_threshold: Duration::from_secs(60),
+            ..Default::default()
+        })
+        .await
+        .context("reading the stream")?;
+    let info = consumer.info().await?;
+    let (name, mut remaining) = (info.name.clone(), info.num_pending);
+    let mut orders = HashSet::new();
+    while remaining > 0 {
+        let mut batch = consumer
+            .fetch()
+            .max_messages(PAGE as usize)
+            .messages()
+            .await
+            .context("reading the stream")?;
+        let mut got = 0;
+        while let Some(message) = batch.next().await {
+            let message = message.map_err(|e| anyhow::anyhow!("reading the stream: {e}"))?;
+            remaining = message.info().map_err(|e| anyhow::anyhow!("{e}"))?.pending;
+            got += 1;
+            // Anything that is not an OrderPlaced envelope credits nothing.
+            if let Ok(event) = Envelope::<OrderPlaced>::decode(&message.payload) {
+                orders.insert(event.payload.order_id);
+            }
+        }
+        if got == 0 {
+            bail!("the stream stopped delivering with {remaining} message(s) left to read");
+        }
+    }
+    // It would expire on its own; no need to leave it until then.
+    if let Err(error) = stream.delete_consumer(&name).await {
+        eprintln!("warning: deleting the temporary consumer {name}: {error}");
+    }
+    Ok(orders)
+}
+
+/// Forgets every remembered slot that is gone or from another server, and
+/// drops and forgets a lost one; keeps healthy and drained ones.
+async fn forget_unusable_slots(pool: &PgPool, outcome: &mut Outcome) -> anyhow::Result<()> {
+    let mut conn = pool.acquire().await?;
+    for remembered in cdc_slots::all(&mut conn).await? {
+        let name = remembered.slot_name;
+        let status = slot::status(pool, &name).await?;
+        let lost = status
+            .as_ref()
+            .is_some_and(|s| s.wal_status.as_deref() == Some("lost"));
+        let unusable = remembered.drained_at.is_none()
+            && (!remembered.same_system || status.is_none() || lost);
+        if !unusable {
+            outcome.kept_slots.push(name);
+            continue;
+        }
+        if lost {
+            slot::drop_slot(
+                pool,
+                &name,
+                tokio::time::Instant::now() + Duration::from_secs(10),
+            )
+            .await?;
+        }
+        cdc_slots::forget(&mut conn, &name).await?;
+        outcome.forgotten_slots.push(name);
+    }
+    Ok(())
+}
+
+fn report(outcome: &Outcome, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(outcome)?);
+        return Ok(());
+    }
+    println!(
+        "orders created since {}: {}",
+        outcome.since, outcome.orders_checked
+    );
+    println!("  already in the stream: {}", outcome.already_in_stream);
+    println!("  re-published:          {}", outcome.republished);
+    for name in &outcome.forgotten_slots {
+        println!(
+            "forgot replication slot {name}: order-service creates a new one at its next start"
+        );
+    }
+    for name in &outcome.kept_slots {
+        println!("kept replication slot {name}: it is intact");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_takes_an_rfc_3339_time() {
+        let since = parse_since("2026-11-27T10:00:00+01:00").unwrap();
+        assert_eq!(since.to_rfc3339(), "2026-11-27T09:00:00+00:00");
+    }
+
+    #[test]
+    fn since_refuses_a_wal_position_and_says_why() {
+        let error = parse_since("0/16B3748").unwrap_err().to_string();
+        assert!(error.contains("cannot be mapped to orders"), "{error}");
+        assert!(parse_since("yesterday").is_err());
+    }
+}
