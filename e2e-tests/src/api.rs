@@ -206,6 +206,12 @@ pub async fn assert_credited_exactly(env: &TestEnv, n: i64) {
 /// on its `/metrics`, summed over sources), duplicates included: double
 /// publishing shows here even when the broker's duplicate window hid it.
 pub async fn published_by(http: &reqwest::Client, base_url: &str) -> u64 {
+    metric_sum(http, base_url, "events_published_total").await
+}
+
+/// The sum of every series of the metric `name` a service reports on
+/// `/metrics` (0 when it has none yet).
+pub async fn metric_sum(http: &reqwest::Client, base_url: &str, name: &str) -> u64 {
     let text = http
         .get(format!("{base_url}/metrics"))
         .send()
@@ -215,7 +221,10 @@ pub async fn published_by(http: &reqwest::Client, base_url: &str) -> u64 {
         .await
         .expect("a metrics body");
     text.lines()
-        .filter(|line| line.starts_with("events_published_total"))
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
         .filter_map(|line| line.rsplit_once(' '))
         .map(|(_, value)| value.parse::<f64>().expect("a metric value") as u64)
         .sum()

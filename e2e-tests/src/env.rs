@@ -177,6 +177,26 @@ impl TestEnv {
             .expect("starting NATS again");
     }
 
+    /// Stops the test's private PostgreSQL (fast shutdown); its data is kept.
+    pub fn stop_postgres(&self) {
+        self.private_postgres().stop();
+    }
+
+    /// Starts the test's private PostgreSQL again, on the same port and data.
+    pub fn start_postgres(&self) {
+        self.private_postgres()
+            .start_again()
+            .expect("starting PostgreSQL again");
+    }
+
+    fn private_postgres(&self) -> std::sync::MutexGuard<'_, Postgres> {
+        self.private_postgres
+            .as_ref()
+            .expect("created with a private PostgreSQL")
+            .lock()
+            .expect("postgres lock")
+    }
+
     /// Restarts the test's private PostgreSQL (fast shutdown: clients are
     /// disconnected), on the same port and data.
     pub fn restart_postgres(&self) {

@@ -294,6 +294,14 @@ impl Postgres {
         self.launch()
     }
 
+    /// Starts a stopped server again, on the same port and data.
+    pub fn start_again(&mut self) -> anyhow::Result<()> {
+        if self.server.is_none() {
+            self.launch()?;
+        }
+        Ok(())
+    }
+
     /// Fast shutdown (clients are disconnected).
     pub fn stop(&mut self) {
         if let Some(mut server) = self.server.take() {

@@ -4,7 +4,7 @@
 //! A consumer dead-letters an event it can never apply (a bad payload, a
 //! value its database cannot store, too many failed deliveries) with the
 //! reason in headers, so that one poison message never blocks the others.
-//! Redriving republishes the event unchanged to its original subject, where
+//! Redriving republishes an event unchanged to its original subject, where
 //! every consumer sees it again — idempotently: each applies an event id
 //! once, so the consumers that had applied it find a duplicate. The publish
 //! uses a message id of its own (the broker's duplicate window still holds
@@ -13,7 +13,7 @@
 use anyhow::{Context as _, bail};
 use async_nats::jetstream::{self, stream::Stream};
 use serde::Serialize;
-use shared_events::{ID_NAMESPACE, Names};
+use shared_events::{Envelope, ID_NAMESPACE, Names, OrderPlaced};
 use uuid::Uuid;
 
 use crate::DlqArgs;
@@ -69,6 +69,23 @@ pub async fn redrive(args: &DlqArgs, id: Option<u64>) -> anyhow::Result<bool> {
         if letters.is_empty() {
             bail!("no dead letter with id {id} (see `order-events dlq list`)");
         }
+    }
+    // Only events can go back: a letter whose payload is no OrderPlaced
+    // (change capture's "orders without lines", say) would only be
+    // dead-lettered again. Orders behind those are recovered from the
+    // database with `order-events cdc resync --since`.
+    let (letters, skipped): (Vec<_>, Vec<_>) = letters
+        .into_iter()
+        .partition(|l| Envelope::<OrderPlaced>::decode(&l.payload).is_ok());
+    for letter in &skipped {
+        eprintln!(
+            "skipped {}: not an OrderPlaced event ({}); for orders dead-lettered by change \
+             capture, run `order-events cdc resync --since <time>`",
+            letter.id, letter.reason
+        );
+    }
+    if id.is_some() && !skipped.is_empty() {
+        bail!("dead letter {} cannot be redriven", skipped[0].id);
     }
     let dead_letter_stream = stream.cached_info().config.name.clone();
     for letter in &letters {

@@ -14,12 +14,16 @@
 //!   failure is pinned on the message that causes it; a message that fails
 //!   deterministically ([`Failure::Poison`]) is dead-lettered, the rest go on;
 //! - other failures nak the message with exponential backoff and jitter;
-//!   after `max_deliver` deliveries it is dead-lettered — except while the
-//!   database is unavailable, which says nothing about the message.
+//!   after `max_deliver` such failures it is dead-lettered. Failures while
+//!   the database is unavailable say nothing about the message: they are
+//!   retried for as long as the outage lasts and not counted (the count
+//!   lives in this process; a restart starts it again).
 //!
 //! Lost connections and vanished consumers are retried.
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -99,6 +103,10 @@ pub struct EventConsumer<A> {
     names: Names,
     settings: ConsumerSettings,
     apply: A,
+    /// Retryable failures per stream sequence. The server's delivery count
+    /// would also count redeliveries while the database was down, and
+    /// dead-letter a healthy event on its first real failure afterwards.
+    failures: Mutex<HashMap<u64, i64>>,
 }
 
 /// A message whose event passed the checks, with what to apply.
@@ -119,6 +127,7 @@ impl<A: Apply> EventConsumer<A> {
             names,
             settings,
             apply,
+            failures: Mutex::default(),
         }
     }
 
@@ -207,6 +216,8 @@ impl<A: Apply> EventConsumer<A> {
                 }
                 _ if valid.len() == 1 => self.failed_alone(valid.remove(0), &error).await,
                 _ => {
+                    metrics::counter!("events_batches_split_total", "consumer" => self.settings.durable)
+                        .increment(1);
                     tracing::warn!(
                         consumer = self.settings.durable,
                         size = valid.len(),
@@ -238,18 +249,33 @@ impl<A: Apply> EventConsumer<A> {
     /// One message failed on its own: dead-letter it if it will never
     /// succeed, else retry it later.
     async fn failed_alone(&self, valid: Valid<A::Item>, error: &anyhow::Error) {
-        let delivered = valid.message.info().map_or(1, |i| i.delivered);
-        let failure = classify(error, A::IDEMPOTENCY_KEYS);
-        let reason = match failure {
+        let reason = match classify(error, A::IDEMPOTENCY_KEYS) {
             Failure::Poison => format!("{error:#}"),
-            Failure::Retry if delivered >= self.settings.max_deliver => {
-                format!("failed {delivered} deliveries; last error: {error:#}")
-            }
-            Failure::Retry | Failure::Unavailable => {
-                return self.nak(&valid.message, error).await;
+            Failure::Unavailable => return self.nak(&valid.message, error).await,
+            Failure::Retry => {
+                let failed = self.count_failure(&valid.message);
+                if failed < self.settings.max_deliver {
+                    return self.nak(&valid.message, error).await;
+                }
+                format!("failed {failed} deliveries; last error: {error:#}")
             }
         };
         self.dead_letter(&valid.message, &reason).await;
+    }
+
+    /// Counts a retryable failure of `message`; how many it has had.
+    fn count_failure(&self, message: &Message) -> i64 {
+        let sequence = sequence(message);
+        let mut failures = self.failures.lock().expect("failures lock");
+        let failed = failures.entry(sequence).or_insert(0);
+        *failed += 1;
+        *failed
+    }
+
+    /// The message is done with (acked or dead-lettered).
+    fn forget_failures(&self, message: &Message) {
+        let sequence = sequence(message);
+        self.failures.lock().expect("failures lock").remove(&sequence);
     }
 
     async fn acknowledge(&self, applied: Vec<Valid<A::Item>>, outcomes: Vec<Applied>) {
@@ -265,6 +291,7 @@ impl<A: Apply> EventConsumer<A> {
                     Applied::Duplicate => "duplicate",
                 },
             );
+            self.forget_failures(&v.message);
             if let Err(error) = v.message.ack().await {
                 // It will be redelivered and found a duplicate.
                 tracing::warn!(consumer, %error, "ack failed");
@@ -287,7 +314,7 @@ impl<A: Apply> EventConsumer<A> {
     /// terminates it; if that fails, the message is retried.
     async fn dead_letter(&self, message: &Message, reason: &str) {
         let consumer = self.settings.durable;
-        let sequence = message.info().map_or(0, |i| i.stream_sequence);
+        let sequence = sequence(message);
         tracing::warn!(consumer, sequence, reason, "dead-lettering an event");
         let letter = DeadLetter {
             consumer,
@@ -310,7 +337,10 @@ impl<A: Apply> EventConsumer<A> {
                 .map_err(|e| anyhow::anyhow!("terminating a dead-lettered message: {e}"))
         };
         match result.await {
-            Ok(()) => count(consumer, "dead_lettered"),
+            Ok(()) => {
+                self.forget_failures(message);
+                count(consumer, "dead_lettered");
+            }
             Err(error) => self.nak(message, &error).await,
         }
     }
@@ -326,6 +356,10 @@ impl<A: Apply> EventConsumer<A> {
             tracing::warn!(consumer, %error, "nak failed; redelivery after the ack wait");
         }
     }
+}
+
+fn sequence(message: &Message) -> u64 {
+    message.info().map_or(0, |i| i.stream_sequence)
 }
 
 fn count(consumer: &'static str, outcome: &'static str) {

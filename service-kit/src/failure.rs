@@ -11,7 +11,8 @@ pub enum Failure {
     /// constraint it breaks (class 23). Isolated and dead-lettered at once.
     Poison,
     /// The database is unreachable or refusing work (connections, pool
-    /// time-outs, SQLSTATE classes 08, 53, 57P0x). Nothing is wrong with the
+    /// time-outs, SQLSTATE classes 08, 53, 57P0x, and 25006: a read-only
+    /// standby while a failover completes). Nothing is wrong with the
     /// message: it is retried with backoff for as long as this lasts and is
     /// never dead-lettered for it.
     Unavailable,
@@ -47,7 +48,8 @@ pub fn classify(error: &anyhow::Error, idempotency_keys: &[&str]) -> Failure {
 fn classify_sqlstate(code: &str, constraint: &str, idempotency_keys: &[&str]) -> Failure {
     match code {
         "23505" if idempotency_keys.contains(&constraint) => Failure::Retry,
-        "57P01" | "57P02" | "57P03" => Failure::Unavailable,
+        // Shutting down, or a read-only standby during a failover.
+        "57P01" | "57P02" | "57P03" | "25006" => Failure::Unavailable,
         _ if code.starts_with("22") || code.starts_with("23") => Failure::Poison,
         _ if code.starts_with("08") || code.starts_with("53") => Failure::Unavailable,
         _ => Failure::Retry,
@@ -80,6 +82,7 @@ mod tests {
         assert_eq!(classify_sqlstate("57P01", "", &keys), Failure::Unavailable);
         assert_eq!(classify_sqlstate("08006", "", &keys), Failure::Unavailable);
         assert_eq!(classify_sqlstate("53300", "", &keys), Failure::Unavailable);
+        assert_eq!(classify_sqlstate("25006", "", &keys), Failure::Unavailable);
     }
 
     #[test]

@@ -3,9 +3,10 @@
 //! configured deliveries; `order-events dlq` lists and redrives them.
 
 use chrono::Utc;
-use e2e_tests::api::{assert_credited_exactly, count, order, place_ok, place_order};
-use e2e_tests::env::CONVERGE;
+use e2e_tests::api::{assert_credited_exactly, count, metric_sum, order, place_ok, place_order};
+use e2e_tests::env::{CONVERGE, Private};
 use e2e_tests::{TestEnv, eventually};
+use futures::future::join_all;
 use serde_json::{Value, json};
 use shared_events::{Envelope, Names, OrderPlaced, OrderPlacedLine};
 use uuid::Uuid;
@@ -65,11 +66,18 @@ async fn a_balance_overflow_is_dead_lettered_alone_and_its_batch_is_credited() {
     let js = env.jetstream().await;
     let huge = placed("whale", "JPY", i64::MAX - 10);
     let overflow = placed("whale", "JPY", 1000);
-    let others: Vec<_> = (0..5)
-        .map(|i| placed(&format!("minnow{i}"), "EUR", 2500))
+    let others: Vec<_> = (0..200)
+        .map(|i| placed(&format!("minnow{}", i % 10), "EUR", 2500))
         .collect();
-    // Published before rewards-service starts, so that they arrive as one batch.
-    for event in [&huge, &overflow].into_iter().chain(&others) {
+    // Published before rewards-service starts, and surrounded by healthy
+    // events, so that the overflow arrives inside a batch; the split metric
+    // checks that it did.
+    let (before, after) = others.split_at(100);
+    let sequence = std::iter::once(&huge)
+        .chain(before)
+        .chain([&overflow])
+        .chain(after);
+    for event in sequence {
         shared_events::jetstream::publish(
             &js,
             names.order_placed_subject(),
@@ -79,11 +87,11 @@ async fn a_balance_overflow_is_dead_lettered_alone_and_its_batch_is_credited() {
         .await
         .unwrap();
     }
-    let _rewards = env.rewards_service().await;
+    let rewards_service = env.rewards_service().await;
 
     let rewards = env.rewards_db().await;
     eventually("the healthy events credited", CONVERGE, || async {
-        (count(&rewards, "reward_ledger").await == 6).then_some(())
+        (count(&rewards, "reward_ledger").await == 201).then_some(())
     })
     .await;
     env.wait_until_consumed_by("rewards").await;
@@ -105,6 +113,20 @@ async fn a_balance_overflow_is_dead_lettered_alone_and_its_batch_is_credited() {
             .await
             .unwrap();
     assert_eq!(whale, i64::MAX - 10);
+    let wrong_balances: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM reward_accounts a WHERE balance <>
+         (SELECT sum(points) FROM reward_ledger l WHERE l.customer_id = a.customer_id)",
+    )
+    .fetch_one(&rewards)
+    .await
+    .unwrap();
+    assert_eq!(wrong_balances, 0);
+    // The overflow failed inside a batch, which was applied again message by
+    // message: exactly one split.
+    assert_eq!(
+        metric_sum(&env.http, rewards_service.url(), "events_batches_split_total").await,
+        1
+    );
 
     assert_eq!(env.dead_letters().await, 1);
     let letters: Value = serde_json::from_str(&dlq(&env, &["list", "--json"]).await).unwrap();
@@ -185,4 +207,47 @@ async fn an_order_above_the_maximum_total_is_refused_with_422_and_writes_nothing
     assert_eq!(error["error"]["code"], "total_too_large");
     assert_eq!(count(&env.orders_db().await, "orders").await, 0);
     assert_eq!(count(&env.orders_db().await, "outbox").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_while_the_database_is_down_never_dead_letter_an_event() {
+    let env = TestEnv::with_private(
+        "poison_database_outage",
+        Private {
+            postgres: true,
+            ..Private::default()
+        },
+    )
+    .await;
+    // Self-read places orders without the order database, so events keep
+    // arriving while PostgreSQL is down.
+    let orders = env.order_service("self-read").await;
+    let rewards = env
+        .start_rewards(None, &[("CONSUMER_MAX_DELIVER", "2")])
+        .await;
+
+    env.stop_postgres();
+    let placed = join_all((0..5).map(|i| {
+        let (env, url) = (&env, orders.url());
+        async move {
+            let body = order(&format!("o{i}"), &[("SKU-1", 1, 1500)]);
+            place_order(&env.http, url, &body, Some(&format!("outage-{i}")))
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    }))
+    .await;
+    assert_eq!(placed, vec![202; 5]);
+    // Every event fails more often than CONSUMER_MAX_DELIVER allows for a
+    // failure that is the event's own.
+    eventually("deliveries failed during the outage", CONVERGE, || async {
+        (metric_sum(&env.http, rewards.url(), "events_consumed_total").await >= 15).then_some(())
+    })
+    .await;
+    env.start_postgres();
+
+    assert_credited_exactly(&env, 5).await;
+    assert_eq!(env.dead_letters().await, 0);
 }

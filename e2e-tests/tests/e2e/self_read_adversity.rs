@@ -156,7 +156,7 @@ async fn one_key_sent_at_once_with_two_bodies_places_one_order_and_refuses_the_o
         let stored: Value = env
             .http
             .get(format!(
-                "{}/orders/{}?wait=2s",
+                "{}/orders/{}?wait=10s",
                 orders.url(),
                 placed["id"].as_str().unwrap()
             ))
@@ -193,15 +193,23 @@ async fn a_broker_clock_ahead_of_order_service_drops_no_accepted_order() {
         let (env, url) = (&env, orders.url());
         async move {
             let body = order(&format!("s{}", i % 4), &[("SKU-1", 1, 500 + i)]);
-            place_order(&env.http, url, &body, Some(&format!("skew-{i}")))
+            let response = place_order(&env.http, url, &body, Some(&format!("skew-{i}")))
                 .await
-                .unwrap()
-                .status()
-                .as_u16()
+                .unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap())
         }
     }))
     .await;
-    assert_eq!(placed, vec![202; 20]);
+    assert_eq!(
+        placed.iter().map(|(status, _)| *status).collect::<Vec<_>>(),
+        vec![202; 20]
+    );
+    // The shift took effect: order-service stamps orders 5 s in the past.
+    let created_at: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(placed[0].1["created_at"].clone()).unwrap();
+    let behind = chrono::Utc::now() - created_at;
+    assert!(behind > chrono::Duration::seconds(4), "clock behind by {behind}");
     assert_projected_exactly(&env, 20).await;
     assert_credited_exactly(&env, 20).await;
     let (code, findings) = audit(&env, orders.url(), rewards.url(), &[]).await.unwrap();

@@ -225,3 +225,54 @@ async fn a_switch_while_the_old_mode_still_streams_its_slot_is_refused_and_drops
     place_ok(&env.http, cdc.url(), &order("abe", &[("SKU-1", 1, 900)])).await;
     assert_credited_exactly(&env, 1).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_accepted_in_self_read_and_not_yet_projected_reach_the_history_after_a_switch() {
+    let env = TestEnv::new("switch_leave_self_read").await;
+    let _rewards = env.rewards_service().await;
+    // The projector cannot apply anything: the accepted orders wait in its
+    // durable consumer when the operator switches to the outbox.
+    let mut self_read = env
+        .start_order_service(
+            "self-read",
+            Some("projector_apply_fails=return"),
+            &[("CONSUMER_MAX_DELIVER", "1000")],
+        )
+        .await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let response = place_order(
+            &env.http,
+            self_read.url(),
+            &order("una", &[("SKU-1", 1, 400 + i)]),
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(response.status(), 202);
+        let placed: serde_json::Value = response.json().await.unwrap();
+        ids.push(placed["id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(count(&env.orders_db().await, "orders").await, 0);
+    self_read.kill().await;
+
+    let outbox = env.order_service("outbox").await;
+    for id in &ids {
+        let read = env
+            .http
+            .get(format!("{}/orders/{id}", outbox.url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(read.status(), 200, "order {id}");
+    }
+    assert_eq!(count(&env.orders_db().await, "orders").await, 3);
+    let names = shared_events::Names::new(env.events_prefix()).unwrap();
+    let projector: Result<async_nats::jetstream::consumer::PullConsumer, _> = env
+        .jetstream()
+        .await
+        .get_consumer_from_stream("order-history", names.stream())
+        .await;
+    assert!(projector.is_err(), "the projector's consumer is deleted");
+    assert_credited_exactly(&env, 3).await;
+}

@@ -76,7 +76,12 @@ impl IntoResponse for ApiError {
                     "error": { "code": "outcome_unknown", "message": self.to_string() },
                     "idempotency_key": key.as_str(),
                 });
-                let mut response = (StatusCode::GATEWAY_TIMEOUT, Json(body)).into_response();
+                let mut response = (
+                    StatusCode::GATEWAY_TIMEOUT,
+                    [(axum::http::header::RETRY_AFTER, "1")],
+                    Json(body),
+                )
+                    .into_response();
                 if let Ok(value) = HeaderValue::from_str(key.as_str()) {
                     response.headers_mut().insert("idempotency-key", value);
                 }

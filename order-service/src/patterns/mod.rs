@@ -46,6 +46,10 @@ mod store;
 // (cdc-safety) Publishes what an earlier mode or relay left behind.
 mod switch;
 
+/// Durable consumer name of the self-read projector (known to every mode:
+/// leaving self-read drains it).
+pub const PROJECTOR_DURABLE: &str = "order-history";
+
 /// How order-service turns an order into an event; chosen at start-up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Mode {

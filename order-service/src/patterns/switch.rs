@@ -7,12 +7,20 @@
 //!    ([`crate::cdc::retire`]). A remembered slot that is gone stops start-up
 //!    with the resync command, as it does in cdc mode.
 //! 2. Rows left in the outbox (by the polling relay, or by a crash) are
-//!    published with the polling relay's step until the outbox is empty.
+//!    published with the polling relay's step until the outbox is empty
+//!    (except in outbox mode with the polling relay, whose relay does it).
+//! 3. Leaving self-read, the projector's durable consumer is run until it has
+//!    applied every event in the stream, then deleted: a 202 answered just
+//!    before the switch still reaches the order history. (Coming back to
+//!    self-read creates it again; it then reads the stream from the start,
+//!    and finds the orders other modes wrote as duplicates.)
 //!
 //! Both happen before the listener serves, and are idempotent: a crash in the
 //! middle is finished by the next start, and a replay carries the same event
 //! ids. A switch assumes the instances of the previous mode were stopped
 //! first; a slot still held by one makes start-up wait, then fail.
+
+use anyhow::Context as _;
 
 use super::{Deps, Mode, WorkerSettings};
 use crate::db::cdc_slots::{self, RememberedSlot};
@@ -29,7 +37,93 @@ pub(super) async fn before_serving(
             retire(deps, settings, slot).await?;
         }
     }
-    drain_outbox(deps, settings).await
+    let polling_relay = mode == Mode::Outbox && settings.outbox_relay == super::OutboxRelay::Polling;
+    if !polling_relay {
+        drain_outbox(deps, settings).await?;
+    }
+    if mode != Mode::SelfRead {
+        leave_self_read(deps, settings).await?;
+    }
+    Ok(())
+}
+
+/// Runs the self-read projector until it has nothing left, then deletes its
+/// durable consumer; nothing to do if there is none.
+async fn leave_self_read(deps: &Deps, settings: &WorkerSettings) -> anyhow::Result<()> {
+    use async_nats::jetstream::ErrorCode;
+    use async_nats::jetstream::consumer::PullConsumer;
+    use async_nats::jetstream::stream::ConsumerErrorKind;
+
+    let stream = deps.names.stream();
+    let consumer: Result<PullConsumer, _> = deps
+        .jetstream
+        .get_consumer_from_stream(super::PROJECTOR_DURABLE, stream)
+        .await;
+    let mut consumer = match consumer {
+        Ok(consumer) => consumer,
+        Err(error)
+            if matches!(error.kind(), ConsumerErrorKind::JetStream(e)
+                if e.error_code() == ErrorCode::CONSUMER_NOT_FOUND) =>
+        {
+            return Ok(());
+        }
+        Err(error) => return Err(anyhow::Error::new(error).context("looking up the self-read projector")),
+    };
+    let caught_up = |info: &async_nats::jetstream::consumer::Info| {
+        info.num_pending == 0 && info.num_ack_pending == 0
+    };
+    if !caught_up(consumer.info().await?) {
+        tracing::info!("applying what the self-read projector has left before switching");
+        project_the_rest(deps, settings, &mut consumer, caught_up).await?;
+    }
+    deps.jetstream
+        .delete_consumer_from_stream(super::PROJECTOR_DURABLE, stream)
+        .await
+        .context("deleting the self-read projector's consumer")?;
+    Ok(())
+}
+
+#[cfg(feature = "self-read")]
+async fn project_the_rest(
+    deps: &Deps,
+    settings: &WorkerSettings,
+    consumer: &mut async_nats::jetstream::consumer::PullConsumer,
+    caught_up: impl Fn(&async_nats::jetstream::consumer::Info) -> bool,
+) -> anyhow::Result<()> {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let projector = super::self_read::projector::consumer(deps, settings);
+    let running = tokio::spawn(projector.run(stop.child_token()));
+    let result = async {
+        loop {
+            if caught_up(consumer.info().await?) {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < settings.startup_deadline,
+                "the self-read projector still has events to apply (some may wait for \
+                 CONSUMER_ACK_WAIT after a crash): start again, or run self-read until it \
+                 has caught up"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+    .await;
+    stop.cancel();
+    let _ = running.await;
+    result
+}
+
+#[cfg(not(feature = "self-read"))]
+async fn project_the_rest(
+    _: &Deps,
+    _: &WorkerSettings,
+    _: &mut async_nats::jetstream::consumer::PullConsumer,
+    _: impl Fn(&async_nats::jetstream::consumer::Info) -> bool,
+) -> anyhow::Result<()> {
+    anyhow::bail!(
+        "the self-read projector has events left to apply and this build has no self-read \
+         feature: start a build with it once, in any mode other than self-read"
+    )
 }
 
 /// The slot the configured mode streams, if any.

@@ -74,10 +74,13 @@ impl Relay {
                     .await?,
             );
         }
-        let mut duplicates = 0_u64;
+        // Counted as each PubAck arrives, before anything can fail: a publish
+        // repeated after a failed DELETE is counted twice, as it happened.
         for ack in pending {
-            if ack.confirmed().await?.duplicate {
-                duplicates += 1;
+            let published = ack.confirmed().await?;
+            metrics::counter!("events_published_total", "source" => "outbox").increment(1);
+            if published.duplicate {
+                metrics::counter!("events_publish_duplicates_total").increment(1);
             }
         }
         crash_point("after_publish_before_mark");
@@ -90,9 +93,6 @@ impl Relay {
             .await
             .context("committing the relay transaction")?;
 
-        metrics::counter!("events_published_total", "source" => "outbox")
-            .increment(rows.len() as u64);
-        metrics::counter!("events_publish_duplicates_total").increment(duplicates);
         Ok(Step::Published(rows.len()))
     }
 

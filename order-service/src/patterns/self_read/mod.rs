@@ -8,8 +8,10 @@
 //!
 //! Each answer means exactly one thing:
 //! - **202**: the broker stored the event; both services will apply it.
-//! - **503** + `Retry-After`: nothing was sent (no connection to NATS), so
-//!   this order will never appear.
+//! - **503** + `Retry-After`: nothing was sent (no connection to NATS) and
+//!   the request came without a key, so this order will never appear. With
+//!   the client's key, an earlier request under it may have been stored:
+//!   that is 504.
 //! - **504** `outcome_unknown`: the event was sent, but no PubAck came back,
 //!   not even for a second send under the same message id. It may or may
 //!   not have been stored. The answer carries the `Idempotency-Key` to retry
@@ -80,7 +82,13 @@ impl SelfRead {
             order.created_at,
             order.placed_event(),
         );
-        let published = self.publish(&event, &key).await?;
+        let published = self.publish(&event, &key).await.map_err(|error| match error {
+            // Certain that this request stored nothing — but an earlier
+            // request under the client's key may have, so only a request
+            // without one may hear "not placed".
+            PlaceError::Unavailable if client_key => PlaceError::Unknown { key: key.clone() },
+            other => other,
+        })?;
         if published.duplicate {
             let original = self
                 .original(published.stream_sequence)

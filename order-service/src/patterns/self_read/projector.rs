@@ -14,7 +14,7 @@ use crate::domain::Order;
 use crate::patterns::{Deps, WorkerSettings};
 
 /// Durable consumer name of the projector.
-pub const DURABLE: &str = "order-history";
+pub const DURABLE: &str = crate::patterns::PROJECTOR_DURABLE;
 
 pub struct Projection {
     pool: PgPool,
