@@ -275,7 +275,10 @@ impl<A: Apply> EventConsumer<A> {
     /// The message is done with (acked or dead-lettered).
     fn forget_failures(&self, message: &Message) {
         let sequence = sequence(message);
-        self.failures.lock().expect("failures lock").remove(&sequence);
+        self.failures
+            .lock()
+            .expect("failures lock")
+            .remove(&sequence);
     }
 
     async fn acknowledge(&self, applied: Vec<Valid<A::Item>>, outcomes: Vec<Applied>) {

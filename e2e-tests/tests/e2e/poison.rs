@@ -124,7 +124,12 @@ async fn a_balance_overflow_is_dead_lettered_alone_and_its_batch_is_credited() {
     // The overflow failed inside a batch, which was applied again message by
     // message: exactly one split.
     assert_eq!(
-        metric_sum(&env.http, rewards_service.url(), "events_batches_split_total").await,
+        metric_sum(
+            &env.http,
+            rewards_service.url(),
+            "events_batches_split_total"
+        )
+        .await,
         1
     );
 

@@ -209,7 +209,10 @@ async fn a_broker_clock_ahead_of_order_service_drops_no_accepted_order() {
     let created_at: chrono::DateTime<chrono::Utc> =
         serde_json::from_value(placed[0].1["created_at"].clone()).unwrap();
     let behind = chrono::Utc::now() - created_at;
-    assert!(behind > chrono::Duration::seconds(4), "clock behind by {behind}");
+    assert!(
+        behind > chrono::Duration::seconds(4),
+        "clock behind by {behind}"
+    );
     assert_projected_exactly(&env, 20).await;
     assert_credited_exactly(&env, 20).await;
     let (code, findings) = audit(&env, orders.url(), rewards.url(), &[]).await.unwrap();

@@ -37,7 +37,8 @@ pub(super) async fn before_serving(
             retire(deps, settings, slot).await?;
         }
     }
-    let polling_relay = mode == Mode::Outbox && settings.outbox_relay == super::OutboxRelay::Polling;
+    let polling_relay =
+        mode == Mode::Outbox && settings.outbox_relay == super::OutboxRelay::Polling;
     if !polling_relay {
         drain_outbox(deps, settings).await?;
     }
@@ -67,7 +68,9 @@ async fn leave_self_read(deps: &Deps, settings: &WorkerSettings) -> anyhow::Resu
         {
             return Ok(());
         }
-        Err(error) => return Err(anyhow::Error::new(error).context("looking up the self-read projector")),
+        Err(error) => {
+            return Err(anyhow::Error::new(error).context("looking up the self-read projector"));
+        }
     };
     let caught_up = |info: &async_nats::jetstream::consumer::Info| {
         info.num_pending == 0 && info.num_ack_pending == 0

@@ -82,13 +82,16 @@ impl SelfRead {
             order.created_at,
             order.placed_event(),
         );
-        let published = self.publish(&event, &key).await.map_err(|error| match error {
-            // Certain that this request stored nothing — but an earlier
-            // request under the client's key may have, so only a request
-            // without one may hear "not placed".
-            PlaceError::Unavailable if client_key => PlaceError::Unknown { key: key.clone() },
-            other => other,
-        })?;
+        let published = self
+            .publish(&event, &key)
+            .await
+            .map_err(|error| match error {
+                // Certain that this request stored nothing — but an earlier
+                // request under the client's key may have, so only a request
+                // without one may hear "not placed".
+                PlaceError::Unavailable if client_key => PlaceError::Unknown { key: key.clone() },
+                other => other,
+            })?;
         if published.duplicate {
             let original = self
                 .original(published.stream_sequence)
