@@ -170,6 +170,17 @@ impl TestEnv {
             .expect("restarting PostgreSQL");
     }
 
+    /// Stops the test's private PostgreSQL (fast shutdown: clients are
+    /// disconnected); [`TestEnv::restart_postgres`] starts it again.
+    pub fn stop_postgres(&self) {
+        self.private_postgres
+            .as_ref()
+            .expect("created with a private PostgreSQL")
+            .lock()
+            .expect("postgres lock")
+            .stop();
+    }
+
     /// Starts the test's private NATS server again, on the same port and store.
     pub fn start_nats(&self) {
         self.private_nats()
@@ -178,7 +189,7 @@ impl TestEnv {
     }
 
     /// Restarts the test's private PostgreSQL (fast shutdown: clients are
-    /// disconnected), on the same port and data.
+    /// disconnected), on the same port and data; starts a stopped one.
     pub fn restart_postgres(&self) {
         self.private_postgres
             .as_ref()

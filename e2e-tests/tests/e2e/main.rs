@@ -8,5 +8,6 @@ mod bench_smoke;
 mod cdc;
 mod chaos_smoke;
 mod dual_write;
+mod http_limits;
 mod outbox;
 mod self_read;

@@ -8,3 +8,4 @@ pub mod inbox;
 pub mod orders;
 #[cfg(feature = "outbox")]
 pub mod outbox;
+pub mod projected;
