@@ -6,8 +6,9 @@
 //! shared machine falls on both sides; the ratio is placed orders per second
 //! with waiters over without.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -35,9 +36,10 @@ pub struct WaitersResult {
     pub with_per_sec: f64,
     /// `with_per_sec / without_per_sec`.
     pub ratio: f64,
-    /// Waits that ended in anything but 404 (shed, failed).
-    pub failed_waits: u64,
+    /// Waits that ended in 404, as they should.
     pub finished_waits: u64,
+    /// Waits that ended otherwise, by status (or `error`).
+    pub other_waits: BTreeMap<String, u64>,
 }
 
 impl WaitersResult {
@@ -45,14 +47,14 @@ impl WaitersResult {
         format!(
             "| mode | waiters | placed /s without | placed /s with | ratio | waits answered 404 / other |\n\
              |---|---:|---:|---:|---:|---:|\n\
-             | {} | {} | {:.0} | {:.0} | {:.3} | {} / {} |\n",
+             | {} | {} | {:.0} | {:.0} | {:.3} | {} / {:?} |\n",
             self.mode,
             self.waiters,
             self.without_per_sec,
             self.with_per_sec,
             self.ratio,
             self.finished_waits,
-            self.failed_waits,
+            self.other_waits,
         )
     }
 }
@@ -72,7 +74,7 @@ pub async fn run(config: &WaitersConfig) -> anyhow::Result<WaitersResult> {
         .start_order_service(config.mode.order_mode(), None, config.mode.extra_env())
         .await;
     let finished = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(AtomicU64::new(0));
+    let other = Arc::new(Mutex::new(BTreeMap::new()));
     let (mut without, mut with) = (0_u64, 0_u64);
     for round in 1..=config.rounds {
         let phase = format!("round {round}, no waiters");
@@ -88,7 +90,7 @@ pub async fn run(config: &WaitersConfig) -> anyhow::Result<WaitersResult> {
         .await
         .placed;
 
-        let readers = start_waiters(orders.url(), config.waiters, &finished, &failed);
+        let readers = start_waiters(orders.url(), config.waiters, &finished, &other);
         // Let every reader get its request in before measuring.
         tokio::time::sleep(Duration::from_secs(1)).await;
         let phase = format!("round {round}, {} waiters", config.waiters);
@@ -115,8 +117,8 @@ pub async fn run(config: &WaitersConfig) -> anyhow::Result<WaitersResult> {
         without_per_sec,
         with_per_sec,
         ratio: with_per_sec / without_per_sec,
-        failed_waits: failed.load(Ordering::Relaxed),
         finished_waits: finished.load(Ordering::Relaxed),
+        other_waits: other.lock().expect("lock").clone(),
     };
     progress(
         name,
@@ -133,29 +135,29 @@ fn start_waiters(
     base_url: &str,
     n: usize,
     finished: &Arc<AtomicU64>,
-    failed: &Arc<AtomicU64>,
+    other: &Arc<Mutex<BTreeMap<String, u64>>>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let http = reqwest::Client::new();
     (0..n)
         .map(|_| {
             let (http, base_url) = (http.clone(), base_url.to_owned());
-            let (finished, failed) = (finished.clone(), failed.clone());
+            let (finished, other) = (finished.clone(), other.clone());
             tokio::spawn(async move {
                 loop {
                     let started = Instant::now();
                     let url = format!("{base_url}/orders/{}?wait=10s", Uuid::now_v7());
-                    match http.get(url).send().await {
+                    let outcome = match http.get(url).send().await {
                         Ok(response) if response.status() == 404 => {
                             finished.fetch_add(1, Ordering::Relaxed);
+                            continue;
                         }
-                        _ => {
-                            failed.fetch_add(1, Ordering::Relaxed);
-                            // Not a hot loop when the service refuses.
-                            let pause =
-                                Duration::from_millis(100).saturating_sub(started.elapsed());
-                            tokio::time::sleep(pause).await;
-                        }
-                    }
+                        Ok(response) => response.status().as_u16().to_string(),
+                        Err(_) => "error".to_owned(),
+                    };
+                    *other.lock().expect("lock").entry(outcome).or_default() += 1;
+                    // Not a hot loop when the service refuses.
+                    let pause = Duration::from_millis(100).saturating_sub(started.elapsed());
+                    tokio::time::sleep(pause).await;
                 }
             })
         })

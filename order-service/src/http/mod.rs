@@ -33,8 +33,9 @@ use crate::patterns::Pattern;
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// How long before the request timeout a `?wait` gives up and answers 404
-/// itself, so that it is not cut off with a 504.
-const WAIT_MARGIN: Duration = Duration::from_millis(250);
+/// itself, so that it is not cut off with a 504: time for its last look at
+/// the database, which all waiters started together take at once.
+const WAIT_MARGIN: Duration = Duration::from_secs(1);
 
 #[derive(Clone)]
 pub struct AppState {
@@ -51,9 +52,11 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// The cap on `?wait` for `request_timeout`.
+    /// The cap on `?wait` for `request_timeout`: [`WAIT_MARGIN`] short of
+    /// it, or half of it when it is short.
     pub fn max_wait_for(request_timeout: Duration) -> Duration {
-        MAX_WAIT.min(request_timeout.saturating_sub(WAIT_MARGIN))
+        let margin = WAIT_MARGIN.min(request_timeout / 2);
+        MAX_WAIT.min(request_timeout - margin)
     }
 }
 
@@ -106,4 +109,18 @@ fn finish(router: Router<AppState>, limits: &Limits, state: AppState) -> Router 
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wait_ends_before_the_request_timeout() {
+        let cap = AppState::max_wait_for;
+        assert_eq!(cap(Duration::from_secs(10)), Duration::from_secs(9));
+        assert_eq!(cap(Duration::from_secs(30)), MAX_WAIT);
+        assert_eq!(cap(Duration::from_millis(500)), Duration::from_millis(250));
+        assert_eq!(cap(Duration::ZERO), Duration::ZERO);
+    }
 }
