@@ -190,6 +190,65 @@ async fn with_the_database_down_reads_and_orders_answer_503_with_retry_after() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exhausted_pool_answers_503_with_retry_after() {
+    let env = TestEnv::new("exhausted_pool").await;
+    // Dual-write has no worker: the pool's one connection is the requests'.
+    let orders = env
+        .start_order_service(
+            "dual-write",
+            None,
+            &[("DB_MAX_CONNECTIONS", "1"), ("DB_ACQUIRE_TIMEOUT", "300ms")],
+        )
+        .await;
+    let body = order("ivy", &[("SKU-1", 1, 100)]);
+    let id = place_ok(&env.http, orders.url(), &body).await;
+
+    // A read held by a lock keeps the one connection busy.
+    let pool = env.orders_db().await;
+    let mut lock = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let held = {
+        let request = env.http.get(format!("{}/orders/{id}", orders.url()));
+        tokio::spawn(async move { request.send().await.unwrap().status().as_u16() })
+    };
+    eventually(
+        "the read to wait for the lock",
+        Duration::from_secs(5),
+        || async {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            (waiting == 1).then_some(())
+        },
+    )
+    .await;
+
+    let unavailable = (503, Some("1".to_owned()), "database_unavailable".to_owned());
+    let read = env
+        .http
+        .get(format!("{}/orders/{}", orders.url(), Uuid::now_v7()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refusal(read).await, unavailable, "GET /orders/{{id}}");
+    let write = place_order(&env.http, orders.url(), &body, None)
+        .await
+        .unwrap();
+    assert_eq!(refusal(write).await, unavailable, "POST /orders");
+
+    lock.rollback().await.unwrap();
+    assert_eq!(held.await.unwrap(), 200);
+    assert_eq!(count(&pool, "orders").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_past_its_timeout_is_answered_504_with_retry_after() {
     let env = TestEnv::new("request_timeout").await;
     let orders = env
