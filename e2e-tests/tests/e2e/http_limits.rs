@@ -426,3 +426,67 @@ async fn waiters_are_woken_by_the_projection_not_by_polling() {
         before + 2 * waiting
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_are_still_woken_after_postgres_restarts() {
+    let env = TestEnv::with_private(
+        "woken_after_restart",
+        Private {
+            postgres: true,
+            ..Private::default()
+        },
+    )
+    .await;
+    let orders = env.order_service("self-read").await;
+    let base = orders.url().to_owned();
+    env.restart_postgres();
+
+    let body = order("ivy", &[("SKU-1", 1, 100)]);
+    let id_of = |key: &str| {
+        Uuid::new_v5(
+            &shared_events::ID_NAMESPACE,
+            format!("order:{key}").as_bytes(),
+        )
+    };
+    // The projector is back once an order placed now is projected.
+    eventually(
+        "an order to be projected again",
+        Duration::from_secs(20),
+        || async {
+            let placed = place_order(&env.http, &base, &body, Some("after-restart-0"))
+                .await
+                .ok()?;
+            if placed.status() != 202 {
+                return None;
+            }
+            let url = format!("{base}/orders/{}?wait=1s", id_of("after-restart-0"));
+            (env.http.get(url).send().await.ok()?.status() == 200).then_some(())
+        },
+    )
+    .await;
+
+    let waiter = {
+        let request = env.http.get(format!(
+            "{base}/orders/{}?wait=5s",
+            id_of("after-restart-1")
+        ));
+        tokio::spawn(async move {
+            (
+                request.send().await.unwrap().status().as_u16(),
+                Instant::now(),
+            )
+        })
+    };
+    let sent = Instant::now();
+    let placed = place_order(&env.http, &base, &body, Some("after-restart-1"))
+        .await
+        .unwrap();
+    assert_eq!(placed.status(), 202);
+    let (status, answered) = waiter.await.unwrap();
+    assert_eq!(status, 200);
+    let after = answered - sent;
+    assert!(
+        after < Duration::from_secs(1),
+        "answered {after:?} after placing"
+    );
+}

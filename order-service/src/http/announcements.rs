@@ -112,7 +112,12 @@ impl Listener {
                     () = stop.cancelled() => return,
                     () = tokio::time::sleep(RECONNECT_PAUSE) => {}
                 }
-                match connect(&self.database_url).await {
+                // Connecting waits while the server refuses: stop may not.
+                let connected = tokio::select! {
+                    () = stop.cancelled() => return,
+                    connected = connect(&self.database_url) => connected,
+                };
+                match connected {
                     Ok(listener) => {
                         self.listener = Some(listener);
                         self.wake_all();
