@@ -1,6 +1,6 @@
 //! What a hostile or unlucky client cannot do to the HTTP side: grow the
 //! metrics, exhaust the service, or get a 500 because the database is down;
-//! and what operators get: a listener of their own, waits that do not poll.
+//! and what operators get: a listener of their own.
 
 use std::time::Duration;
 
@@ -25,7 +25,7 @@ async fn refusal(response: reqwest::Response) -> (u16, Option<String>, String) {
     (status, retry_after, code)
 }
 
-async fn metrics_text(env: &TestEnv, base_url: &str) -> String {
+pub(crate) async fn metrics_text(env: &TestEnv, base_url: &str) -> String {
     let response = env
         .http
         .get(format!("{base_url}/metrics"))
@@ -45,7 +45,7 @@ fn duration_series(metrics: &str) -> usize {
 }
 
 /// The value of an unlabelled counter, 0 when it was never incremented.
-fn counter(metrics: &str, name: &str) -> u64 {
+pub(crate) fn counter(metrics: &str, name: &str) -> u64 {
     metrics
         .lines()
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
@@ -350,143 +350,4 @@ async fn the_admin_listener_serves_operator_endpoints_and_the_public_one_does_no
         );
         assert_eq!(status(format!("{base}/healthz")).await, 200, "{base}");
     }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn waiters_are_woken_by_the_projection_not_by_polling() {
-    const PRESENT: usize = 40;
-    const ABSENT: usize = 20;
-    let env = TestEnv::new("woken_waiters").await;
-    let orders = env.order_service("self-read").await;
-    let base = orders.url().to_owned();
-    let lookups = |metrics: String| counter(&metrics, "order_lookups_total");
-    let before = lookups(metrics_text(&env, &base).await);
-
-    // Self-read derives an order's id from its Idempotency-Key, so the
-    // waiters can wait for orders that are not placed yet.
-    let key = |i: usize| format!("woken-{i}");
-    let id_of = |i: usize| {
-        Uuid::new_v5(
-            &shared_events::ID_NAMESPACE,
-            format!("order:{}", key(i)).as_bytes(),
-        )
-    };
-    let mut waiters = Vec::new();
-    for i in 0..PRESENT + ABSENT {
-        let (id, wait) = if i < PRESENT {
-            (id_of(i), "10s")
-        } else {
-            (Uuid::now_v7(), "2s")
-        };
-        let request = env.http.get(format!("{base}/orders/{id}?wait={wait}"));
-        waiters.push(tokio::spawn(async move {
-            let response = request.send().await.unwrap();
-            (response.status().as_u16(), Instant::now())
-        }));
-    }
-    let waiting = (PRESENT + ABSENT) as u64;
-    eventually(
-        "every waiter to have looked once",
-        Duration::from_secs(10),
-        || async { (lookups(metrics_text(&env, &base).await) == before + waiting).then_some(()) },
-    )
-    .await;
-
-    let mut placed_at = Vec::new();
-    for i in 0..PRESENT {
-        let sent = Instant::now();
-        let response = place_order(
-            &env.http,
-            &base,
-            &order("ivy", &[("SKU-1", 1, 100)]),
-            Some(&key(i)),
-        )
-        .await
-        .unwrap();
-        assert_eq!(response.status(), 202);
-        placed_at.push(sent);
-    }
-    for (i, waiter) in waiters.into_iter().enumerate() {
-        let (status, answered) = waiter.await.unwrap();
-        if i < PRESENT {
-            assert_eq!(status, 200, "waiter {i}");
-            let after = answered - placed_at[i];
-            assert!(
-                after < Duration::from_secs(1),
-                "waiter {i} answered {after:?} after placing"
-            );
-        } else {
-            assert_eq!(status, 404, "waiter {i}");
-        }
-    }
-    // One look each at the start, then one when the order was announced
-    // (or at the deadline): no polling.
-    assert_eq!(
-        lookups(metrics_text(&env, &base).await),
-        before + 2 * waiting
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn waiters_are_still_woken_after_postgres_restarts() {
-    let env = TestEnv::with_private(
-        "woken_after_restart",
-        Private {
-            postgres: true,
-            ..Private::default()
-        },
-    )
-    .await;
-    let orders = env.order_service("self-read").await;
-    let base = orders.url().to_owned();
-    env.restart_postgres();
-
-    let body = order("ivy", &[("SKU-1", 1, 100)]);
-    let id_of = |key: &str| {
-        Uuid::new_v5(
-            &shared_events::ID_NAMESPACE,
-            format!("order:{key}").as_bytes(),
-        )
-    };
-    // The projector is back once an order placed now is projected.
-    eventually(
-        "an order to be projected again",
-        Duration::from_secs(20),
-        || async {
-            let placed = place_order(&env.http, &base, &body, Some("after-restart-0"))
-                .await
-                .ok()?;
-            if placed.status() != 202 {
-                return None;
-            }
-            let url = format!("{base}/orders/{}?wait=1s", id_of("after-restart-0"));
-            (env.http.get(url).send().await.ok()?.status() == 200).then_some(())
-        },
-    )
-    .await;
-
-    let waiter = {
-        let request = env.http.get(format!(
-            "{base}/orders/{}?wait=5s",
-            id_of("after-restart-1")
-        ));
-        tokio::spawn(async move {
-            (
-                request.send().await.unwrap().status().as_u16(),
-                Instant::now(),
-            )
-        })
-    };
-    let sent = Instant::now();
-    let placed = place_order(&env.http, &base, &body, Some("after-restart-1"))
-        .await
-        .unwrap();
-    assert_eq!(placed.status(), 202);
-    let (status, answered) = waiter.await.unwrap();
-    assert_eq!(status, 200);
-    let after = answered - sent;
-    assert!(
-        after < Duration::from_secs(1),
-        "answered {after:?} after placing"
-    );
 }

@@ -11,3 +11,4 @@ mod dual_write;
 mod http_limits;
 mod outbox;
 mod self_read;
+mod wait_notifier;
