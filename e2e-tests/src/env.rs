@@ -177,7 +177,8 @@ impl TestEnv {
             .expect("starting NATS again");
     }
 
-    /// Stops the test's private PostgreSQL (fast shutdown); its data is kept.
+    /// Stops the test's private PostgreSQL (fast shutdown: clients are
+    /// disconnected); its data is kept.
     pub fn stop_postgres(&self) {
         self.private_postgres().stop();
     }
@@ -198,7 +199,7 @@ impl TestEnv {
     }
 
     /// Restarts the test's private PostgreSQL (fast shutdown: clients are
-    /// disconnected), on the same port and data.
+    /// disconnected), on the same port and data; starts a stopped one.
     pub fn restart_postgres(&self) {
         self.private_postgres
             .as_ref()

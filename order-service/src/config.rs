@@ -3,6 +3,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use service_kit::duration;
+use service_kit::limits::HttpSettings;
 
 use crate::patterns::{Mode, OutboxRelay};
 
@@ -68,6 +69,13 @@ pub struct Config {
     pub cdc_max_in_flight: usize,
     #[arg(long, env = "DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
+    /// How long a request waits for a database connection before it is
+    /// answered 503 `database_unavailable` (pool exhausted or database down).
+    #[arg(long, env = "DB_ACQUIRE_TIMEOUT", default_value = "5s", value_parser = duration::parse)]
+    pub db_acquire_timeout: Duration,
+    /// Request timeout, concurrency cap and admin listener.
+    #[command(flatten)]
+    pub http: HttpSettings,
     /// How long to wait for the database and NATS at start-up.
     #[arg(long, env = "STARTUP_TIMEOUT", default_value = "30s", value_parser = duration::parse)]
     pub startup_timeout: Duration,

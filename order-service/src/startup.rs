@@ -3,21 +3,25 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
+use service_kit::limits::Limits;
+use service_kit::serve::Listeners;
 use service_kit::startup::{connect_database, connect_nats, retry_until};
 use shared_events::{Names, StreamSettings};
-use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::http::{self, AppState};
+use crate::http::announcements::Listener;
+use crate::http::{self, Announcements, AppState};
 use crate::patterns::{Deps, Pattern, Worker, WorkerSettings};
 
 /// A built order-service: connected, migrated, bound, not yet serving.
 pub struct Application {
-    listener: TcpListener,
+    listeners: Listeners,
+    limits: Limits,
     worker: Option<Worker>,
+    announcer: Listener,
     state: AppState,
 }
 
@@ -29,8 +33,13 @@ impl Application {
         let names = Names::new(&config.events_prefix)?;
         let deadline = Instant::now() + config.startup_timeout;
 
-        let pool =
-            connect_database(&config.database_url, config.db_max_connections, deadline).await?;
+        let pool = connect_database(
+            &config.database_url,
+            config.db_max_connections,
+            config.db_acquire_timeout,
+            deadline,
+        )
+        .await?;
         sqlx::migrate!()
             .run(&pool)
             .await
@@ -67,13 +76,18 @@ impl Application {
         };
         let (pattern, worker) = Pattern::new(config.mode, deps, workers).await?;
 
-        let listener = TcpListener::bind(config.listen_addr)
-            .await
-            .with_context(|| format!("binding {}", config.listen_addr))?;
+        let announcements = Announcements::default();
+        let announcer = retry_until(deadline, "listening for projected orders", || {
+            announcements.listen(&config.database_url)
+        })
+        .await?;
+        let listeners = Listeners::bind(config.listen_addr, config.http.admin_listen_addr).await?;
         tracing::info!(mode = config.mode.name(), "order-service ready");
         Ok(Self {
-            listener,
+            listeners,
+            limits: Limits::new(&config.http),
             worker,
+            announcer,
             state: AppState {
                 pattern: Arc::new(pattern),
                 pool,
@@ -82,13 +96,20 @@ impl Application {
                 names,
                 metrics,
                 max_order_total_minor: config.max_order_total_minor,
+                announcements,
+                max_wait: AppState::max_wait_for(config.http.request_timeout),
             },
         })
     }
 
-    /// The address actually bound (useful with port 0).
+    /// The public address actually bound (useful with port 0).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
+        self.listeners.public_addr()
+    }
+
+    /// The admin address actually bound, if `ADMIN_LISTEN_ADDR` is set.
+    pub fn admin_addr(&self) -> Option<std::io::Result<SocketAddr>> {
+        self.listeners.admin_addr()
     }
 
     /// Serves HTTP and runs the mode's worker until `shutdown` completes; then
@@ -98,7 +119,6 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let addr = self.local_addr()?;
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();
         // A worker that cannot go on safely (a lost replication slot, say)
@@ -115,16 +135,17 @@ impl Application {
             });
         }
 
-        tracing::info!(%addr, "listening on http://{addr}");
-        let serve_stop = stop.clone();
-        let served = axum::serve(self.listener, http::router(self.state))
-            .with_graceful_shutdown(async move {
-                tokio::select! {
-                    () = shutdown => {}
-                    () = serve_stop.cancelled() => {}
-                }
-            })
-            .await;
+        tasks.spawn(self.announcer.run(stop.child_token()));
+        let on_signal = stop.clone();
+        tasks.spawn(async move {
+            tokio::select! {
+                () = shutdown => on_signal.cancel(),
+                () = on_signal.cancelled() => {}
+            }
+        });
+
+        let routers = http::routers(self.state, &self.limits, self.listeners.has_admin());
+        let served = self.listeners.serve(routers, stop.clone()).await;
         stop.cancel();
         tasks.close();
         tasks.wait().await;
@@ -132,6 +153,6 @@ impl Application {
         if let Some(error) = fatal.lock().expect("fatal lock").take() {
             return Err(error);
         }
-        served.context("serving HTTP")
+        served
     }
 }

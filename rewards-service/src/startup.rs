@@ -2,9 +2,10 @@ use std::future::Future;
 use std::net::SocketAddr;
 
 use anyhow::Context as _;
+use service_kit::limits::Limits;
+use service_kit::serve::Listeners;
 use service_kit::startup::{connect_database, connect_nats, retry_until};
 use shared_events::{Names, StreamSettings};
-use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -16,7 +17,8 @@ use service_kit::consumer::{ConsumerSettings, EventConsumer};
 
 /// A built rewards-service: connected, migrated, bound, not yet serving.
 pub struct Application {
-    listener: TcpListener,
+    listeners: Listeners,
+    limits: Limits,
     consumer: EventConsumer<Credits>,
     state: AppState,
 }
@@ -29,8 +31,13 @@ impl Application {
         let names = Names::new(&config.events_prefix)?;
         let deadline = Instant::now() + config.startup_timeout;
 
-        let pool =
-            connect_database(&config.database_url, config.db_max_connections, deadline).await?;
+        let pool = connect_database(
+            &config.database_url,
+            config.db_max_connections,
+            config.db_acquire_timeout,
+            deadline,
+        )
+        .await?;
         sqlx::migrate!()
             .run(&pool)
             .await
@@ -64,12 +71,11 @@ impl Application {
         })
         .await?;
 
-        let listener = TcpListener::bind(config.listen_addr)
-            .await
-            .with_context(|| format!("binding {}", config.listen_addr))?;
+        let listeners = Listeners::bind(config.listen_addr, config.http.admin_listen_addr).await?;
         tracing::info!("rewards-service ready");
         Ok(Self {
-            listener,
+            listeners,
+            limits: Limits::new(&config.http),
             consumer,
             state: AppState {
                 pool,
@@ -81,9 +87,14 @@ impl Application {
         })
     }
 
-    /// The address actually bound (useful with port 0).
+    /// The public address actually bound (useful with port 0).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
+        self.listeners.public_addr()
+    }
+
+    /// The admin address actually bound, if `ADMIN_LISTEN_ADDR` is set.
+    pub fn admin_addr(&self) -> Option<std::io::Result<SocketAddr>> {
+        self.listeners.admin_addr()
     }
 
     /// Serves HTTP and runs the consumer until `shutdown` completes; then
@@ -95,22 +106,20 @@ impl Application {
     ) -> anyhow::Result<()> {
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();
-        let addr = self.local_addr()?;
         tasks.spawn(self.consumer.run(stop.child_token()));
-        tracing::info!(%addr, "listening on http://{addr}");
-        let serve_stop = stop.clone();
-        let served = axum::serve(self.listener, http::router(self.state))
-            .with_graceful_shutdown(async move {
-                tokio::select! {
-                    () = shutdown => {}
-                    () = serve_stop.cancelled() => {}
-                }
-            })
-            .await;
+        let on_signal = stop.clone();
+        tasks.spawn(async move {
+            tokio::select! {
+                () = shutdown => on_signal.cancel(),
+                () = on_signal.cancelled() => {}
+            }
+        });
+        let routers = http::routers(self.state, &self.limits, self.listeners.has_admin());
+        let served = self.listeners.serve(routers, stop.clone()).await;
         stop.cancel();
         tasks.close();
         tasks.wait().await;
         tracing::info!("rewards-service stopped");
-        served.context("serving HTTP")
+        served
     }
 }

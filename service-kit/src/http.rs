@@ -1,12 +1,15 @@
 //! HTTP plumbing: every error a client sees is `{"error": {"code", "message"}}`
 //! with a stable `code`; internal errors reach the log, never the client.
+//! Metric labels come from fixed sets only (a method outside the standard
+//! ones is `other`, a path is the route's pattern), so no client input can
+//! grow the metrics.
 
 use std::time::Instant;
 
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, MatchedPath, Request};
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -59,13 +62,35 @@ pub fn unavailable(code: &str, message: &str, retry_after_secs: u32) -> Response
     response
 }
 
+/// The methods that get a label of their own; any other is `other`.
+static METHODS: [Method; 9] = [
+    Method::GET,
+    Method::HEAD,
+    Method::POST,
+    Method::PUT,
+    Method::DELETE,
+    Method::CONNECT,
+    Method::OPTIONS,
+    Method::TRACE,
+    Method::PATCH,
+];
+
+fn method_label(method: &Method) -> &'static str {
+    METHODS
+        .iter()
+        .find(|known| *known == method)
+        .map_or("other", Method::as_str)
+}
+
 /// Logs internal errors and records request count and latency per route.
+/// Every label comes from a fixed set: the method from [`METHODS`] or
+/// `other`, the path from the router's patterns or `unmatched`.
 pub async fn observe(request: Request, next: Next) -> Response {
     let path = request
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = request.method().to_string();
+    let method = method_label(request.method());
     let started = Instant::now();
     let response = next.run(request).await;
     if let Some(InternalError(text)) = response.extensions().get::<InternalError>() {
@@ -136,6 +161,15 @@ pub fn query_rejection(rejection: &QueryRejection) -> Response {
     )
 }
 
+/// A path segment that could not be parsed (e.g. not UTF-8), as a JSON 400.
+pub fn path_rejection(rejection: &PathRejection) -> Response {
+    error_response(
+        StatusCode::BAD_REQUEST,
+        "invalid_path",
+        &rejection.body_text(),
+    )
+}
+
 /// `/healthz`: the process is up.
 pub async fn live() -> Response {
     Json(serde_json::json!({ "status": "ok" })).into_response()
@@ -184,4 +218,19 @@ pub fn metrics(handle: &crate::telemetry::PrometheusHandle) -> Response {
         handle.render(),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_standard_methods_get_a_label_of_their_own() {
+        assert_eq!(method_label(&Method::GET), "GET");
+        assert_eq!(method_label(&Method::PATCH), "PATCH");
+        for invented in ["FOO", "get", "BREW", "X-1"] {
+            let method = Method::from_bytes(invented.as_bytes()).unwrap();
+            assert_eq!(method_label(&method), "other", "{invented}");
+        }
+    }
 }

@@ -9,14 +9,20 @@
 //! - [`crash`]: named crash points (and fault points) for the fault tests.
 //! - [`http`]: the JSON error body, a JSON extractor that reports bad input
 //!   in that body, and the middleware that logs internal errors and counts requests.
+//! - [`limits`]: the request timeout and the concurrency cap that sheds load.
+//! - [`serve`]: the public listener and the optional admin listener.
+//! - [`db_unavailable`]: which database errors are a 503, not a 500.
 //! - [`startup`]: patient connections to PostgreSQL and NATS.
-//! - [`duration`]: `250ms` / `2s` / `1m` for command-line flags.
+//! - [`duration`]: `250ms` / `2s` / `1m` for command-line flags and queries.
 
 pub mod consumer;
 pub mod crash;
+pub mod db_unavailable;
 pub mod duration;
 pub mod failure;
 pub mod http;
+pub mod limits;
+pub mod serve;
 pub mod shutdown;
 pub mod startup;
 pub mod telemetry;

@@ -8,14 +8,17 @@ use sqlx::postgres::PgPoolOptions;
 use tokio::time::Instant;
 
 /// A pool for `url`, once the database answers (or an error at `deadline`).
+/// A request waits at most `acquire_timeout` for a connection, then fails
+/// with `PoolTimedOut` (a 503: the pool is exhausted or the database is down).
 pub async fn connect_database(
     url: &str,
     max_connections: u32,
+    acquire_timeout: Duration,
     deadline: Instant,
 ) -> anyhow::Result<PgPool> {
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(5))
+        .acquire_timeout(acquire_timeout)
         .connect_lazy(url)
         .context("parsing DATABASE_URL")?;
     retry_until(deadline, "connecting to PostgreSQL", || async {

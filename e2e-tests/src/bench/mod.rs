@@ -14,9 +14,11 @@
 //!    (order → stored in JetStream, both clocks of this machine).
 //! 4. Peak RSS of each service (`VmHWM`).
 //!
-//! [`report`] renders the results as Markdown and as an SVG chart.
+//! [`report`] renders the results as Markdown and as an SVG chart;
+//! [`waiters`] measures what `?wait` readers cost the write path.
 
 mod report;
+pub mod waiters;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -5,11 +5,20 @@
 //! cargo build --release --workspace --bins
 //! cargo run --release -p e2e-tests --bin bench -- --modes all --duration 30s --concurrency 16
 //! ```
+//!
+//! With `--waiters N`, it measures instead what N concurrent
+//! `GET /orders/{id}?wait=10s` readers cost placement, in each of `--modes`
+//! (phases of `--duration`, alternating without and with the readers):
+//!
+//! ```text
+//! cargo run --release -p e2e-tests --bin bench -- --modes self-read --waiters 500 --duration 10s
+//! ```
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use e2e_tests::bench::waiters::{self, WaitersConfig};
 use e2e_tests::bench::{self, BenchConfig, BenchMode};
 
 #[derive(Parser)]
@@ -24,7 +33,13 @@ struct Args {
     /// Concurrent clients.
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
-    /// Where bench.md, bench.json and bench.svg are written.
+    /// Compare placement with and without this many `?wait` readers instead.
+    #[arg(long)]
+    waiters: Option<usize>,
+    /// With `--waiters`: phases of each kind (each lasts `--duration`).
+    #[arg(long, default_value_t = 2)]
+    rounds: usize,
+    /// Where bench.md, bench.json and bench.svg (or waiters.md) are written.
     #[arg(long, default_value = "docs/bench")]
     out: PathBuf,
 }
@@ -53,6 +68,9 @@ fn parse_modes(text: &str) -> anyhow::Result<Vec<BenchMode>> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(n) = args.waiters {
+        return compare_waiters(&args, n).await;
+    }
     let config = BenchConfig {
         modes: parse_modes(&args.modes)?,
         duration: args.duration,
@@ -69,5 +87,47 @@ async fn main() -> anyhow::Result<()> {
     std::fs::write(args.out.join("bench.svg"), report.svg())?;
     println!("{markdown}");
     eprintln!("written to {}", args.out.display());
+    Ok(())
+}
+
+async fn compare_waiters(args: &Args, n: usize) -> anyhow::Result<()> {
+    let mut markdown = format!(
+        "Placement with and without {n} concurrent `?wait=10s` readers of absent orders: \
+         {} rounds of {} s each way, {} clients.\n\n",
+        args.rounds,
+        args.duration.as_secs_f64(),
+        args.concurrency
+    );
+    for mode in parse_modes(&args.modes)? {
+        let result = waiters::run(&WaitersConfig {
+            mode,
+            waiters: n,
+            duration: args.duration,
+            rounds: args.rounds,
+            concurrency: args.concurrency,
+        })
+        .await?;
+        let table = result.markdown();
+        markdown.push_str(if markdown.contains("| mode |") {
+            table.lines().nth(2).map_or("", |row| row)
+        } else {
+            &table
+        });
+        if !markdown.ends_with('\n') {
+            markdown.push('\n');
+        }
+        println!(
+            "{}: {:.0}/s placed with {n} waiters, {:.0}/s without: ratio {:.3} ({:+.1} %)",
+            result.mode,
+            result.with_per_sec,
+            result.without_per_sec,
+            result.ratio,
+            (result.ratio - 1.0) * 100.0
+        );
+    }
+    std::fs::create_dir_all(&args.out)?;
+    std::fs::write(args.out.join("waiters.md"), &markdown)?;
+    println!("{markdown}");
+    eprintln!("written to {}", args.out.join("waiters.md").display());
     Ok(())
 }

@@ -11,4 +11,5 @@ pub mod leftovers;
 pub mod orders;
 #[cfg(feature = "outbox")]
 pub mod outbox;
+pub mod projected;
 pub mod replay;

@@ -1,7 +1,9 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use service_kit::db_unavailable;
 use service_kit::http::{error_response, internal_error, unavailable};
+use service_kit::limits::RETRY_AFTER_SECS;
 
 use crate::domain::{IdempotencyKey, ValidationError};
 use crate::patterns::PlaceError;
@@ -20,6 +22,12 @@ pub enum ApiError {
     IdempotencyKeyReused,
     #[error("{0:?} is not an order id")]
     InvalidOrderId(String),
+    /// A query value that breaks the rule of its domain type (a 400, where
+    /// the same value in a body is a 422).
+    #[error(transparent)]
+    InvalidQueryValue(ValidationError),
+    #[error("customer_id is required")]
+    CustomerIdRequired,
     #[error("limit must be between 1 and {0}")]
     InvalidLimit(u32),
     #[error("no order with this id")]
@@ -31,6 +39,9 @@ pub enum ApiError {
          retry with the same body and Idempotency-Key {0:?} to learn the outcome"
     )]
     OutcomeUnknown(IdempotencyKey),
+    /// No database connection could be had: nothing was read or written.
+    #[error("the database is unavailable; retry later")]
+    DatabaseUnavailable,
     #[error("wait must be a duration of at most {0} seconds, like 500ms or 2s")]
     InvalidWait(u64),
     #[error(transparent)]
@@ -43,14 +54,28 @@ impl From<PlaceError> for ApiError {
             PlaceError::KeyReused => ApiError::IdempotencyKeyReused,
             PlaceError::Unavailable => ApiError::Unavailable,
             PlaceError::Unknown { key } => ApiError::OutcomeUnknown(key),
+            // Only "never connected" is a 503 for a write: a connection lost
+            // mid-way may have carried the COMMIT.
+            PlaceError::Internal(error)
+                if db_unavailable::sqlx_cause(&error)
+                    .is_some_and(db_unavailable::never_connected) =>
+            {
+                ApiError::DatabaseUnavailable
+            }
             PlaceError::Internal(error) => ApiError::Internal(error),
         }
     }
 }
 
+/// For the read paths, which use `?` on SQL directly: a read that failed
+/// for want of the database changed nothing, so it is a 503.
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
-        ApiError::Internal(error.into())
+        if db_unavailable::unavailable_for_read(&error) {
+            ApiError::DatabaseUnavailable
+        } else {
+            ApiError::Internal(error.into())
+        }
     }
 }
 
@@ -63,11 +88,16 @@ impl IntoResponse for ApiError {
                 (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused")
             }
             ApiError::InvalidOrderId(_) => (StatusCode::BAD_REQUEST, "invalid_order_id"),
+            ApiError::InvalidQueryValue(e) => (StatusCode::BAD_REQUEST, e.code()),
+            ApiError::CustomerIdRequired => (StatusCode::BAD_REQUEST, "customer_id_required"),
             ApiError::InvalidLimit(_) => (StatusCode::BAD_REQUEST, "invalid_limit"),
             ApiError::OrderNotFound => (StatusCode::NOT_FOUND, "order_not_found"),
             ApiError::InvalidWait(_) => (StatusCode::BAD_REQUEST, "invalid_wait"),
             ApiError::Unavailable => {
-                return unavailable("broker_unavailable", &self.to_string(), 1);
+                return unavailable("broker_unavailable", &self.to_string(), RETRY_AFTER_SECS);
+            }
+            ApiError::DatabaseUnavailable => {
+                return unavailable("database_unavailable", &self.to_string(), RETRY_AFTER_SECS);
             }
             ApiError::OutcomeUnknown(key) => {
                 // The key also travels as a field of its own, for clients

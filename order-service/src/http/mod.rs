@@ -1,26 +1,41 @@
 //! Routes. Handlers turn input into domain types first, then call the pattern.
+//!
+//! The public listener serves the API; the operator endpoints (`/metrics`,
+//! unfiltered `GET /orders`) go with it, or, when `ADMIN_LISTEN_ADDR` is
+//! set, to the admin listener only. Health and readiness are on both.
 
+pub mod announcements;
 mod error;
 mod health;
 mod orders;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use service_kit::http::{method_not_allowed, not_found, observe};
+use service_kit::limits::Limits;
+use service_kit::serve::Routers;
 use service_kit::telemetry::PrometheusHandle;
 use shared_events::Names;
 use sqlx::PgPool;
 use tower_http::trace::TraceLayer;
 
+pub use announcements::Announcements;
 pub use error::ApiError;
+pub use orders::MAX_WAIT;
 
 use crate::patterns::Pattern;
 
 /// Largest request body accepted; larger ones get 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// How long before the request timeout a `?wait` gives up and answers 404
+/// itself, so that it is not cut off with a 504: time for its last look at
+/// the database, which all waiters started together take at once.
+const WAIT_MARGIN: Duration = Duration::from_secs(1);
 
 #[derive(Clone)]
 pub struct AppState {
@@ -32,19 +47,82 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Orders above this total (minor units) are refused.
     pub max_order_total_minor: i64,
+    pub announcements: Announcements,
+    /// The longest a `?wait` actually waits: [`MAX_WAIT`], or less under a
+    /// shorter request timeout.
+    pub max_wait: Duration,
 }
 
-pub fn router(state: AppState) -> Router {
+impl AppState {
+    /// The cap on `?wait` for `request_timeout`: [`WAIT_MARGIN`] short of
+    /// it, or half of it when it is short.
+    pub fn max_wait_for(request_timeout: Duration) -> Duration {
+        let margin = WAIT_MARGIN.min(request_timeout / 2);
+        MAX_WAIT.min(request_timeout - margin)
+    }
+}
+
+/// The public router and, with `separate_admin`, the admin router.
+pub fn routers(state: AppState, limits: &Limits, separate_admin: bool) -> Routers {
+    let api = Router::new().route("/orders/{id}", get(orders::get)).route(
+        "/orders",
+        if separate_admin {
+            get(orders::list_customer).post(orders::place)
+        } else {
+            get(orders::list_all).post(orders::place)
+        },
+    );
+    let public = limits.shed_load(api).merge(probes());
+    if separate_admin {
+        let admin = operator().merge(probes());
+        Routers {
+            public: finish(public, limits, state.clone()),
+            admin: Some(finish(admin, limits, state)),
+        }
+    } else {
+        let metrics = Router::new().route("/metrics", get(health::metrics));
+        Routers {
+            public: finish(public.merge(metrics), limits, state),
+            admin: None,
+        }
+    }
+}
+
+/// Health and readiness, on every listener, never shed.
+fn probes() -> Router<AppState> {
     Router::new()
-        .route("/orders", get(orders::list).post(orders::place))
-        .route("/orders/{id}", get(orders::get))
         .route("/healthz", get(health::live))
         .route("/readyz", get(health::ready))
+}
+
+/// What only operators need, on the admin listener.
+fn operator() -> Router<AppState> {
+    Router::new()
+        .route("/orders", get(orders::list_all))
         .route("/metrics", get(health::metrics))
+}
+
+fn finish(router: Router<AppState>, limits: &Limits, state: AppState) -> Router {
+    limits
+        .time_limit(router)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(observe))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wait_ends_before_the_request_timeout() {
+        let cap = AppState::max_wait_for;
+        assert_eq!(cap(Duration::from_secs(10)), Duration::from_secs(9));
+        assert_eq!(cap(Duration::from_secs(30)), MAX_WAIT);
+        assert_eq!(cap(Duration::from_millis(500)), Duration::from_millis(250));
+        assert_eq!(cap(Duration::ZERO), Duration::ZERO);
+    }
 }

@@ -1,5 +1,5 @@
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -7,17 +7,17 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use service_kit::duration;
-use service_kit::http::{JsonBody, query_rejection};
+use service_kit::http::{JsonBody, path_rejection, query_rejection};
 use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::{ApiError, AppState};
 use crate::db;
-use crate::domain::{IdempotencyKey, NewOrder, Order, PlaceOrderRequest};
+use crate::domain::{CustomerId, IdempotencyKey, NewOrder, Order, PlaceOrderRequest};
 use crate::patterns::{Durability, Placement};
 
-const MAX_WAIT: Duration = Duration::from_secs(10);
-const WAIT_POLL: Duration = Duration::from_millis(20);
+/// Longest `?wait` accepted.
+pub const MAX_WAIT: Duration = Duration::from_secs(10);
 const DEFAULT_PAGE: u32 = 50;
 const MAX_PAGE: u32 = 500;
 
@@ -67,12 +67,18 @@ pub struct GetParams {
     wait: Option<String>,
 }
 
-/// `GET /orders/{id}[?wait=2s]`.
+/// `GET /orders/{id}[?wait=2s]`. A wait looks at the database when it
+/// starts, when the order is announced, and at its deadline (see
+/// [`super::announcements`]); it never outlasts the request timeout.
 pub async fn get(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     params: Result<Query<GetParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let Path(id) = match id {
+        Ok(id) => id,
+        Err(rejection) => return Ok(path_rejection(&rejection)),
+    };
     let Query(params) = match params {
         Ok(params) => params,
         Err(rejection) => return Ok(query_rejection(&rejection)),
@@ -85,17 +91,19 @@ pub async fn get(
             .filter(|wait| *wait <= MAX_WAIT)
             .ok_or(ApiError::InvalidWait(MAX_WAIT.as_secs()))?,
     };
-    let deadline = Instant::now() + wait;
+    let mut waiter = state
+        .announcements
+        .waiter(id, Instant::now() + wait.min(state.max_wait));
     loop {
+        metrics::counter!("order_lookups_total").increment(1);
         let mut conn = state.pool.acquire().await?;
         if let Some(order) = db::orders::find(&mut conn, id).await? {
             return Ok(Json(order).into_response());
         }
         drop(conn);
-        if Instant::now() >= deadline {
+        if !waiter.worth_looking_again().await {
             return Err(ApiError::OrderNotFound);
         }
-        tokio::time::sleep(WAIT_POLL).await;
     }
 }
 
@@ -116,15 +124,49 @@ pub struct OrderPage {
     next_after: Option<Uuid>,
 }
 
-/// `GET /orders?customer_id=&after=&limit=`: orders oldest first, keyset-paginated.
-pub async fn list(
+/// Who may list which orders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// Any listing, unfiltered included (the audit's view).
+    All,
+    /// One customer's orders only: `customer_id` is required. The public
+    /// listener's scope when operator endpoints have a listener of their own.
+    Customer,
+}
+
+/// `GET /orders?customer_id=&after=&limit=` where unfiltered listing is allowed.
+pub async fn list_all(
     State(state): State<AppState>,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    list(Scope::All, state, params).await
+}
+
+/// `GET /orders?customer_id=&after=&limit=` where `customer_id` is required.
+pub async fn list_customer(
+    State(state): State<AppState>,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    list(Scope::Customer, state, params).await
+}
+
+/// Orders oldest first, keyset-paginated.
+async fn list(
+    scope: Scope,
+    state: AppState,
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(params) = match params {
         Ok(params) => params,
         Err(rejection) => return Ok(query_rejection(&rejection)),
     };
+    let customer_id = params
+        .customer_id
+        .map(|raw| CustomerId::parse(raw).map_err(ApiError::InvalidQueryValue))
+        .transpose()?;
+    if scope == Scope::Customer && customer_id.is_none() {
+        return Err(ApiError::CustomerIdRequired);
+    }
     let limit = params.limit.unwrap_or(DEFAULT_PAGE);
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(ApiError::InvalidLimit(MAX_PAGE));
@@ -132,7 +174,7 @@ pub async fn list(
     let mut conn = state.pool.acquire().await?;
     let orders = db::orders::list(
         &mut conn,
-        params.customer_id.as_deref(),
+        customer_id.as_ref().map(CustomerId::as_str),
         params.after,
         i64::from(limit),
     )

@@ -2,7 +2,8 @@
 //! order history. The loop is `service_kit::consumer`; a batch of events is
 //! applied in one transaction that records each event in the inbox and
 //! inserts its order unless it exists (a retry under another event id), and
-//! acked after COMMIT.
+//! acked after COMMIT. The transaction also notifies the ids it inserted,
+//! which PostgreSQL delivers at COMMIT to the `?wait` readers.
 
 use anyhow::Context as _;
 use service_kit::consumer::{Applied, Apply, ConsumerSettings, EventConsumer};
@@ -50,6 +51,7 @@ pub async fn project(
         .await
         .context("beginning the projection transaction")?;
     let mut outcomes = Vec::with_capacity(events.len());
+    let mut projected = Vec::with_capacity(events.len());
     for event in &events {
         let new_event = db::inbox::record(&mut tx, event.event_id)
             .await
@@ -58,12 +60,20 @@ pub async fn project(
             && db::orders::insert_if_absent(&mut tx, &Order::from_event(&event.payload))
                 .await
                 .context("inserting the order")?;
+        if inserted {
+            projected.push(event.payload.order_id);
+        }
         outcomes.push(if inserted {
             Applied::New
         } else {
             Applied::Duplicate
         });
     }
+    // Delivered by PostgreSQL at COMMIT, and only then: wakes the
+    // `GET /orders/{id}?wait=` readers of these orders.
+    db::projected::announce(&mut tx, &projected)
+        .await
+        .context("announcing the projected orders")?;
     tx.commit().await.context("committing the projection")?;
     Ok(outcomes)
 }

@@ -1,0 +1,148 @@
+//! `GET /orders/{id}?wait=` does not poll: the projector's notifications
+//! wake exactly the waiters of the projected orders.
+
+use std::time::Duration;
+
+use e2e_tests::api::{order, place_order};
+use e2e_tests::env::Private;
+use e2e_tests::{TestEnv, eventually};
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use crate::http_limits::{counter, metrics_text};
+
+/// The id self-read gives the order customer `ivy` places under `key`, so
+/// that a test can wait for an order before it is placed.
+fn id_of(key: &str) -> Uuid {
+    Uuid::new_v5(
+        &shared_events::ID_NAMESPACE,
+        format!("order:ivy:{key}").as_bytes(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_are_woken_by_the_projection_not_by_polling() {
+    const PRESENT: usize = 40;
+    const ABSENT: usize = 20;
+    let env = TestEnv::new("woken_waiters").await;
+    let orders = env.order_service("self-read").await;
+    let base = orders.url().to_owned();
+    let lookups = |metrics: String| counter(&metrics, "order_lookups_total");
+    let before = lookups(metrics_text(&env, &base).await);
+
+    // Self-read derives an order's id from its Idempotency-Key, so the
+    // waiters can wait for orders that are not placed yet.
+    let key = |i: usize| format!("woken-{i}");
+    let mut waiters = Vec::new();
+    for i in 0..PRESENT + ABSENT {
+        let (id, wait) = if i < PRESENT {
+            (id_of(&key(i)), "10s")
+        } else {
+            (Uuid::now_v7(), "2s")
+        };
+        let request = env.http.get(format!("{base}/orders/{id}?wait={wait}"));
+        waiters.push(tokio::spawn(async move {
+            let response = request.send().await.unwrap();
+            (response.status().as_u16(), Instant::now())
+        }));
+    }
+    let waiting = (PRESENT + ABSENT) as u64;
+    eventually(
+        "every waiter to have looked once",
+        Duration::from_secs(10),
+        || async { (lookups(metrics_text(&env, &base).await) == before + waiting).then_some(()) },
+    )
+    .await;
+
+    let mut placed_at = Vec::new();
+    for i in 0..PRESENT {
+        let sent = Instant::now();
+        let response = place_order(
+            &env.http,
+            &base,
+            &order("ivy", &[("SKU-1", 1, 100)]),
+            Some(&key(i)),
+        )
+        .await
+        .unwrap();
+        assert_eq!(response.status(), 202);
+        placed_at.push(sent);
+    }
+    for (i, waiter) in waiters.into_iter().enumerate() {
+        let (status, answered) = waiter.await.unwrap();
+        if i < PRESENT {
+            assert_eq!(status, 200, "waiter {i}");
+            let after = answered - placed_at[i];
+            assert!(
+                after < Duration::from_secs(1),
+                "waiter {i} answered {after:?} after placing"
+            );
+        } else {
+            assert_eq!(status, 404, "waiter {i}");
+        }
+    }
+    // One look each at the start, then one when the order was announced
+    // (or at the deadline): no polling.
+    assert_eq!(
+        lookups(metrics_text(&env, &base).await),
+        before + 2 * waiting
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_are_still_woken_after_postgres_restarts() {
+    let env = TestEnv::with_private(
+        "woken_after_restart",
+        Private {
+            postgres: true,
+            ..Private::default()
+        },
+    )
+    .await;
+    let orders = env.order_service("self-read").await;
+    let base = orders.url().to_owned();
+    env.restart_postgres();
+
+    let body = order("ivy", &[("SKU-1", 1, 100)]);
+    // The projector is back once an order placed now is projected.
+    eventually(
+        "an order to be projected again",
+        Duration::from_secs(20),
+        || async {
+            let placed = place_order(&env.http, &base, &body, Some("after-restart-0"))
+                .await
+                .ok()?;
+            if placed.status() != 202 {
+                return None;
+            }
+            let url = format!("{base}/orders/{}?wait=1s", id_of("after-restart-0"));
+            (env.http.get(url).send().await.ok()?.status() == 200).then_some(())
+        },
+    )
+    .await;
+
+    let waiter = {
+        let request = env.http.get(format!(
+            "{base}/orders/{}?wait=5s",
+            id_of("after-restart-1")
+        ));
+        tokio::spawn(async move {
+            (
+                request.send().await.unwrap().status().as_u16(),
+                Instant::now(),
+            )
+        })
+    };
+    let sent = Instant::now();
+    let placed = place_order(&env.http, &base, &body, Some("after-restart-1"))
+        .await
+        .unwrap();
+    assert_eq!(placed.status(), 202);
+    let (status, answered) = waiter.await.unwrap();
+    assert_eq!(status, 200);
+    let after = answered - sent;
+    assert!(
+        after < Duration::from_secs(1),
+        "answered {after:?} after placing"
+    );
+}

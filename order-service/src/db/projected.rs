@@ -1,0 +1,43 @@
+//! Announcements of projected orders: the self-read projector notifies
+//! [`CHANNEL`] in its batch transaction, so PostgreSQL delivers the ids only
+//! if and when the orders are committed. `?wait` readers listen for them.
+
+#[cfg(feature = "self-read")]
+use sqlx::PgConnection;
+#[cfg(feature = "self-read")]
+use uuid::Uuid;
+
+/// The LISTEN/NOTIFY channel; per database, as NOTIFY is.
+pub const CHANNEL: &str = "orders_projected";
+
+/// Ids per notification: a payload must stay under 8000 bytes, and an id
+/// takes 37 (36 and a comma).
+#[cfg(feature = "self-read")]
+const IDS_PER_NOTIFICATION: i64 = 200;
+
+/// Notifies `ids` as comma-separated lists, delivered at COMMIT.
+#[cfg(feature = "self-read")]
+pub async fn announce(conn: &mut PgConnection, ids: &[Uuid]) -> sqlx::Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query!(
+        "SELECT pg_notify($1, string_agg(id::text, ',' ORDER BY n))
+         FROM unnest($2::uuid[]) WITH ORDINALITY AS ids (id, n)
+         GROUP BY (n - 1) / $3",
+        CHANNEL,
+        ids,
+        IDS_PER_NOTIFICATION,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The ids of one notification's payload; anything else in it is skipped.
+pub fn parse(payload: &str) -> Vec<uuid::Uuid> {
+    payload
+        .split(',')
+        .filter_map(|id| uuid::Uuid::parse_str(id).ok())
+        .collect()
+}

@@ -1,0 +1,177 @@
+//! Routes of rewards-service. Every value from the client is checked before
+//! it reaches SQL: what the API cannot parse or PostgreSQL cannot store (a
+//! NUL byte) is a 400.
+//!
+//! The public listener serves `GET /customers/{id}/rewards`; the operator
+//! endpoints (`/metrics`, `GET /ledger`) go with it, or, when
+//! `ADMIN_LISTEN_ADDR` is set, to the admin listener only. Health and
+//! readiness are on both.
+
+mod error;
+
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use service_kit::http::{
+    Readiness, method_not_allowed, not_found, observe, path_rejection, query_rejection,
+};
+use service_kit::limits::Limits;
+use service_kit::serve::Routers;
+use service_kit::telemetry::PrometheusHandle;
+use shared_events::Names;
+use sqlx::PgPool;
+use tower_http::trace::TraceLayer;
+use uuid::Uuid;
+
+pub use error::ApiError;
+
+use crate::db::{self, Credited, LedgerEntry};
+
+/// Most ledger entries one response shows.
+const LEDGER_LIMIT: i64 = 1000;
+const DEFAULT_PAGE: u32 = 100;
+const MAX_PAGE: u32 = 1000;
+/// Longest customer id looked up.
+const MAX_CUSTOMER_ID: usize = 1024;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub nats: async_nats::Client,
+    pub jetstream: async_nats::jetstream::Context,
+    pub names: Names,
+    pub metrics: PrometheusHandle,
+}
+
+/// The public router and, with `separate_admin`, the admin router.
+pub fn routers(state: AppState, limits: &Limits, separate_admin: bool) -> Routers {
+    let api = Router::new().route("/customers/{id}/rewards", get(rewards));
+    let public = limits.shed_load(api).merge(probes());
+    let operator = Router::new()
+        .route("/ledger", get(ledger))
+        .route("/metrics", get(metrics));
+    if separate_admin {
+        Routers {
+            public: finish(public, limits, state.clone()),
+            admin: Some(finish(operator.merge(probes()), limits, state)),
+        }
+    } else {
+        Routers {
+            public: finish(public.merge(operator), limits, state),
+            admin: None,
+        }
+    }
+}
+
+/// Health and readiness, on every listener, never shed.
+fn probes() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(service_kit::http::live))
+        .route("/readyz", get(ready))
+}
+
+fn finish(router: Router<AppState>, limits: &Limits, state: AppState) -> Router {
+    limits
+        .time_limit(router)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(observe))
+        .layer(DefaultBodyLimit::max(16 * 1024))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+#[derive(Debug, Serialize)]
+struct Rewards {
+    customer_id: String,
+    balance: i64,
+    /// Newest first, at most 1000 entries.
+    ledger: Vec<LedgerEntry>,
+}
+
+/// `GET /customers/{id}/rewards`: the balance and the credited orders; 404
+/// until the customer's first order was credited.
+async fn rewards(
+    State(state): State<AppState>,
+    customer_id: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let Path(customer_id) = match customer_id {
+        Ok(customer_id) => customer_id,
+        Err(rejection) => return Ok(path_rejection(&rejection)),
+    };
+    // Customer ids arrive in events from any producer, so only what
+    // PostgreSQL cannot hold, or would not be worth a lookup, is refused.
+    if customer_id.is_empty() || customer_id.len() > MAX_CUSTOMER_ID || customer_id.contains('\0') {
+        return Err(ApiError::InvalidCustomerId(MAX_CUSTOMER_ID));
+    }
+    let mut conn = state.pool.acquire().await?;
+    let balance = db::balance(&mut conn, &customer_id)
+        .await?
+        .ok_or(ApiError::CustomerNotFound)?;
+    let ledger = db::ledger(&mut conn, &customer_id, LEDGER_LIMIT).await?;
+    Ok(Json(Rewards {
+        customer_id,
+        balance,
+        ledger,
+    })
+    .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LedgerParams {
+    /// Order id of the last entry of the previous page.
+    after: Option<Uuid>,
+    limit: Option<u32>,
+}
+
+#[derive(Debug, Serialize)]
+struct LedgerPage {
+    entries: Vec<Credited>,
+    /// Pass as `after` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_after: Option<Uuid>,
+}
+
+/// `GET /ledger?after=&limit=`: every credit, in order-id order, paginated —
+/// what a consistency audit compares with order-service's orders.
+async fn ledger(
+    State(state): State<AppState>,
+    params: Result<Query<LedgerParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(params) = match params {
+        Ok(params) => params,
+        Err(rejection) => return Ok(query_rejection(&rejection)),
+    };
+    let limit = params.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::InvalidLimit(MAX_PAGE));
+    }
+    let mut conn = state.pool.acquire().await?;
+    let entries = db::ledger_page(&mut conn, params.after, i64::from(limit)).await?;
+    let next_after = (entries.len() == limit as usize)
+        .then(|| entries.last().map(|e| e.order_id))
+        .flatten();
+    Ok(Json(LedgerPage {
+        entries,
+        next_after,
+    })
+    .into_response())
+}
+
+async fn ready(State(state): State<AppState>) -> Response {
+    service_kit::http::ready(Readiness {
+        pool: &state.pool,
+        nats: &state.nats,
+        jetstream: &state.jetstream,
+        stream: state.names.stream(),
+    })
+    .await
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    service_kit::http::metrics(&state.metrics)
+}
