@@ -2,9 +2,9 @@
 //! throughput with and without `waiters` concurrent readers waiting for
 //! orders that never come, measured in the same run on the same services.
 //!
-//! Phases alternate (without, with, without, with, …) so that drift of a
-//! shared machine falls on both sides; the ratio is placed orders per second
-//! with waiters over without.
+//! Phases alternate ABBA (without, with, with, without, …) so that drift
+//! over the run falls on both sides alike; the ratio is placed orders per
+//! second with waiters over without.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,17 +44,26 @@ pub struct WaitersResult {
 
 impl WaitersResult {
     pub fn markdown(&self) -> String {
+        let other = if self.other_waits.is_empty() {
+            "none".to_owned()
+        } else {
+            self.other_waits
+                .iter()
+                .map(|(outcome, n)| format!("{outcome} × {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         format!(
-            "| mode | waiters | placed /s without | placed /s with | ratio | waits answered 404 / other |\n\
-             |---|---:|---:|---:|---:|---:|\n\
-             | {} | {} | {:.0} | {:.0} | {:.3} | {} / {:?} |\n",
+            "| mode | waiters | placed /s without | placed /s with | ratio | waits answered 404 | other answers |\n\
+             |---|---:|---:|---:|---:|---:|---|\n\
+             | {} | {} | {:.0} | {:.0} | {:.3} | {} | {} |\n",
             self.mode,
             self.waiters,
             self.without_per_sec,
             self.with_per_sec,
             self.ratio,
             self.finished_waits,
-            self.other_waits,
+            other,
         )
     }
 }
@@ -77,36 +86,43 @@ pub async fn run(config: &WaitersConfig) -> anyhow::Result<WaitersResult> {
     let other = Arc::new(Mutex::new(BTreeMap::new()));
     let (mut without, mut with) = (0_u64, 0_u64);
     for round in 1..=config.rounds {
-        let phase = format!("round {round}, no waiters");
-        without += drive(
-            &env,
-            orders.url(),
-            config.concurrency,
-            config.duration,
-            None,
-            name,
-            &phase,
-        )
-        .await
-        .placed;
-
-        let readers = start_waiters(orders.url(), config.waiters, &finished, &other);
-        // Let every reader get its request in before measuring.
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let phase = format!("round {round}, {} waiters", config.waiters);
-        with += drive(
-            &env,
-            orders.url(),
-            config.concurrency,
-            config.duration,
-            None,
-            name,
-            &phase,
-        )
-        .await
-        .placed;
-        for reader in readers {
-            reader.abort();
+        // ABBA: odd rounds start without waiters, even rounds with, so that
+        // a drift over the run (a growing table, a neighbour's build) falls
+        // on both sides alike.
+        let order = if round % 2 == 1 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        for waiting in order {
+            let readers =
+                waiting.then(|| start_waiters(orders.url(), config.waiters, &finished, &other));
+            let phase = if waiting {
+                // Let every reader get its request in before measuring.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                format!("round {round}, {} waiters", config.waiters)
+            } else {
+                format!("round {round}, no waiters")
+            };
+            let placed = drive(
+                &env,
+                orders.url(),
+                config.concurrency,
+                config.duration,
+                None,
+                name,
+                &phase,
+            )
+            .await
+            .placed;
+            if waiting {
+                with += placed;
+            } else {
+                without += placed;
+            }
+            for reader in readers.into_iter().flatten() {
+                reader.abort();
+            }
         }
     }
     let seconds = config.duration.as_secs_f64() * config.rounds as f64;

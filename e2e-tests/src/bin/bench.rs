@@ -11,7 +11,7 @@
 //! (phases of `--duration`, alternating without and with the readers):
 //!
 //! ```text
-//! cargo run --release -p e2e-tests --bin bench -- --modes self-read --waiters 500 --duration 10s
+//! cargo run --release -p e2e-tests --bin bench -- --modes self-read --waiters 500 --duration 10s --rounds 4
 //! ```
 
 use std::path::PathBuf;

@@ -87,7 +87,7 @@ async fn the_concurrency_limit_sheds_load_with_503_and_retry_after() {
     let slow: Vec<_> = (0..2)
         .map(|_| {
             let request = env.http.get(format!(
-                "{}/orders/{}?wait=4s",
+                "{}/orders/{}?wait=5s",
                 orders.url(),
                 Uuid::now_v7()
             ));
@@ -95,12 +95,19 @@ async fn the_concurrency_limit_sheds_load_with_503_and_retry_after() {
         })
         .collect();
 
-    let absent = format!("{}/orders/{}", orders.url(), Uuid::now_v7());
-    let shed = eventually("a request to be shed", Duration::from_secs(3), || async {
-        let response = env.http.get(&absent).send().await.unwrap();
-        (response.status() == 503).then_some(response)
-    })
+    // Both are in once both have looked at the database (metrics are not counted).
+    eventually(
+        "both slow requests to be in",
+        Duration::from_secs(10),
+        || async {
+            let metrics = metrics_text(&env, orders.url()).await;
+            (counter(&metrics, "order_lookups_total") == 2).then_some(())
+        },
+    )
     .await;
+
+    let absent = format!("{}/orders/{}", orders.url(), Uuid::now_v7());
+    let shed = env.http.get(&absent).send().await.unwrap();
     assert_eq!(
         refusal(shed).await,
         (503, Some("1".to_owned()), "overloaded".to_owned())
