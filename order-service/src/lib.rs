@@ -7,20 +7,20 @@
 //! - [`http`]: routes, handlers and the error type clients see.
 //! - [`patterns`]: one module per mode (write path + background worker); the
 //!   only `match` on the mode.
-//! - [`cdc`]: the change-data-capture reader the `cdc` mode and the CDC
-//!   outbox relay share.
+//! - [`replication`]: the logical-replication reader (slot, pgoutput, resync)
+//!   that the `cdc` mode and the CDC outbox relay share.
 //! - [`db`]: all SQL.
 //! - [`domain`]: parsed, always-valid orders.
 //!
 //! Dependencies point one way: `startup -> http -> patterns -> {db, domain}`.
 
-#[cfg(feature = "cdc")]
-pub mod cdc;
 pub mod config;
 pub mod db;
 pub mod domain;
 pub mod http;
 pub mod patterns;
+#[cfg(feature = "cdc")]
+pub mod replication;
 pub mod startup;
 
 pub use startup::Application;

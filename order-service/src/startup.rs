@@ -1,6 +1,6 @@
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use service_kit::limits::Limits;
@@ -14,10 +14,12 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::http::announcements::Listener;
 use crate::http::{self, Announcements, AppState};
-use crate::patterns::{Deps, Pattern, Worker, WorkerSettings};
+use crate::patterns::{Deps, Pattern, Worker};
 
 /// A built order-service: connected, migrated, bound, not yet serving.
 pub struct Application {
+    /// Cancelled to stop the worker, the listeners and everything else.
+    stop: CancellationToken,
     listeners: Listeners,
     limits: Limits,
     worker: Option<Worker>,
@@ -57,24 +59,15 @@ impl Application {
 
         let deps = Deps {
             pool: pool.clone(),
+            database_url: config.database_url.clone(),
             nats: nats.clone(),
             jetstream: jetstream.clone(),
             names: names.clone(),
-        };
-        let workers = WorkerSettings {
-            outbox_relay: config.outbox_relay,
-            database_url: config.database_url.clone(),
-            cdc_slot: config.cdc_slot.clone(),
-            cdc_heartbeat_interval: config.cdc_heartbeat_interval,
-            cdc_max_in_flight: config.cdc_max_in_flight,
-            relay_batch_size: config.relay_batch_size,
-            relay_poll_interval: config.relay_poll_interval,
-            publish_timeout: config.publish_timeout,
-            consumer_ack_wait: config.consumer_ack_wait,
-            consumer_max_deliver: config.consumer_max_deliver,
             startup_deadline: deadline,
         };
-        let (pattern, worker) = Pattern::new(config.mode, deps, workers).await?;
+        let stop = CancellationToken::new();
+        let (pattern, worker) =
+            Pattern::start(config.mode, deps, &config.patterns, stop.child_token()).await?;
 
         let announcements = Announcements::default();
         let announcer = retry_until(deadline, "listening for projected orders", || {
@@ -84,6 +77,7 @@ impl Application {
         let listeners = Listeners::bind(config.listen_addr, config.http.admin_listen_addr).await?;
         tracing::info!(mode = config.mode.name(), "order-service ready");
         Ok(Self {
+            stop,
             listeners,
             limits: Limits::new(&config.http),
             worker,
@@ -119,21 +113,21 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let stop = CancellationToken::new();
+        let stop = self.stop;
         let tasks = TaskTracker::new();
         // A worker that cannot go on safely (a lost replication slot, say)
-        // stops the whole service with its error.
-        let fatal = Arc::new(Mutex::new(None));
-        if let Some(worker) = self.worker {
-            let (run, stop, fatal) = (worker(stop.child_token()), stop.clone(), fatal.clone());
+        // ends with an error, which stops the whole service and is returned.
+        let worker = self.worker.map(|worker| {
+            let stop = stop.clone();
             tasks.spawn(async move {
-                if let Err(error) = run.await {
+                let result = worker.await;
+                if let Err(error) = &result {
                     tracing::error!(error = format!("{error:#}"), "stopping order-service");
-                    *fatal.lock().expect("fatal lock") = Some(error);
-                    stop.cancel();
                 }
-            });
-        }
+                stop.cancel();
+                result
+            })
+        });
 
         tasks.spawn(self.announcer.run(stop.child_token()));
         let on_signal = stop.clone();
@@ -150,8 +144,8 @@ impl Application {
         tasks.close();
         tasks.wait().await;
         tracing::info!("order-service stopped");
-        if let Some(error) = fatal.lock().expect("fatal lock").take() {
-            return Err(error);
+        if let Some(worker) = worker {
+            worker.await.context("the worker panicked")??;
         }
         served
     }

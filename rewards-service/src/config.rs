@@ -48,3 +48,13 @@ pub struct Config {
     #[arg(long, env = "STARTUP_TIMEOUT", default_value = "30s", value_parser = duration::parse)]
     pub startup_timeout: Duration,
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn the_flags_are_consistent() {
+        super::Config::command().debug_assert();
+    }
+}

@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::{ApiError, AppState};
 use crate::db;
 use crate::domain::{CustomerId, IdempotencyKey, NewOrder, Order, PlaceOrderRequest};
-use crate::patterns::{Durability, Placement};
+use crate::patterns::{Durability, Outcome, Placement};
 
 /// Longest `?wait` accepted.
 pub const MAX_WAIT: Duration = Duration::from_secs(10);
@@ -42,7 +42,7 @@ pub async fn place(
     };
     let order = NewOrder::try_from(request)?.within_total(state.max_order_total_minor)?;
     let placed = state.pattern.place(Placement { order, key }).await?;
-    if !placed.replayed {
+    if placed.outcome == Outcome::New {
         metrics::counter!("orders_placed_total").increment(1);
     }
     let location = format!("/orders/{}", placed.order.id);
@@ -51,7 +51,7 @@ pub async fn place(
         Durability::Accepted => StatusCode::ACCEPTED,
     };
     let mut response = (status, [(header::LOCATION, location)], Json(placed.order)).into_response();
-    if placed.replayed {
+    if placed.outcome == Outcome::Replayed {
         response
             .headers_mut()
             .insert("idempotent-replayed", HeaderValue::from_static("true"));

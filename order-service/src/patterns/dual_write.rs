@@ -5,24 +5,26 @@
 //! nothing will ever publish it. The e2e suite asserts this loss.
 
 use shared_events::{Envelope, jetstream};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::store;
-use super::{Deps, PlaceError, Placed, Placement};
+use super::store::{self, Stored};
+use super::{Deps, Outcome, PlaceError, Placed, Placement, Worker};
+
+/// The write path; there is no worker — which is the point.
+pub fn start(deps: Deps, _shutdown: CancellationToken) -> (DualWrite, Option<Worker>) {
+    (DualWrite { deps }, None)
+}
 
 pub struct DualWrite {
     deps: Deps,
 }
 
 impl DualWrite {
-    pub fn new(deps: Deps) -> Self {
-        Self { deps }
-    }
-
     pub async fn place(&self, placement: Placement) -> Result<Placed, PlaceError> {
         let order = match store::commit(&self.deps.pool, placement).await? {
-            Ok(order) => order,
-            Err(earlier) => return Ok(Placed::stored_before(earlier)),
+            Stored::New(order) => order,
+            Stored::Replayed(order) => return Ok(Placed::stored(order, Outcome::Replayed)),
         };
 
         let event = Envelope::new(Uuid::now_v7(), order.created_at, order.placed_event());
@@ -48,6 +50,6 @@ impl DualWrite {
                 tracing::error!(order_id = %order.id, error = %error, "event lost after commit");
             }
         }
-        Ok(Placed::stored(order))
+        Ok(Placed::stored(order, Outcome::New))
     }
 }

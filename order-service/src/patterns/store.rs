@@ -57,19 +57,23 @@ pub(crate) async fn begin(pool: &PgPool, placement: Placement) -> Result<Begun, 
     Ok(Begun::New(tx, order))
 }
 
-/// The order committed on its own, for the patterns whose transaction holds
-/// nothing else; `Err(order)` when the key had placed it before.
+/// Whether [`commit`] stored a new order or found the key's earlier one.
 #[cfg(any(feature = "cdc", feature = "dual-write"))]
-pub(crate) async fn commit(
-    pool: &PgPool,
-    placement: Placement,
-) -> Result<Result<Order, Order>, PlaceError> {
+pub(crate) enum Stored {
+    New(Order),
+    Replayed(Order),
+}
+
+/// The order committed on its own, for the patterns whose transaction holds
+/// nothing else.
+#[cfg(any(feature = "cdc", feature = "dual-write"))]
+pub(crate) async fn commit(pool: &PgPool, placement: Placement) -> Result<Stored, PlaceError> {
     match begin(pool, placement).await? {
-        Begun::Replayed(order) => Ok(Err(order)),
+        Begun::Replayed(order) => Ok(Stored::Replayed(order)),
         Begun::New(tx, order) => {
             tx.commit().await.context("committing the order")?;
             service_kit::crash::crash_point("after_commit_before_publish");
-            Ok(Ok(order))
+            Ok(Stored::New(order))
         }
     }
 }

@@ -4,7 +4,7 @@
 //! 1. Every remembered replication slot the new configuration does not stream
 //!    (leaving cdc mode, or leaving the CDC outbox relay) is retired: read to
 //!    the current end of the WAL, published, confirmed, dropped, forgotten
-//!    ([`crate::cdc::retire`]). A remembered slot that is gone stops start-up
+//!    ([`crate::replication::retire`]). A remembered slot that is gone stops start-up
 //!    with the resync command, as it does in cdc mode.
 //! 2. Rows left in the outbox (by the polling relay, or by a crash) are
 //!    published with the polling relay's step until the outbox is empty
@@ -22,13 +22,17 @@
 
 use anyhow::Context as _;
 
-use super::{Deps, Mode, WorkerSettings};
+use super::{Deps, Mode, PatternArgs};
 use crate::db::cdc_slots::{self, RememberedSlot};
+
+/// Durable consumer name of the self-read projector (known to every mode:
+/// leaving self-read drains it).
+pub const PROJECTOR_DURABLE: &str = "order-history";
 
 pub(super) async fn before_serving(
     mode: Mode,
     deps: &Deps,
-    settings: &WorkerSettings,
+    settings: &PatternArgs,
 ) -> anyhow::Result<()> {
     let streamed = streamed_slot(mode, deps, settings).await?;
     let remembered = cdc_slots::all(&mut *deps.pool.acquire().await?).await?;
@@ -37,9 +41,7 @@ pub(super) async fn before_serving(
             retire(deps, settings, slot).await?;
         }
     }
-    let polling_relay =
-        mode == Mode::Outbox && settings.outbox_relay == super::OutboxRelay::Polling;
-    if !polling_relay {
+    if !(mode == Mode::Outbox && relays_by_polling(settings)) {
         drain_outbox(deps, settings).await?;
     }
     if mode != Mode::SelfRead {
@@ -50,7 +52,7 @@ pub(super) async fn before_serving(
 
 /// Runs the self-read projector until it has nothing left, then deletes its
 /// durable consumer; nothing to do if there is none.
-async fn leave_self_read(deps: &Deps, settings: &WorkerSettings) -> anyhow::Result<()> {
+async fn leave_self_read(deps: &Deps, settings: &PatternArgs) -> anyhow::Result<()> {
     use async_nats::jetstream::ErrorCode;
     use async_nats::jetstream::consumer::PullConsumer;
     use async_nats::jetstream::stream::ConsumerErrorKind;
@@ -58,7 +60,7 @@ async fn leave_self_read(deps: &Deps, settings: &WorkerSettings) -> anyhow::Resu
     let stream = deps.names.stream();
     let consumer: Result<PullConsumer, _> = deps
         .jetstream
-        .get_consumer_from_stream(super::PROJECTOR_DURABLE, stream)
+        .get_consumer_from_stream(PROJECTOR_DURABLE, stream)
         .await;
     let mut consumer = match consumer {
         Ok(consumer) => consumer,
@@ -80,7 +82,7 @@ async fn leave_self_read(deps: &Deps, settings: &WorkerSettings) -> anyhow::Resu
         project_the_rest(deps, settings, &mut consumer, caught_up).await?;
     }
     deps.jetstream
-        .delete_consumer_from_stream(super::PROJECTOR_DURABLE, stream)
+        .delete_consumer_from_stream(PROJECTOR_DURABLE, stream)
         .await
         .context("deleting the self-read projector's consumer")?;
     Ok(())
@@ -89,12 +91,12 @@ async fn leave_self_read(deps: &Deps, settings: &WorkerSettings) -> anyhow::Resu
 #[cfg(feature = "self-read")]
 async fn project_the_rest(
     deps: &Deps,
-    settings: &WorkerSettings,
+    settings: &PatternArgs,
     consumer: &mut async_nats::jetstream::consumer::PullConsumer,
     caught_up: impl Fn(&async_nats::jetstream::consumer::Info) -> bool,
 ) -> anyhow::Result<()> {
     let stop = tokio_util::sync::CancellationToken::new();
-    let projector = super::self_read::projector::consumer(deps, settings);
+    let projector = super::self_read::projector::consumer(deps, &settings.self_read);
     let running = tokio::spawn(projector.run(stop.child_token()));
     let result = async {
         loop {
@@ -102,7 +104,7 @@ async fn project_the_rest(
                 return Ok(());
             }
             anyhow::ensure!(
-                tokio::time::Instant::now() < settings.startup_deadline,
+                tokio::time::Instant::now() < deps.startup_deadline,
                 "the self-read projector still has events to apply (some may wait for \
                  CONSUMER_ACK_WAIT after a crash): start again, or run self-read until it \
                  has caught up"
@@ -119,7 +121,7 @@ async fn project_the_rest(
 #[cfg(not(feature = "self-read"))]
 async fn project_the_rest(
     _: &Deps,
-    _: &WorkerSettings,
+    _: &PatternArgs,
     _: &mut async_nats::jetstream::consumer::PullConsumer,
     _: impl Fn(&async_nats::jetstream::consumer::Info) -> bool,
 ) -> anyhow::Result<()> {
@@ -129,41 +131,42 @@ async fn project_the_rest(
     )
 }
 
+/// Whether the outbox is relayed by polling (else by CDC).
+#[cfg(feature = "outbox")]
+fn relays_by_polling(settings: &PatternArgs) -> bool {
+    settings.outbox.relay == super::outbox::RelayKind::Polling
+}
+
+#[cfg(not(feature = "outbox"))]
+fn relays_by_polling(_: &PatternArgs) -> bool {
+    false
+}
+
 /// The slot the configured mode streams, if any.
 #[cfg(feature = "cdc")]
 async fn streamed_slot(
     mode: Mode,
     deps: &Deps,
-    settings: &WorkerSettings,
+    settings: &PatternArgs,
 ) -> anyhow::Result<Option<String>> {
-    let suffix = match (mode, settings.outbox_relay) {
-        (Mode::Cdc, _) => "orders",
-        (Mode::Outbox, super::OutboxRelay::Cdc) => "outbox",
+    let label = match mode {
+        Mode::Cdc => "orders",
+        Mode::Outbox if !relays_by_polling(settings) => "outbox",
         _ => return Ok(None),
     };
-    Ok(Some(
-        super::cdc_settings(deps, settings, suffix).await?.slot,
-    ))
+    Ok(Some(settings.replication.settings(deps, label).await?.slot))
 }
 
 #[cfg(not(feature = "cdc"))]
-async fn streamed_slot(
-    _mode: Mode,
-    _deps: &Deps,
-    _settings: &WorkerSettings,
-) -> anyhow::Result<Option<String>> {
+async fn streamed_slot(_: Mode, _: &Deps, _: &PatternArgs) -> anyhow::Result<Option<String>> {
     Ok(None)
 }
 
 #[cfg(feature = "cdc")]
-async fn retire(
-    deps: &Deps,
-    settings: &WorkerSettings,
-    slot: RememberedSlot,
-) -> anyhow::Result<()> {
-    use crate::cdc::{CdcSettings, Reader, retire, slot::resync_needed};
+async fn retire(deps: &Deps, settings: &PatternArgs, slot: RememberedSlot) -> anyhow::Result<()> {
+    use crate::replication::{CdcSettings, Reader, retire, slot::resync_needed};
 
-    let deadline = settings.startup_deadline;
+    let deadline = deps.startup_deadline;
     if slot.drained_at.is_some() {
         return retire::drop_drained(&deps.pool, &slot.slot_name, deadline).await;
     }
@@ -183,14 +186,9 @@ async fn retire(
         ),
     };
     let cdc = CdcSettings {
-        database_url: settings.database_url.clone(),
         slot: slot.slot_name,
         publication: slot.publication,
-        heartbeat_interval: settings.cdc_heartbeat_interval,
-        max_in_flight: settings.cdc_max_in_flight,
-        crash_point: "cdc_before_confirm",
-        label,
-        names: deps.names.clone(),
+        ..settings.replication.settings(deps, label).await?
     };
     let (pool, jetstream) = (deps.pool.clone(), deps.jetstream.clone());
     if label == "orders" {
@@ -206,11 +204,11 @@ async fn retire(
 async fn retire_outbox_slot(
     pool: sqlx::PgPool,
     jetstream: async_nats::jetstream::Context,
-    cdc: crate::cdc::CdcSettings,
+    cdc: crate::replication::CdcSettings,
     deadline: tokio::time::Instant,
 ) -> anyhow::Result<()> {
     let capture = super::outbox::cdc_relay::OutboxCapture::default();
-    crate::cdc::Reader::new(pool, jetstream, cdc, capture)
+    crate::replication::Reader::new(pool, jetstream, cdc, capture)
         .retire(deadline)
         .await
 }
@@ -219,7 +217,7 @@ async fn retire_outbox_slot(
 async fn retire_outbox_slot(
     _: sqlx::PgPool,
     _: async_nats::jetstream::Context,
-    cdc: crate::cdc::CdcSettings,
+    cdc: crate::replication::CdcSettings,
     _: tokio::time::Instant,
 ) -> anyhow::Result<()> {
     anyhow::bail!(
@@ -230,7 +228,7 @@ async fn retire_outbox_slot(
 }
 
 #[cfg(not(feature = "cdc"))]
-async fn retire(_: &Deps, _: &WorkerSettings, slot: RememberedSlot) -> anyhow::Result<()> {
+async fn retire(_: &Deps, _: &PatternArgs, slot: RememberedSlot) -> anyhow::Result<()> {
     anyhow::bail!(
         "replication slot {} (the {} capture) must be drained before switching, and this \
          build has no cdc feature: start a build with it once in any other mode",
@@ -240,14 +238,9 @@ async fn retire(_: &Deps, _: &WorkerSettings, slot: RememberedSlot) -> anyhow::R
 }
 
 #[cfg(feature = "outbox")]
-async fn drain_outbox(deps: &Deps, settings: &WorkerSettings) -> anyhow::Result<()> {
-    let relay = super::outbox::relay::Relay::new(
-        deps.pool.clone(),
-        deps.jetstream.clone(),
-        settings.relay_batch_size,
-        settings.relay_poll_interval,
-    );
-    let published = relay.drain(settings.startup_deadline).await?;
+async fn drain_outbox(deps: &Deps, settings: &PatternArgs) -> anyhow::Result<()> {
+    let relay = super::outbox::relay(deps, &settings.outbox);
+    let published = relay.drain(deps.startup_deadline).await?;
     if published > 0 {
         tracing::info!(
             rows = published,
@@ -258,7 +251,7 @@ async fn drain_outbox(deps: &Deps, settings: &WorkerSettings) -> anyhow::Result<
 }
 
 #[cfg(not(feature = "outbox"))]
-async fn drain_outbox(deps: &Deps, _: &WorkerSettings) -> anyhow::Result<()> {
+async fn drain_outbox(deps: &Deps, _: &PatternArgs) -> anyhow::Result<()> {
     let waiting = crate::db::leftovers::outbox_rows(&mut *deps.pool.acquire().await?).await?;
     anyhow::ensure!(
         waiting == 0,

@@ -13,9 +13,9 @@ use serde_json::json;
 use shared_events::Envelope;
 use uuid::Uuid;
 
-use crate::cdc::pgoutput::Relation;
-use crate::cdc::{Capture, Outgoing, Rejected, Shapes};
 use crate::domain::{Order, OrderLine};
+use crate::replication::pgoutput::Relation;
+use crate::replication::{Capture, Outgoing, Rejected, Shapes};
 use shared_events::placed_event_id as event_id;
 
 /// The columns this mapping (OrderPlaced v1) knows.

@@ -2,7 +2,7 @@
 //! source of events.
 //!
 //! Write path: the order (and its lines) in one transaction, nothing else.
-//! Worker: the [CDC reader](crate::cdc::reader) streams the `orders` and
+//! Worker: the [CDC reader](crate::replication::reader) streams the `orders` and
 //! `order_lines` inserts of each committed transaction from a logical slot and
 //! publishes one `OrderPlaced` per order, confirming the slot only after the
 //! PubAcks.
@@ -23,37 +23,43 @@
 
 mod capture;
 
-use super::store;
-use super::{Deps, PlaceError, Placed, Placement};
-use crate::cdc::{CdcSettings, Reader};
+use futures::FutureExt as _;
+use tokio_util::sync::CancellationToken;
+
+use super::store::{self, Stored};
+use super::{Deps, Outcome, PlaceError, Placed, Placement, Worker};
+use crate::replication::{self, Reader};
 
 pub use capture::OrdersCapture;
+
+/// Checks (or creates) the publication and the slot before the first order
+/// — a slot sees only what comes after it — and returns the write path and
+/// the reader that streams the slot.
+pub async fn start(
+    deps: Deps,
+    args: &replication::Args,
+    shutdown: CancellationToken,
+) -> anyhow::Result<(Cdc, Option<Worker>)> {
+    let reader = Reader::prepare(
+        deps.pool.clone(),
+        deps.jetstream.clone(),
+        args.settings(&deps, "orders").await?,
+        OrdersCapture::new(deps.names.order_placed_subject()),
+    )
+    .await?;
+    Ok((Cdc { deps }, Some(reader.run(shutdown).boxed())))
+}
 
 pub struct Cdc {
     deps: Deps,
 }
 
 impl Cdc {
-    pub fn new(deps: Deps) -> Self {
-        Self { deps }
-    }
-
     pub async fn place(&self, placement: Placement) -> Result<Placed, PlaceError> {
         // The WAL of this transaction is the event: nothing else to write.
         Ok(match store::commit(&self.deps.pool, placement).await? {
-            Ok(order) => Placed::stored(order),
-            Err(earlier) => Placed::stored_before(earlier),
+            Stored::New(order) => Placed::stored(order, Outcome::New),
+            Stored::Replayed(order) => Placed::stored(order, Outcome::Replayed),
         })
-    }
-
-    /// Creates the publication and slot; the reader to run as the worker.
-    pub async fn reader(&self, settings: CdcSettings) -> anyhow::Result<Reader<OrdersCapture>> {
-        Reader::prepare(
-            self.deps.pool.clone(),
-            self.deps.jetstream.clone(),
-            settings,
-            OrdersCapture::new(self.deps.names.order_placed_subject()),
-        )
-        .await
     }
 }

@@ -3,8 +3,8 @@
 //! the WAL keeps the insert, so the table never grows — and the CDC reader
 //! publishes each captured insert, confirming the slot after the PubAcks.
 
-use crate::cdc::pgoutput::Relation;
-use crate::cdc::{Capture, Outgoing, Shapes};
+use crate::replication::pgoutput::Relation;
+use crate::replication::{Capture, Outgoing, Shapes};
 
 const KNOWN: &[(&str, &[&str])] = &[(
     "outbox",

@@ -24,28 +24,110 @@
 pub mod cdc_relay;
 pub mod relay;
 
+use std::time::Duration;
+
 use anyhow::Context as _;
+use futures::FutureExt as _;
 use shared_events::Envelope;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::store::{self, Begun};
-use super::{Deps, OutboxRelay, PlaceError, Placed, Placement, WorkerSettings};
+use super::{Deps, Outcome, PatternArgs, PlaceError, Placed, Placement, Worker};
 use crate::db;
 use service_kit::crash::crash_point;
+use service_kit::duration;
+
+/// The outbox's settings.
+#[derive(Debug, Clone, clap::Args)]
+#[group(id = "outbox")]
+#[command(next_help_heading = "Outbox")]
+pub struct Args {
+    /// How the outbox is relayed: `polling` (FOR UPDATE SKIP LOCKED, woken by
+    /// LISTEN/NOTIFY) or `cdc` (logical replication of the outbox's inserts).
+    #[arg(long = "outbox-relay", env = "OUTBOX_RELAY", value_enum, default_value_t = RelayKind::Polling)]
+    pub relay: RelayKind,
+    /// Most outbox rows one relay step publishes.
+    #[arg(
+        long = "relay-batch-size",
+        env = "RELAY_BATCH_SIZE",
+        default_value_t = 200
+    )]
+    pub batch_size: i64,
+    /// How often the relay looks at the outbox when no notification woke it.
+    #[arg(long = "relay-poll-interval", env = "RELAY_POLL_INTERVAL", default_value = "1s", value_parser = duration::parse)]
+    pub poll_interval: Duration,
+}
+
+/// How the outbox is relayed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RelayKind {
+    /// Claim rows with `FOR UPDATE SKIP LOCKED`, woken by LISTEN/NOTIFY.
+    Polling,
+    /// Tail the outbox's inserts through logical replication (needs the `cdc` feature).
+    Cdc,
+}
+
+/// The outbox write path and its relay. The CDC relay reads the replication
+/// settings too, which is why this takes all pattern settings.
+pub async fn start(
+    deps: Deps,
+    args: &PatternArgs,
+    shutdown: CancellationToken,
+) -> anyhow::Result<(Outbox, Option<Worker>)> {
+    let outbox = Outbox {
+        deps: deps.clone(),
+        relay_kind: args.outbox.relay,
+    };
+    let worker = match args.outbox.relay {
+        RelayKind::Polling => relay(&deps, &args.outbox).run(shutdown).map(Ok).boxed(),
+        RelayKind::Cdc => cdc_relay(deps, args, shutdown).await?,
+    };
+    Ok((outbox, Some(worker)))
+}
+
+/// The polling relay.
+pub fn relay(deps: &Deps, args: &Args) -> relay::Relay {
+    relay::Relay::new(
+        deps.pool.clone(),
+        deps.jetstream.clone(),
+        args.batch_size,
+        args.poll_interval,
+    )
+}
+
+/// Creates the outbox's publication and slot; the reader that relays it.
+#[cfg(feature = "cdc")]
+async fn cdc_relay(
+    deps: Deps,
+    args: &PatternArgs,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Worker> {
+    let settings = args.replication.settings(&deps, "outbox").await?;
+    let reader = crate::replication::Reader::prepare(
+        deps.pool.clone(),
+        deps.jetstream.clone(),
+        settings,
+        cdc_relay::OutboxCapture::default(),
+    )
+    .await?;
+    Ok(reader.run(shutdown).boxed())
+}
+
+#[cfg(not(feature = "cdc"))]
+async fn cdc_relay(_: Deps, _: &PatternArgs, _: CancellationToken) -> anyhow::Result<Worker> {
+    anyhow::bail!("OUTBOX_RELAY=cdc needs a build with the cdc feature")
+}
 
 pub struct Outbox {
     deps: Deps,
-    settings: WorkerSettings,
+    relay_kind: RelayKind,
 }
 
 impl Outbox {
-    pub fn new(deps: Deps, settings: WorkerSettings) -> Self {
-        Self { deps, settings }
-    }
-
     pub async fn place(&self, placement: Placement) -> Result<Placed, PlaceError> {
         let (mut tx, order) = match store::begin(&self.deps.pool, placement).await? {
-            Begun::Replayed(order) => return Ok(Placed::stored_before(order)),
+            Begun::Replayed(order) => return Ok(Placed::stored(order, Outcome::Replayed)),
             Begun::New(tx, order) => (tx, order),
         };
         let event = Envelope::new(Uuid::now_v7(), order.created_at, order.placed_event());
@@ -58,7 +140,7 @@ impl Outbox {
         )
         .await
         .context("inserting the outbox row")?;
-        if self.settings.outbox_relay == OutboxRelay::Cdc {
+        if self.relay_kind == RelayKind::Cdc {
             // The WAL keeps the insert for the CDC relay; the table stays empty.
             db::outbox::delete_event(&mut tx, event.event_id)
                 .await
@@ -66,30 +148,6 @@ impl Outbox {
         }
         tx.commit().await.context("committing the order")?;
         crash_point("after_commit_before_publish");
-        Ok(Placed::stored(order))
-    }
-
-    /// Creates the outbox publication and slot; the CDC relay to run as the worker.
-    #[cfg(feature = "cdc")]
-    pub async fn cdc_relay(
-        &self,
-        settings: crate::cdc::CdcSettings,
-    ) -> anyhow::Result<crate::cdc::Reader<cdc_relay::OutboxCapture>> {
-        crate::cdc::Reader::prepare(
-            self.deps.pool.clone(),
-            self.deps.jetstream.clone(),
-            settings,
-            cdc_relay::OutboxCapture::default(),
-        )
-        .await
-    }
-
-    pub fn relay(&self) -> relay::Relay {
-        relay::Relay::new(
-            self.deps.pool.clone(),
-            self.deps.jetstream.clone(),
-            self.settings.relay_batch_size,
-            self.settings.relay_poll_interval,
-        )
+        Ok(Placed::stored(order, Outcome::New))
     }
 }

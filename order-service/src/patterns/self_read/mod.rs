@@ -41,30 +41,61 @@ pub mod projector;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use chrono::{SubsecRound as _, Utc};
+use futures::FutureExt as _;
+use service_kit::duration;
 use shared_events::jetstream::{self, PublishError};
 use shared_events::{Envelope, ID_NAMESPACE, OrderPlaced, Published, placed_event_id};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::{Deps, Durability, PlaceError, Placed, Placement, WorkerSettings};
+use super::{Deps, Outcome, PlaceError, Placed, Placement, Worker};
 use crate::db;
 use crate::domain::{CustomerId, IdempotencyKey, NewOrder, Order};
 use service_kit::crash::crash_point;
 
 type AckFuture = Pin<Box<dyn Future<Output = Result<Published, PublishError>> + Send>>;
 
+/// Self-read's settings.
+#[derive(Debug, Clone, clap::Args)]
+#[group(id = "self_read")]
+#[command(next_help_heading = "Self-read")]
+pub struct Args {
+    /// How long `POST /orders` waits for the PubAck. A publish still
+    /// unanswered then is sent again under the same message id and waited
+    /// for as long once more; with no answer still, the outcome is unknown
+    /// (504: retry with the same Idempotency-Key).
+    #[arg(long, env = "PUBLISH_TIMEOUT", default_value = "2s", value_parser = duration::parse)]
+    pub publish_timeout: Duration,
+    /// How long JetStream waits for the projector's ack before redelivering.
+    #[arg(long, env = "CONSUMER_ACK_WAIT", default_value = "30s", value_parser = duration::parse)]
+    pub consumer_ack_wait: Duration,
+    /// Failures of an event the projector cannot apply before it is
+    /// dead-lettered (failures while the database is down do not count).
+    #[arg(long, env = "CONSUMER_MAX_DELIVER", default_value_t = 10, value_parser = clap::value_parser!(i64).range(1..))]
+    pub consumer_max_deliver: i64,
+}
+
+/// The write path, and the projector as the worker.
+pub fn start(deps: Deps, args: &Args, shutdown: CancellationToken) -> (SelfRead, Option<Worker>) {
+    let projector = projector::consumer(&deps, args);
+    let worker = projector.run(shutdown).map(Ok).boxed();
+    let self_read = SelfRead {
+        deps,
+        publish_timeout: args.publish_timeout,
+    };
+    (self_read, Some(worker))
+}
+
 pub struct SelfRead {
     deps: Deps,
-    settings: WorkerSettings,
+    publish_timeout: Duration,
 }
 
 impl SelfRead {
-    pub fn new(deps: Deps, settings: WorkerSettings) -> Self {
-        Self { deps, settings }
-    }
-
     pub async fn place(&self, placement: Placement) -> Result<Placed, PlaceError> {
         let Placement { order: new, key } = placement;
         let client_key = key.is_some();
@@ -112,11 +143,7 @@ impl SelfRead {
         }
         crash_point("self_read_after_publish");
         metrics::counter!("events_published_total", "source" => "self-read").increment(1);
-        Ok(Placed {
-            order,
-            replayed: false,
-            durability: Durability::Accepted,
-        })
+        Ok(Placed::accepted(order, Outcome::New))
     }
 
     /// The projected order, if the projector wrote it already. The request
@@ -151,7 +178,7 @@ impl SelfRead {
             return Err(PlaceError::Unavailable);
         }
         let unknown = || PlaceError::Unknown { key: key.clone() };
-        let timeout = self.settings.publish_timeout;
+        let timeout = self.publish_timeout;
         let mut first: AckFuture = Box::pin(self.send(event).await.map_err(|error| {
             tracing::warn!(%error, "publish not sent");
             PlaceError::Unavailable
@@ -223,10 +250,6 @@ impl SelfRead {
             );
         }
     }
-
-    pub fn projector(&self) -> service_kit::consumer::EventConsumer<projector::Projection> {
-        projector::consumer(&self.deps, &self.settings)
-    }
 }
 
 /// The order a customer's key stands for: the same on every retry, and
@@ -241,11 +264,7 @@ fn replay(existing: Order, new: &NewOrder) -> Result<Placed, PlaceError> {
     if !existing.has_content_of(new) {
         return Err(PlaceError::KeyReused);
     }
-    Ok(Placed {
-        order: existing,
-        replayed: true,
-        durability: Durability::Accepted,
-    })
+    Ok(Placed::accepted(existing, Outcome::Replayed))
 }
 
 #[cfg(test)]

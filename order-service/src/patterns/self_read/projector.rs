@@ -10,9 +10,10 @@ use service_kit::consumer::{Applied, Apply, ConsumerSettings, EventConsumer};
 use shared_events::{Envelope, OrderPlaced};
 use sqlx::PgPool;
 
+use super::Args;
 use crate::db;
 use crate::domain::Order;
-use crate::patterns::{Deps, WorkerSettings};
+use crate::patterns::Deps;
 
 /// Durable consumer name of the projector.
 pub const DURABLE: &str = crate::patterns::PROJECTOR_DURABLE;
@@ -78,7 +79,7 @@ pub async fn project(
     Ok(outcomes)
 }
 
-pub fn consumer(deps: &Deps, settings: &WorkerSettings) -> EventConsumer<Projection> {
+pub fn consumer(deps: &Deps, settings: &Args) -> EventConsumer<Projection> {
     EventConsumer::new(
         deps.jetstream.clone(),
         deps.names.clone(),

@@ -30,6 +30,58 @@ use uuid::Uuid;
 
 pub use reader::{CdcSettings, Reader};
 
+/// Settings of change data capture, for the `cdc` mode and the CDC outbox relay.
+#[derive(Debug, Clone, clap::Args)]
+#[group(id = "replication")]
+#[command(next_help_heading = "Change data capture")]
+pub struct Args {
+    /// Prefix of the replication slot names (`<prefix>_orders`,
+    /// `<prefix>_outbox`); default: the database's name. Slots are per
+    /// server, so two deployments on one PostgreSQL need different prefixes.
+    #[arg(long = "cdc-slot", env = "CDC_SLOT")]
+    pub slot_prefix: Option<String>,
+    /// How often the reader writes a heartbeat to the WAL and checks its slot.
+    #[arg(long = "cdc-heartbeat-interval", env = "CDC_HEARTBEAT_INTERVAL", default_value = "1s", value_parser = service_kit::duration::parse)]
+    pub heartbeat_interval: std::time::Duration,
+    /// Committed transactions whose PubAcks may be awaited at once.
+    #[arg(
+        long = "cdc-max-in-flight",
+        env = "CDC_MAX_IN_FLIGHT",
+        default_value_t = 1000
+    )]
+    pub max_in_flight: usize,
+}
+
+impl Args {
+    /// The reader's settings for the slot `<prefix>_<label>` (the prefix
+    /// defaults to the database's name) and the publication
+    /// `order_events_<label>`.
+    pub async fn settings(
+        &self,
+        deps: &crate::patterns::Deps,
+        label: &'static str,
+    ) -> anyhow::Result<CdcSettings> {
+        let slot = match &self.slot_prefix {
+            Some(prefix) => format!("{prefix}_{label}"),
+            None => slot::default_name(&deps.pool, label).await?,
+        };
+        anyhow::ensure!(
+            slot::valid_identifier(&slot),
+            "slot name {slot:?}: use lower-case letters, digits and '_'"
+        );
+        Ok(CdcSettings {
+            database_url: deps.database_url.clone(),
+            slot,
+            publication: format!("order_events_{label}"),
+            heartbeat_interval: self.heartbeat_interval,
+            max_in_flight: self.max_in_flight,
+            crash_point: "cdc_before_confirm",
+            label,
+            names: deps.names.clone(),
+        })
+    }
+}
+
 /// An event to publish, derived from captured rows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outgoing {

@@ -1,0 +1,91 @@
+//! What every pattern takes and gives back: the order to place, the answer,
+//! the ways placing can fail, and what a pattern needs from the outside.
+
+use futures::future::BoxFuture;
+use sqlx::PgPool;
+
+use crate::domain::{IdempotencyKey, NewOrder, Order};
+
+/// What every pattern needs from the outside world.
+#[derive(Clone)]
+pub struct Deps {
+    pub pool: PgPool,
+    /// For the replication connection, which sqlx's pool cannot lend.
+    pub database_url: String,
+    pub nats: async_nats::Client,
+    pub jetstream: async_nats::jetstream::Context,
+    pub names: shared_events::Names,
+    /// When start-up gives up, draining what a switch left included.
+    pub startup_deadline: tokio::time::Instant,
+}
+
+/// A pattern's background work (relay, replication reader, projector): it
+/// runs until its shutdown token is cancelled, and ends with an error only
+/// when going on would be unsafe — which stops the service.
+pub type Worker = BoxFuture<'static, anyhow::Result<()>>;
+
+/// An order to place, with the client's idempotency key if it sent one.
+pub struct Placement {
+    pub order: NewOrder,
+    pub key: Option<IdempotencyKey>,
+}
+
+/// A placed order, and whether this request placed it.
+pub struct Placed {
+    pub order: Order,
+    pub outcome: Outcome,
+    pub durability: Durability,
+}
+
+/// Whether a request placed its order or found it placed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// This request placed the order.
+    New,
+    /// The idempotency key had placed it before; nothing new happened.
+    Replayed,
+}
+
+/// How far an order got before the answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Committed to the order database (201 Created).
+    Stored,
+    /// Acknowledged by the broker; the order database follows (202 Accepted).
+    Accepted,
+}
+
+impl Placed {
+    /// Committed to the order database, now or before.
+    pub fn stored(order: Order, outcome: Outcome) -> Self {
+        Self {
+            order,
+            outcome,
+            durability: Durability::Stored,
+        }
+    }
+
+    /// In the stream, now or before; the order database follows.
+    pub fn accepted(order: Order, outcome: Outcome) -> Self {
+        Self {
+            order,
+            outcome,
+            durability: Durability::Accepted,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlaceError {
+    #[error("the idempotency key was already used for a different order")]
+    KeyReused,
+    /// Certain that nothing was stored: nothing was sent.
+    #[error("the event broker is unavailable")]
+    Unavailable,
+    /// Sent, but whether the broker stored it is not known: a retry with the
+    /// same key resolves it to the original outcome.
+    #[error("the outcome is unknown")]
+    Unknown { key: IdempotencyKey },
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
