@@ -257,11 +257,13 @@ async fn a_wait_too_long_for_any_clock_is_a_400_and_the_service_lives_on() {
     let env = TestEnv::new("huge_wait").await;
     let orders = env.order_service("outbox").await;
     let url = format!("{}/orders/{}", orders.url(), uuid::Uuid::now_v7());
-    // u64::MAX / 60 + 1 minutes: the number fits in 64 bits, its seconds do not.
+    // Minutes that fit in 64 bits whose seconds do not: the smallest, and
+    // 2^62, whose seconds wrap around to exactly 0 where overflow is not checked.
     let overflowing = u64::MAX / 60 + 1;
     for wait in [
         "99999999999999999999m".to_owned(),
         format!("{overflowing}m"),
+        format!("{}m", 1_u64 << 62),
         format!("{}ms", u64::MAX),
         "11s".to_owned(),
     ] {

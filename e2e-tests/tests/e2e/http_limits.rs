@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 /// `(status, Retry-After, error code)` of an answer.
-async fn refusal(response: reqwest::Response) -> (u16, Option<String>, String) {
+pub(crate) async fn refusal(response: reqwest::Response) -> (u16, Option<String>, String) {
     let status = response.status().as_u16();
     let retry_after = response
         .headers()

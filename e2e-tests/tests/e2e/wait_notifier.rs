@@ -9,7 +9,7 @@ use e2e_tests::{TestEnv, eventually};
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::http_limits::{counter, metrics_text};
+use crate::http_limits::{counter, metrics_text, refusal};
 
 /// The id self-read gives the order customer `ivy` places under `key`, so
 /// that a test can wait for an order before it is placed.
@@ -144,5 +144,34 @@ async fn waiters_are_still_woken_after_postgres_restarts() {
     assert!(
         after < Duration::from_secs(1),
         "answered {after:?} after placing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_service_answers_its_waiters_at_once() {
+    let env = TestEnv::new("stopping_waiters").await;
+    let mut orders = env.order_service("self-read").await;
+    let base = orders.url().to_owned();
+    let waiter = {
+        let request = env
+            .http
+            .get(format!("{base}/orders/{}?wait=9s", Uuid::now_v7()));
+        tokio::spawn(async move { refusal(request.send().await.unwrap()).await })
+    };
+    eventually(
+        "the waiter to have looked once",
+        Duration::from_secs(10),
+        || async {
+            let metrics = metrics_text(&env, &base).await;
+            (counter(&metrics, "order_lookups_total") == 1).then_some(())
+        },
+    )
+    .await;
+
+    let status = orders.terminate(Duration::from_secs(3)).await;
+    assert!(status.success(), "{status}");
+    assert_eq!(
+        waiter.await.unwrap(),
+        (503, Some("1".to_owned()), "shutting_down".to_owned())
     );
 }

@@ -7,7 +7,9 @@
 //! committed after that look is announced to it; it looks again only when its
 //! own id is announced, when announcements may have been missed (the
 //! listener reconnected), and once more at its deadline — so a lost
-//! notification delays an answer to the deadline, never loses it.
+//! notification delays an answer to the deadline, never loses it. When the
+//! process stops, every waiter looks once more and answers at once, so a
+//! wait never holds up a shutdown.
 //! Orders stored by the request itself (every mode but self-read) are not
 //! announced: a waiter for one finds it on its first look or at its deadline.
 //!
@@ -35,6 +37,8 @@ const RECONNECT_PAUSE: Duration = Duration::from_millis(500);
 #[derive(Clone, Default)]
 pub struct Announcements {
     waiting: Arc<Mutex<Waiting>>,
+    /// Cancelled when the listener stops: the process is shutting down.
+    stopping: CancellationToken,
 }
 
 /// Who waits for which order; each waiter has a key to remove itself by.
@@ -62,6 +66,7 @@ impl Announcements {
             deadline,
             wake,
             waiting: self.waiting.clone(),
+            stopping: self.stopping.clone(),
         }
     }
 
@@ -71,6 +76,7 @@ impl Announcements {
         Ok(Listener {
             database_url: database_url.to_owned(),
             waiting: self.waiting.clone(),
+            stopping: self.stopping.clone(),
             listener: Some(connect(database_url).await?),
         })
     }
@@ -99,13 +105,16 @@ async fn connect(database_url: &str) -> anyhow::Result<PgListener> {
 pub struct Listener {
     database_url: String,
     waiting: Arc<Mutex<Waiting>>,
+    stopping: CancellationToken,
     listener: Option<PgListener>,
 }
 
 impl Listener {
     /// Wakes the waiters of each announced id until `stop`; reconnects when
     /// the connection is lost, and then wakes every waiter to look again.
+    /// When it returns, every waiter is told that the process is stopping.
     pub async fn run(mut self, stop: CancellationToken) {
+        let _stopping = self.stopping.clone().drop_guard();
         loop {
             let Some(listener) = &mut self.listener else {
                 tokio::select! {
@@ -167,22 +176,33 @@ pub struct Waiter {
     deadline: Instant,
     wake: Arc<Notify>,
     waiting: Arc<Mutex<Waiting>>,
+    stopping: CancellationToken,
+}
+
+/// What a waiter does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Look at the database again.
+    Look,
+    /// The deadline has passed: no more looks.
+    GiveUp,
+    /// The process is stopping: look a last time, then answer at once.
+    LookLastTime,
 }
 
 impl Waiter {
     /// Waits until another look at the database is worth it: the id was
     /// announced (also while the last look was under way), announcements
-    /// were missed, or the deadline came. False once the deadline has
-    /// passed: no more looks.
-    pub async fn worth_looking_again(&mut self) -> bool {
+    /// were missed, the deadline came, or the process is stopping.
+    pub async fn next(&mut self) -> Next {
         if Instant::now() >= self.deadline {
-            return false;
+            return Next::GiveUp;
         }
         tokio::select! {
-            () = tokio::time::sleep_until(self.deadline) => {}
-            () = self.wake.notified() => {}
+            () = tokio::time::sleep_until(self.deadline) => Next::Look,
+            () = self.wake.notified() => Next::Look,
+            () = self.stopping.cancelled() => Next::LookLastTime,
         }
-        true
     }
 }
 
@@ -208,6 +228,7 @@ mod tests {
         let listener = Listener {
             database_url: String::new(),
             waiting: announcements.waiting.clone(),
+            stopping: announcements.stopping.clone(),
             listener: None,
         };
         let (mine, other) = (Uuid::now_v7(), Uuid::now_v7());
@@ -216,13 +237,13 @@ mod tests {
 
         // Announced while it was looking: the next wait returns at once.
         listener.wake(&[other, mine]);
-        assert!(waiter.worth_looking_again().await);
+        assert_eq!(waiter.next().await, Next::Look);
         assert!(Instant::now() < deadline);
 
         listener.wake(&[other]);
-        assert!(waiter.worth_looking_again().await);
+        assert_eq!(waiter.next().await, Next::Look);
         assert_eq!(Instant::now(), deadline, "another id does not wake it");
-        assert!(!waiter.worth_looking_again().await);
+        assert_eq!(waiter.next().await, Next::GiveUp);
 
         drop(waiter);
         assert!(lock(&announcements.waiting).by_order.is_empty());
@@ -234,6 +255,7 @@ mod tests {
         let listener = Listener {
             database_url: String::new(),
             waiting: announcements.waiting.clone(),
+            stopping: announcements.stopping.clone(),
             listener: None,
         };
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -242,8 +264,26 @@ mod tests {
             .collect();
         listener.wake_all();
         for waiter in &mut waiters {
-            assert!(waiter.worth_looking_again().await);
+            assert_eq!(waiter.next().await, Next::Look);
         }
+        assert!(Instant::now() < deadline);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stopping_listener_lets_every_waiter_answer_at_once() {
+        let announcements = Announcements::default();
+        let listener = Listener {
+            database_url: String::new(),
+            waiting: announcements.waiting.clone(),
+            stopping: announcements.stopping.clone(),
+            listener: None,
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut waiter = announcements.waiter(Uuid::now_v7(), deadline);
+        let stop = CancellationToken::new();
+        stop.cancel();
+        listener.run(stop).await;
+        assert_eq!(waiter.next().await, Next::LookLastTime);
         assert!(Instant::now() < deadline);
     }
 }

@@ -42,6 +42,9 @@ pub enum ApiError {
     /// No database connection could be had: nothing was read or written.
     #[error("the database is unavailable; retry later")]
     DatabaseUnavailable,
+    /// A wait cut short because the process is stopping.
+    #[error("the service is shutting down; retry, the order may still come")]
+    ShuttingDown,
     #[error("wait must be a duration of at most {0} seconds, like 500ms or 2s")]
     InvalidWait(u64),
     #[error(transparent)]
@@ -95,6 +98,9 @@ impl IntoResponse for ApiError {
             ApiError::InvalidWait(_) => (StatusCode::BAD_REQUEST, "invalid_wait"),
             ApiError::Unavailable => {
                 return unavailable("broker_unavailable", &self.to_string(), RETRY_AFTER_SECS);
+            }
+            ApiError::ShuttingDown => {
+                return unavailable("shutting_down", &self.to_string(), RETRY_AFTER_SECS);
             }
             ApiError::DatabaseUnavailable => {
                 return unavailable("database_unavailable", &self.to_string(), RETRY_AFTER_SECS);

@@ -11,6 +11,7 @@ use service_kit::http::{JsonBody, path_rejection, query_rejection};
 use tokio::time::Instant;
 use uuid::Uuid;
 
+use super::announcements::Next;
 use super::{ApiError, AppState};
 use crate::db;
 use crate::domain::{CustomerId, IdempotencyKey, NewOrder, Order, PlaceOrderRequest};
@@ -69,7 +70,9 @@ pub struct GetParams {
 
 /// `GET /orders/{id}[?wait=2s]`. A wait looks at the database when it
 /// starts, when the order is announced, and at its deadline (see
-/// [`super::announcements`]); it never outlasts the request timeout.
+/// [`super::announcements`]); it never outlasts the request timeout, and
+/// when the process stops it answers at once (503 `shutting_down` if the
+/// order is not there: it may still come, ask another instance).
 pub async fn get(
     State(state): State<AppState>,
     id: Result<Path<String>, PathRejection>,
@@ -94,6 +97,7 @@ pub async fn get(
     let mut waiter = state
         .announcements
         .waiter(id, Instant::now() + wait.min(state.max_wait));
+    let mut last_look = false;
     loop {
         metrics::counter!("order_lookups_total").increment(1);
         let mut conn = state.pool.acquire().await?;
@@ -101,8 +105,13 @@ pub async fn get(
             return Ok(Json(order).into_response());
         }
         drop(conn);
-        if !waiter.worth_looking_again().await {
-            return Err(ApiError::OrderNotFound);
+        if last_look {
+            return Err(ApiError::ShuttingDown);
+        }
+        match waiter.next().await {
+            Next::Look => {}
+            Next::GiveUp => return Err(ApiError::OrderNotFound),
+            Next::LookLastTime => last_look = true,
         }
     }
 }
