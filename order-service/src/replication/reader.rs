@@ -72,11 +72,22 @@ pub(super) enum SessionError {
     Fatal(anyhow::Error),
 }
 
+/// The SQLSTATE of a server error. The replication client hands server
+/// errors over as text ending in `SQLSTATE xxxxx`.
+fn sqlstate(error: &PgWireError) -> Option<&str> {
+    let PgWireError::Server(text) = error else {
+        return None;
+    };
+    let code = text.split("SQLSTATE ").nth(1)?.get(..5)?;
+    code.chars().all(|c| c.is_ascii_alphanumeric()).then_some(code)
+}
+
 fn classify(slot_name: &str, error: PgWireError) -> SessionError {
     let text = error.to_string();
-    if text.contains("55006") || text.contains("is active for PID") {
+    let code = sqlstate(&error);
+    if code == Some(slot::OBJECT_IN_USE) {
         SessionError::SlotBusy
-    } else if text.contains("does not exist") && text.contains("publication") {
+    } else if code == Some(slot::UNDEFINED_OBJECT) && text.contains("publication") {
         // The slot decodes with the catalog as of each change, so a
         // publication recreated later does not help it past this point.
         SessionError::Fatal(anyhow::anyhow!(
@@ -86,7 +97,7 @@ fn classify(slot_name: &str, error: PgWireError) -> SessionError {
              order-service again",
             slot::RESYNC_COMMAND
         ))
-    } else if text.contains("does not exist") {
+    } else if code == Some(slot::UNDEFINED_OBJECT) {
         SessionError::Fatal(slot::resync_needed(
             slot_name,
             &format!("vanished while order-service was streaming it ({text})"),
@@ -419,4 +430,19 @@ fn replication_config(settings: &CdcSettings) -> anyhow::Result<ReplicationConfi
     .with_status_interval(STATUS_INTERVAL)
     .with_wakeup_interval(Duration::from_secs(1))
     .with_application_name(format!("order-events-cdc-{}", settings.label)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sqlstate_is_read_from_a_server_error() {
+        let busy = PgWireError::Server(
+            "ERROR: replication slot \"x\" is active for PID 42 (SQLSTATE 55006)".into(),
+        );
+        assert_eq!(sqlstate(&busy), Some("55006"));
+        assert_eq!(sqlstate(&PgWireError::Server("no code".into())), None);
+        assert_eq!(sqlstate(&PgWireError::Protocol("SQLSTATE 55006".into())), None);
+    }
 }

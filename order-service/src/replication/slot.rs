@@ -19,9 +19,9 @@ use crate::db::cdc_slots;
 /// Postgres' SQLSTATE for "already exists".
 const DUPLICATE_OBJECT: &str = "42710";
 /// Postgres' SQLSTATE for "object in use" (a session still holds the slot).
-const OBJECT_IN_USE: &str = "55006";
+pub(super) const OBJECT_IN_USE: &str = "55006";
 /// Postgres' SQLSTATE for "undefined object".
-const UNDEFINED_OBJECT: &str = "42704";
+pub(super) const UNDEFINED_OBJECT: &str = "42704";
 
 /// The operator command that recovers from a lost slot.
 pub const RESYNC_COMMAND: &str = "order-events cdc resync";
