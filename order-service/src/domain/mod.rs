@@ -7,6 +7,5 @@ mod order;
 pub use idempotency::IdempotencyKey;
 
 pub use order::{
-    CustomerId, LineRequest, MAX_LINES, NewOrder, Order, OrderLine, PlaceOrderRequest,
-    ValidationError,
+    CustomerId, MAX_LINES, NewOrder, Order, OrderLine, PlaceOrderRequest, ValidationError,
 };

@@ -1,6 +1,6 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use shared_events::{Currency, OrderPlaced, OrderPlacedLine};
+use shared_events::{Currency, OrderPlaced};
 use uuid::Uuid;
 
 /// Most lines one order may have.
@@ -13,18 +13,13 @@ const MAX_ID_LEN: usize = 64;
 pub struct PlaceOrderRequest {
     pub customer_id: String,
     pub currency: String,
-    pub lines: Vec<LineRequest>,
+    pub lines: Vec<OrderLine>,
 }
 
-/// One line of a [`PlaceOrderRequest`]. Numbers are signed so that a negative
-/// value is reported as such rather than as a type error.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct LineRequest {
-    pub sku: String,
-    pub quantity: i64,
-    pub unit_price_minor: i64,
-}
+/// One line of an order, as the client sends it, as it is stored and as
+/// `OrderPlaced` carries it: one type, the event's. Numbers are signed so
+/// that a negative value is reported as such rather than as a type error.
+pub use shared_events::OrderPlacedLine as OrderLine;
 
 /// A request that broke a business rule. `code` is stable for clients.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -89,14 +84,6 @@ impl CustomerId {
     }
 }
 
-/// A valid order line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct OrderLine {
-    pub sku: String,
-    pub quantity: i64,
-    pub unit_price_minor: i64,
-}
-
 /// A valid order that has not been stored yet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewOrder {
@@ -146,11 +133,7 @@ impl TryFrom<PlaceOrderRequest> for NewOrder {
                 .checked_mul(line.unit_price_minor)
                 .and_then(|amount| total_minor.checked_add(amount))
                 .ok_or(ValidationError::TotalOverflow)?;
-            lines.push(OrderLine {
-                sku: line.sku,
-                quantity: line.quantity,
-                unit_price_minor: line.unit_price_minor,
-            });
+            lines.push(line);
         }
         Ok(Self {
             customer_id,
@@ -237,15 +220,7 @@ impl Order {
             customer_id: event.customer_id.clone(),
             currency: event.currency.clone(),
             total_minor: event.total_minor,
-            lines: event
-                .lines
-                .iter()
-                .map(|l| OrderLine {
-                    sku: l.sku.clone(),
-                    quantity: l.quantity,
-                    unit_price_minor: l.unit_price_minor,
-                })
-                .collect(),
+            lines: event.lines.clone(),
             created_at: event.placed_at,
         }
     }
@@ -264,15 +239,7 @@ impl Order {
             customer_id: self.customer_id.clone(),
             currency: self.currency.clone(),
             total_minor: self.total_minor,
-            lines: self
-                .lines
-                .iter()
-                .map(|l| OrderPlacedLine {
-                    sku: l.sku.clone(),
-                    quantity: l.quantity,
-                    unit_price_minor: l.unit_price_minor,
-                })
-                .collect(),
+            lines: self.lines.clone(),
             placed_at: self.created_at,
         }
     }
@@ -288,7 +255,7 @@ mod tests {
             currency: "EUR".into(),
             lines: lines
                 .into_iter()
-                .map(|(quantity, unit_price_minor)| LineRequest {
+                .map(|(quantity, unit_price_minor)| OrderLine {
                     sku: "SKU-1".into(),
                     quantity,
                     unit_price_minor,

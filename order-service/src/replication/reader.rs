@@ -79,7 +79,9 @@ fn sqlstate(error: &PgWireError) -> Option<&str> {
         return None;
     };
     let code = text.split("SQLSTATE ").nth(1)?.get(..5)?;
-    code.chars().all(|c| c.is_ascii_alphanumeric()).then_some(code)
+    code.chars()
+        .all(|c| c.is_ascii_alphanumeric())
+        .then_some(code)
 }
 
 fn classify(slot_name: &str, error: PgWireError) -> SessionError {
@@ -443,6 +445,9 @@ mod tests {
         );
         assert_eq!(sqlstate(&busy), Some("55006"));
         assert_eq!(sqlstate(&PgWireError::Server("no code".into())), None);
-        assert_eq!(sqlstate(&PgWireError::Protocol("SQLSTATE 55006".into())), None);
+        assert_eq!(
+            sqlstate(&PgWireError::Protocol("SQLSTATE 55006".into())),
+            None
+        );
     }
 }
