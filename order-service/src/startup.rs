@@ -5,9 +5,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use service_kit::limits::Limits;
 use service_kit::serve::Listeners;
-use service_kit::startup::{connect_database, connect_nats, retry_until};
-use shared_events::{Names, StreamSettings};
-use tokio::time::Instant;
+use service_kit::startup::{Connected, retry_until};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -31,35 +29,19 @@ impl Application {
     /// Connects to PostgreSQL (running migrations) and NATS (creating the
     /// streams), waiting up to `startup_timeout` for either, then binds.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let metrics = service_kit::telemetry::install_metrics()?;
-        let names = Names::new(&config.events_prefix)?;
-        let deadline = Instant::now() + config.startup_timeout;
-
-        let pool = connect_database(
-            &config.database_url,
-            config.db_max_connections,
-            config.db_acquire_timeout,
+        let Connected {
+            pool,
+            nats,
+            jetstream,
+            names,
+            metrics,
             deadline,
-        )
-        .await?;
-        sqlx::migrate!()
-            .run(&pool)
-            .await
-            .context("running order-service migrations")?;
-
-        let nats = connect_nats(&config.nats_url, "order-service").await?;
-        let jetstream = async_nats::jetstream::new(nats.clone());
-        let settings = StreamSettings {
-            duplicate_window: config.duplicate_window,
-        };
-        retry_until(deadline, "creating the JetStream streams", || {
-            shared_events::jetstream::ensure_streams(&jetstream, &names, &settings)
-        })
-        .await?;
+        } = service_kit::startup::connect(&config.service, "order-service", &sqlx::migrate!())
+            .await?;
 
         let deps = Deps {
             pool: pool.clone(),
-            database_url: config.database_url.clone(),
+            database_url: config.service.database_url.clone(),
             nats: nats.clone(),
             jetstream: jetstream.clone(),
             names: names.clone(),
@@ -71,15 +53,16 @@ impl Application {
 
         let announcements = Announcements::default();
         let announcer = retry_until(deadline, "listening for projected orders", || {
-            announcements.listen(&config.database_url)
+            announcements.listen(&config.service.database_url)
         })
         .await?;
-        let listeners = Listeners::bind(config.listen_addr, config.http.admin_listen_addr).await?;
+        let listeners =
+            Listeners::bind(config.listen_addr, config.service.http.admin_listen_addr).await?;
         tracing::info!(mode = config.mode.name(), "order-service ready");
         Ok(Self {
             stop,
             listeners,
-            limits: Limits::new(&config.http),
+            limits: Limits::new(&config.service.http),
             worker,
             announcer,
             state: AppState {
@@ -91,7 +74,7 @@ impl Application {
                 metrics,
                 max_order_total_minor: config.max_order_total_minor,
                 announcements,
-                max_wait: AppState::max_wait_for(config.http.request_timeout),
+                max_wait: AppState::max_wait_for(config.service.http.request_timeout),
             },
         })
     }

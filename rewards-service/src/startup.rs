@@ -1,19 +1,16 @@
 use std::future::Future;
 use std::net::SocketAddr;
 
-use anyhow::Context as _;
 use service_kit::limits::Limits;
 use service_kit::serve::Listeners;
-use service_kit::startup::{connect_database, connect_nats, retry_until};
-use shared_events::{Names, StreamSettings};
-use tokio::time::Instant;
+use service_kit::startup::{Connected, retry_until};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::consumer::Credits;
 use crate::http::{self, AppState};
-use service_kit::consumer::{ConsumerSettings, EventConsumer};
+use service_kit::consumer::EventConsumer;
 
 /// A built rewards-service: connected, migrated, bound, not yet serving.
 pub struct Application {
@@ -27,43 +24,24 @@ impl Application {
     /// Connects to PostgreSQL (running migrations) and NATS (creating the
     /// streams), waiting up to `startup_timeout` for either, then binds.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let metrics = service_kit::telemetry::install_metrics()?;
-        let names = Names::new(&config.events_prefix)?;
-        let deadline = Instant::now() + config.startup_timeout;
-
-        let pool = connect_database(
-            &config.database_url,
-            config.db_max_connections,
-            config.db_acquire_timeout,
+        let Connected {
+            pool,
+            nats,
+            jetstream,
+            names,
+            metrics,
             deadline,
-        )
-        .await?;
-        sqlx::migrate!()
-            .run(&pool)
-            .await
-            .context("running rewards-service migrations")?;
-
-        let nats = connect_nats(&config.nats_url, "rewards-service").await?;
-        let jetstream = async_nats::jetstream::new(nats.clone());
-        let settings = StreamSettings {
-            duplicate_window: config.duplicate_window,
-        };
-        retry_until(deadline, "creating the JetStream streams", || {
-            shared_events::jetstream::ensure_streams(&jetstream, &names, &settings)
-        })
-        .await?;
+        } = service_kit::startup::connect(&config.service, "rewards-service", &sqlx::migrate!())
+            .await?;
 
         let consumer = EventConsumer::new(
             jetstream.clone(),
             names.clone(),
-            ConsumerSettings {
-                durable: names.rewards_consumer(),
-                batch: config.consumer_batch,
-                ack_wait: config.consumer_ack_wait,
-                max_deliver: config.consumer_max_deliver,
-                crash_point: "consumer_after_commit_before_ack",
-                fault_point: "consumer_apply_fails",
-            },
+            config.consumer.settings(
+                names.rewards_consumer(),
+                "consumer_after_commit_before_ack",
+                "consumer_apply_fails",
+            ),
             Credits::new(pool.clone()),
         );
         retry_until(deadline, "creating the rewards consumer", || async {
@@ -71,11 +49,12 @@ impl Application {
         })
         .await?;
 
-        let listeners = Listeners::bind(config.listen_addr, config.http.admin_listen_addr).await?;
+        let listeners =
+            Listeners::bind(config.listen_addr, config.service.http.admin_listen_addr).await?;
         tracing::info!("rewards-service ready");
         Ok(Self {
             listeners,
-            limits: Limits::new(&config.http),
+            limits: Limits::new(&config.service.http),
             consumer,
             state: AppState {
                 pool,

@@ -79,6 +79,43 @@ pub trait Apply: Send + Sync + 'static {
     ) -> impl Future<Output = anyhow::Result<Vec<Applied>>> + Send;
 }
 
+/// A consumer's settings, as both services take them.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConsumerArgs {
+    /// Most messages applied in one transaction (a batch is whatever has
+    /// arrived, so a quiet stream is applied one message at a time).
+    #[arg(long, env = "CONSUMER_BATCH", default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..))]
+    pub consumer_batch: u16,
+    /// How long JetStream waits for an ack before redelivering (set when the
+    /// durable consumer is created).
+    #[arg(long, env = "CONSUMER_ACK_WAIT", default_value = "30s", value_parser = crate::duration::parse)]
+    pub consumer_ack_wait: Duration,
+    /// Failures of an event that cannot be applied before it is
+    /// dead-lettered (failures while the database is unreachable do not count).
+    #[arg(long, env = "CONSUMER_MAX_DELIVER", default_value_t = 10, value_parser = clap::value_parser!(i64).range(1..))]
+    pub consumer_max_deliver: i64,
+}
+
+impl ConsumerArgs {
+    /// The settings of the durable consumer `durable`, with its crash and
+    /// fault points.
+    pub fn settings(
+        &self,
+        durable: &'static str,
+        crash_point: &'static str,
+        fault_point: &'static str,
+    ) -> ConsumerSettings {
+        ConsumerSettings {
+            durable,
+            batch: usize::from(self.consumer_batch),
+            ack_wait: self.consumer_ack_wait,
+            max_deliver: self.consumer_max_deliver,
+            crash_point,
+            fault_point,
+        }
+    }
+}
+
 /// How a consumer is set up.
 #[derive(Debug, Clone)]
 pub struct ConsumerSettings {

@@ -3,9 +3,97 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use backon::{ExponentialBuilder, Retryable as _};
+use shared_events::{Names, StreamSettings};
 use sqlx::PgPool;
+use sqlx::migrate::Migrator;
 use sqlx::postgres::PgPoolOptions;
 use tokio::time::Instant;
+
+use crate::limits::HttpSettings;
+use crate::telemetry::PrometheusHandle;
+
+/// The settings every service of the workspace takes (flattened into each
+/// service's `Config`, beside what is its own).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServiceArgs {
+    /// PostgreSQL database owned by the service.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// Prefix of stream and subject names, to share one NATS between
+    /// deployments; both services must use the same.
+    #[arg(long, env = "EVENTS_PREFIX", default_value = "")]
+    pub events_prefix: String,
+    /// JetStream's duplicate window of the order stream (used when creating it).
+    #[arg(long, env = "DUPLICATE_WINDOW", default_value = "2m", value_parser = crate::duration::parse)]
+    pub duplicate_window: Duration,
+    #[arg(long, env = "DB_MAX_CONNECTIONS", default_value_t = 16)]
+    pub db_max_connections: u32,
+    /// How long a request waits for a database connection before it is
+    /// answered 503 `database_unavailable` (pool exhausted or database down).
+    #[arg(long, env = "DB_ACQUIRE_TIMEOUT", default_value = "5s", value_parser = crate::duration::parse)]
+    pub db_acquire_timeout: Duration,
+    /// How long to wait for the database and NATS at start-up.
+    #[arg(long, env = "STARTUP_TIMEOUT", default_value = "30s", value_parser = crate::duration::parse)]
+    pub startup_timeout: Duration,
+    /// Request timeout, concurrency cap and admin listener.
+    #[command(flatten)]
+    pub http: HttpSettings,
+}
+
+/// What a service has once it is connected: its migrated database, NATS
+/// with the streams in place, and the metrics recorder.
+pub struct Connected {
+    pub pool: PgPool,
+    pub nats: async_nats::Client,
+    pub jetstream: async_nats::jetstream::Context,
+    pub names: Names,
+    pub metrics: PrometheusHandle,
+    /// When start-up gives up.
+    pub deadline: Instant,
+}
+
+/// Installs the metrics recorder, connects to PostgreSQL and runs
+/// `migrations`, connects to NATS as `name` and creates the streams —
+/// waiting up to `STARTUP_TIMEOUT` for the servers.
+pub async fn connect(
+    args: &ServiceArgs,
+    name: &str,
+    migrations: &Migrator,
+) -> anyhow::Result<Connected> {
+    let metrics = crate::telemetry::install_metrics()?;
+    let names = Names::new(&args.events_prefix)?;
+    let deadline = Instant::now() + args.startup_timeout;
+    let pool = connect_database(
+        &args.database_url,
+        args.db_max_connections,
+        args.db_acquire_timeout,
+        deadline,
+    )
+    .await?;
+    migrations
+        .run(&pool)
+        .await
+        .with_context(|| format!("running {name} migrations"))?;
+    let nats = connect_nats(&args.nats_url, name).await?;
+    let jetstream = async_nats::jetstream::new(nats.clone());
+    let streams = StreamSettings {
+        duplicate_window: args.duplicate_window,
+    };
+    retry_until(deadline, "creating the JetStream streams", || {
+        shared_events::jetstream::ensure_streams(&jetstream, &names, &streams)
+    })
+    .await?;
+    Ok(Connected {
+        pool,
+        nats,
+        jetstream,
+        names,
+        metrics,
+        deadline,
+    })
+}
 
 /// A pool for `url`, once the database answers (or an error at `deadline`).
 /// A request waits at most `acquire_timeout` for a connection, then fails

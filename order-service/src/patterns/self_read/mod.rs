@@ -70,13 +70,9 @@ pub struct Args {
     /// (504: retry with the same Idempotency-Key).
     #[arg(long, env = "PUBLISH_TIMEOUT", default_value = "2s", value_parser = duration::parse)]
     pub publish_timeout: Duration,
-    /// How long JetStream waits for the projector's ack before redelivering.
-    #[arg(long, env = "CONSUMER_ACK_WAIT", default_value = "30s", value_parser = duration::parse)]
-    pub consumer_ack_wait: Duration,
-    /// Failures of an event the projector cannot apply before it is
-    /// dead-lettered (failures while the database is down do not count).
-    #[arg(long, env = "CONSUMER_MAX_DELIVER", default_value_t = 10, value_parser = clap::value_parser!(i64).range(1..))]
-    pub consumer_max_deliver: i64,
+    /// The projector: a durable consumer like rewards-service's.
+    #[command(flatten)]
+    pub projector: service_kit::consumer::ConsumerArgs,
 }
 
 /// The write path, and the projector as the worker.

@@ -6,7 +6,7 @@
 //! which PostgreSQL delivers at COMMIT to the `?wait` readers.
 
 use anyhow::Context as _;
-use service_kit::consumer::{Applied, Apply, ConsumerSettings, EventConsumer};
+use service_kit::consumer::{Applied, Apply, EventConsumer};
 use shared_events::{Envelope, OrderPlaced};
 use sqlx::PgPool;
 
@@ -83,14 +83,11 @@ pub fn consumer(deps: &Deps, settings: &Args) -> EventConsumer<Projection> {
     EventConsumer::new(
         deps.jetstream.clone(),
         deps.names.clone(),
-        ConsumerSettings {
-            durable: DURABLE,
-            batch: 100,
-            ack_wait: settings.consumer_ack_wait,
-            max_deliver: settings.consumer_max_deliver,
-            crash_point: "projector_after_commit_before_ack",
-            fault_point: "projector_apply_fails",
-        },
+        settings.projector.settings(
+            DURABLE,
+            "projector_after_commit_before_ack",
+            "projector_apply_fails",
+        ),
         Projection {
             pool: deps.pool.clone(),
         },
