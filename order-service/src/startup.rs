@@ -113,19 +113,11 @@ impl Application {
         });
 
         tasks.spawn(self.announcer.run(stop.child_token()));
-        let on_signal = stop.clone();
-        tasks.spawn(async move {
-            tokio::select! {
-                () = shutdown => on_signal.cancel(),
-                () = on_signal.cancelled() => {}
-            }
-        });
-
         let routers = http::routers(self.state, &self.limits, self.listeners.has_admin());
-        let served = self.listeners.serve(routers, stop.clone()).await;
-        stop.cancel();
-        tasks.close();
-        tasks.wait().await;
+        let served = self
+            .listeners
+            .run_until_stopped(routers, stop, tasks, shutdown)
+            .await;
         tracing::info!("order-service stopped");
         if let Some(worker) = worker {
             worker.await.context("the worker panicked")??;

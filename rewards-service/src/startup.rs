@@ -86,18 +86,11 @@ impl Application {
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();
         tasks.spawn(self.consumer.run(stop.child_token()));
-        let on_signal = stop.clone();
-        tasks.spawn(async move {
-            tokio::select! {
-                () = shutdown => on_signal.cancel(),
-                () = on_signal.cancelled() => {}
-            }
-        });
         let routers = http::routers(self.state, &self.limits, self.listeners.has_admin());
-        let served = self.listeners.serve(routers, stop.clone()).await;
-        stop.cancel();
-        tasks.close();
-        tasks.wait().await;
+        let served = self
+            .listeners
+            .run_until_stopped(routers, stop, tasks, shutdown)
+            .await;
         tracing::info!("rewards-service stopped");
         served
     }

@@ -22,6 +22,7 @@ pub mod duration;
 pub mod failure;
 pub mod http;
 pub mod limits;
+pub mod ops;
 pub mod serve;
 pub mod shutdown;
 pub mod startup;

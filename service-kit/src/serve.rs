@@ -7,12 +7,14 @@
 //! `admin endpoints on http://ADDR`, so that once the public line is out,
 //! both accept connections.
 
+use std::future::Future;
 use std::net::SocketAddr;
 
 use anyhow::Context as _;
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// What each listener serves.
 pub struct Routers {
@@ -55,6 +57,31 @@ impl Listeners {
     /// Whether operator endpoints go to a listener of their own.
     pub fn has_admin(&self) -> bool {
         self.admin.is_some()
+    }
+
+    /// Serves until `shutdown` completes or `stop` is cancelled (by a
+    /// worker that cannot go on, say); then cancels `stop`, lets in-flight
+    /// requests finish, and waits for the service's `tasks`, which were
+    /// given `stop`'s child tokens.
+    pub async fn run_until_stopped(
+        self,
+        routers: Routers,
+        stop: CancellationToken,
+        tasks: TaskTracker,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let on_signal = stop.clone();
+        tasks.spawn(async move {
+            tokio::select! {
+                () = shutdown => on_signal.cancel(),
+                () = on_signal.cancelled() => {}
+            }
+        });
+        let served = self.serve(routers, stop.clone()).await;
+        stop.cancel();
+        tasks.close();
+        tasks.wait().await;
+        served
     }
 
     /// Serves until `stop` is cancelled, then lets in-flight requests finish.

@@ -6,22 +6,20 @@
 
 pub mod announcements;
 mod error;
-mod health;
 mod orders;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
-use service_kit::http::{method_not_allowed, not_found, observe};
+use service_kit::http::Readiness;
 use service_kit::limits::Limits;
+use service_kit::ops::{Ops, Routes};
 use service_kit::serve::Routers;
 use service_kit::telemetry::PrometheusHandle;
 use shared_events::Names;
 use sqlx::PgPool;
-use tower_http::trace::TraceLayer;
 
 pub use announcements::Announcements;
 pub use error::ApiError;
@@ -62,55 +60,42 @@ impl AppState {
     }
 }
 
-/// The public router and, with `separate_admin`, the admin router.
+/// The public router and, with `separate_admin`, the admin router. With an
+/// admin listener, the public `GET /orders` needs a `customer_id`.
 pub fn routers(state: AppState, limits: &Limits, separate_admin: bool) -> Routers {
-    let api = Router::new().route("/orders/{id}", get(orders::get)).route(
-        "/orders",
-        if separate_admin {
-            get(orders::list_customer).post(orders::place)
-        } else {
-            get(orders::list_all).post(orders::place)
-        },
-    );
-    let public = limits.shed_load(api).merge(probes());
-    if separate_admin {
-        let admin = operator().merge(probes());
-        Routers {
-            public: finish(public, limits, state.clone()),
-            admin: Some(finish(admin, limits, state)),
-        }
+    let orders = Router::new().route("/orders/{id}", get(orders::get));
+    let (api, operator) = if separate_admin {
+        (
+            orders.route("/orders", get(orders::list_customer).post(orders::place)),
+            Router::new().route("/orders", get(orders::list_all)),
+        )
     } else {
-        let metrics = Router::new().route("/metrics", get(health::metrics));
-        Routers {
-            public: finish(public.merge(metrics), limits, state),
-            admin: None,
+        (
+            orders.route("/orders", get(orders::list_all).post(orders::place)),
+            Router::new(),
+        )
+    };
+    let routes = Routes {
+        api,
+        operator,
+        max_body: MAX_BODY_BYTES,
+    };
+    service_kit::ops::routers(state, limits, routes, separate_admin)
+}
+
+impl Ops for AppState {
+    fn readiness(&self) -> Readiness<'_> {
+        Readiness {
+            pool: &self.pool,
+            nats: &self.nats,
+            jetstream: &self.jetstream,
+            stream: self.names.stream(),
         }
     }
-}
 
-/// Health and readiness, on every listener, never shed.
-fn probes() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(health::live))
-        .route("/readyz", get(health::ready))
-}
-
-/// What only operators need, on the admin listener.
-fn operator() -> Router<AppState> {
-    Router::new()
-        .route("/orders", get(orders::list_all))
-        .route("/metrics", get(health::metrics))
-}
-
-fn finish(router: Router<AppState>, limits: &Limits, state: AppState) -> Router {
-    limits
-        .time_limit(router)
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn(observe))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(TraceLayer::new_for_http())
-        .with_state(state)
+    fn metrics(&self) -> &PrometheusHandle {
+        &self.metrics
+    }
 }
 
 #[cfg(test)]

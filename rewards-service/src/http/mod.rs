@@ -10,20 +10,18 @@
 mod error;
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use service_kit::http::{
-    Readiness, method_not_allowed, not_found, observe, path_rejection, query_rejection,
-};
+use service_kit::http::{Readiness, path_rejection, query_rejection};
 use service_kit::limits::Limits;
+use service_kit::ops::{Ops, Routes};
 use service_kit::serve::Routers;
 use service_kit::telemetry::PrometheusHandle;
 use shared_events::Names;
 use sqlx::PgPool;
-use tower_http::trace::TraceLayer;
 use uuid::Uuid;
 
 pub use error::ApiError;
@@ -48,40 +46,27 @@ pub struct AppState {
 
 /// The public router and, with `separate_admin`, the admin router.
 pub fn routers(state: AppState, limits: &Limits, separate_admin: bool) -> Routers {
-    let api = Router::new().route("/customers/{id}/rewards", get(rewards));
-    let public = limits.shed_load(api).merge(probes());
-    let operator = Router::new()
-        .route("/ledger", get(ledger))
-        .route("/metrics", get(metrics));
-    if separate_admin {
-        Routers {
-            public: finish(public, limits, state.clone()),
-            admin: Some(finish(operator.merge(probes()), limits, state)),
-        }
-    } else {
-        Routers {
-            public: finish(public.merge(operator), limits, state),
-            admin: None,
+    let routes = Routes {
+        api: Router::new().route("/customers/{id}/rewards", get(rewards)),
+        operator: Router::new().route("/ledger", get(ledger)),
+        max_body: 16 * 1024,
+    };
+    service_kit::ops::routers(state, limits, routes, separate_admin)
+}
+
+impl Ops for AppState {
+    fn readiness(&self) -> Readiness<'_> {
+        Readiness {
+            pool: &self.pool,
+            nats: &self.nats,
+            jetstream: &self.jetstream,
+            stream: self.names.stream(),
         }
     }
-}
 
-/// Health and readiness, on every listener, never shed.
-fn probes() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(service_kit::http::live))
-        .route("/readyz", get(ready))
-}
-
-fn finish(router: Router<AppState>, limits: &Limits, state: AppState) -> Router {
-    limits
-        .time_limit(router)
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn(observe))
-        .layer(DefaultBodyLimit::max(16 * 1024))
-        .layer(TraceLayer::new_for_http())
-        .with_state(state)
+    fn metrics(&self) -> &PrometheusHandle {
+        &self.metrics
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -160,18 +145,4 @@ async fn ledger(
         next_after,
     })
     .into_response())
-}
-
-async fn ready(State(state): State<AppState>) -> Response {
-    service_kit::http::ready(Readiness {
-        pool: &state.pool,
-        nats: &state.nats,
-        jetstream: &state.jetstream,
-        stream: state.names.stream(),
-    })
-    .await
-}
-
-async fn metrics(State(state): State<AppState>) -> Response {
-    service_kit::http::metrics(&state.metrics)
 }

@@ -1,0 +1,81 @@
+//! The routers both services build the same way: their API (counted against
+//! the concurrency cap), the operator endpoints (on the admin listener when
+//! there is one), health and readiness on every listener, and the layers
+//! every route gets (timeout, JSON fallbacks, logging of internal errors,
+//! request metrics, a body limit, tracing).
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::response::Response;
+use axum::routing::get;
+use tower_http::trace::TraceLayer;
+
+use crate::http::{Readiness, method_not_allowed, not_found, observe};
+use crate::limits::Limits;
+use crate::serve::Routers;
+use crate::telemetry::PrometheusHandle;
+
+/// What the operator endpoints read from a service's state.
+pub trait Ops: Clone + Send + Sync + 'static {
+    /// What `/readyz` checks.
+    fn readiness(&self) -> Readiness<'_>;
+    /// What `/metrics` renders.
+    fn metrics(&self) -> &PrometheusHandle;
+}
+
+/// A service's routes, sorted by who may call them.
+pub struct Routes<S> {
+    /// The public API.
+    pub api: Router<S>,
+    /// Routes for operators only (besides `/metrics`).
+    pub operator: Router<S>,
+    /// Largest request body accepted; larger ones get 413.
+    pub max_body: usize,
+}
+
+/// The public router and, with `separate_admin`, the admin router.
+pub fn routers<S: Ops>(
+    state: S,
+    limits: &Limits,
+    routes: Routes<S>,
+    separate_admin: bool,
+) -> Routers {
+    let finish = |router: Router<S>, state: S| {
+        limits
+            .time_limit(router)
+            .fallback(not_found)
+            .method_not_allowed_fallback(method_not_allowed)
+            .layer(axum::middleware::from_fn(observe))
+            .layer(DefaultBodyLimit::max(routes.max_body))
+            .layer(TraceLayer::new_for_http())
+            .with_state(state)
+    };
+    let public = limits.shed_load(routes.api).merge(probes());
+    let operator = routes.operator.route("/metrics", get(metrics::<S>));
+    if separate_admin {
+        Routers {
+            public: finish(public, state.clone()),
+            admin: Some(finish(operator.merge(probes()), state)),
+        }
+    } else {
+        Routers {
+            public: finish(public.merge(operator), state),
+            admin: None,
+        }
+    }
+}
+
+/// Health and readiness, on every listener, never shed.
+fn probes<S: Ops>() -> Router<S> {
+    Router::new()
+        .route("/healthz", get(crate::http::live))
+        .route("/readyz", get(ready::<S>))
+}
+
+async fn ready<S: Ops>(State(state): State<S>) -> Response {
+    crate::http::ready(state.readiness()).await
+}
+
+async fn metrics<S: Ops>(State(state): State<S>) -> Response {
+    crate::http::metrics(state.metrics())
+}
