@@ -113,8 +113,11 @@ fn finish(router: Router<AppState>, limits: &Limits, state: AppState) -> Router 
         .with_state(state)
 }
 
+#[cfg(all(test, feature = "dual-write"))]
+mod tests;
+
 #[cfg(test)]
-mod tests {
+mod wait_tests {
     use super::*;
 
     #[test]

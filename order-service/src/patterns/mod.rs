@@ -36,7 +36,7 @@ compile_error!(
 #[cfg(feature = "cdc")]
 pub mod cdc;
 #[cfg(feature = "dual-write")]
-mod dual_write;
+pub mod dual_write;
 #[cfg(feature = "outbox")]
 pub mod outbox;
 #[cfg(feature = "self-read")]
