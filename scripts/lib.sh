@@ -101,6 +101,25 @@ stop_postgres() {
     true
 }
 
+# apply_migrations URL: both services' migrations into one database (their
+# table names do not overlap), as the compile-time query checks see them.
+apply_migrations() {
+    local migration
+    for migration in order-service/migrations/*.sql rewards-service/migrations/*.sql; do
+        psql "$1" -q -v ON_ERROR_STOP=1 -f "$migration" >/dev/null
+    done
+}
+
+# ensure_cargo_tool BINARY CRATE [cargo install options...]: installs a cargo
+# subcommand into ~/.cargo/bin unless it is there, so later runs reuse it.
+ensure_cargo_tool() {
+    local binary=$1 crate=$2
+    shift 2
+    command -v "$binary" >/dev/null && return
+    log "installing $crate (cargo install; kept in ~/.cargo/bin for later runs)"
+    cargo install --locked --quiet "$crate" "$@"
+}
+
 # start_nats DIR PORT: a private nats-server with JetStream, flushing to disk
 # before every acknowledgement where the server supports it; prints its pid.
 start_nats() {

@@ -15,10 +15,7 @@ source scripts/lib.sh
 scratch="${DATABASE_URL%/*}/order_events_sqlx_$$"
 psql "$DATABASE_URL" -qc "DROP DATABASE IF EXISTS order_events_sqlx_$$" -c "CREATE DATABASE order_events_sqlx_$$"
 trap 'psql "$DATABASE_URL" -qc "DROP DATABASE IF EXISTS order_events_sqlx_$$"' EXIT
-# Both services' tables in one scratch database: their names do not overlap.
-for migration in order-service/migrations/*.sql rewards-service/migrations/*.sql; do
-    psql "$scratch" -q -v ON_ERROR_STOP=1 -f "$migration"
-done
+apply_migrations "$scratch"
 
 rm -rf .sqlx && mkdir .sqlx
 touch order-service/src/lib.rs rewards-service/src/lib.rs

@@ -145,6 +145,8 @@ fn server_dir(prefix: &str, run_as: Option<&str>) -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
+/// `$env_var` when set, else `name` in `extra_dirs`, on `PATH`, or in the
+/// system directories a non-login root shell may leave off `PATH`.
 fn find_program(name: &str, env_var: &str, extra_dirs: &[PathBuf]) -> anyhow::Result<PathBuf> {
     if let Some(path) = std::env::var_os(env_var) {
         return Ok(PathBuf::from(path));
@@ -152,15 +154,11 @@ fn find_program(name: &str, env_var: &str, extra_dirs: &[PathBuf]) -> anyhow::Re
     let path_dirs = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
         .unwrap_or_default();
-    extra_dirs
-        .iter()
-        .chain(&path_dirs)
-        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/bin")].iter())
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file())
-        .with_context(|| {
-            format!("{name} not found (set {env_var}, or run scripts/test.sh, which installs it)")
-        })
+    let system_dirs = [PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/bin")];
+    let search = std::env::join_paths(extra_dirs.iter().chain(&path_dirs).chain(&system_dirs))?;
+    which::which_in(name, Some(search), std::env::current_dir()?).with_context(|| {
+        format!("{name} not found (set {env_var}, or run scripts/test.sh, which installs it)")
+    })
 }
 
 /// The newest PostgreSQL server binaries Debian's packages installed.

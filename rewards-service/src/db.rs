@@ -131,3 +131,110 @@ pub async fn ledger_page(
     .fetch_all(conn)
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    use shared_events::Currency;
+    use sqlx::PgPool;
+
+    use super::*;
+
+    fn credit(customer: &str, points: i64) -> Credit {
+        Credit {
+            event_id: Uuid::now_v7(),
+            order_id: Uuid::now_v7(),
+            customer_id: customer.to_owned(),
+            points,
+            order_total_minor: points * 100,
+            currency: Currency::from_code("EUR").expect("a known currency"),
+            order_placed_at: Utc::now(),
+        }
+    }
+
+    /// Credits `credits` in one transaction, numbered like stream sequences.
+    async fn apply(pool: &PgPool, credits: &[Credit]) -> sqlx::Result<Vec<bool>> {
+        let numbered: Vec<(Credit, u64)> = credits.iter().cloned().zip(1..).collect();
+        let mut tx = pool.begin().await?;
+        let new = credit_all(&mut tx, &numbered).await?;
+        tx.commit().await?;
+        Ok(new)
+    }
+
+    async fn ledger_rows(pool: &PgPool) -> sqlx::Result<i64> {
+        sqlx::query_scalar("SELECT count(*) FROM reward_ledger")
+            .fetch_one(pool)
+            .await
+    }
+
+    /// Every balance next to the sum of its ledger's points, an independent truth.
+    async fn balances(pool: &PgPool) -> sqlx::Result<Vec<(String, i64, i64)>> {
+        sqlx::query_as(
+            "SELECT a.customer_id, a.balance, sum(l.points)::bigint
+             FROM reward_accounts a JOIN reward_ledger l USING (customer_id)
+             GROUP BY a.customer_id, a.balance ORDER BY a.customer_id",
+        )
+        .fetch_all(pool)
+        .await
+    }
+
+    #[sqlx::test]
+    async fn new_credits_write_the_ledger_and_add_to_the_balances(
+        pool: PgPool,
+    ) -> sqlx::Result<()> {
+        let credits = [credit("ivy", 10), credit("jon", 7), credit("ivy", 5)];
+        assert_eq!(apply(&pool, &credits).await?, [true, true, true]);
+        assert_eq!(ledger_rows(&pool).await?, 3);
+        assert_eq!(
+            balances(&pool).await?,
+            [("ivy".to_owned(), 15, 15), ("jon".to_owned(), 7, 7)]
+        );
+        let mut conn = pool.acquire().await?;
+        assert_eq!(balance(&mut conn, "ivy").await?, Some(15));
+        assert_eq!(balance(&mut conn, "kim").await?, None);
+        let entries = ledger(&mut conn, "ivy", 10).await?;
+        let mut orders: Vec<Uuid> = entries.iter().map(|e| e.order_id).collect();
+        orders.sort();
+        let mut expected = [credits[0].order_id, credits[2].order_id];
+        expected.sort();
+        assert_eq!(orders, expected);
+        Ok(())
+    }
+
+    #[sqlx::test]
+    async fn a_redelivered_event_is_credited_once(pool: PgPool) -> sqlx::Result<()> {
+        let first = credit("ivy", 10);
+        assert_eq!(apply(&pool, std::slice::from_ref(&first)).await?, [true]);
+        let mut same_event = credit("ivy", 10);
+        same_event.event_id = first.event_id;
+        let other = credit("ivy", 3);
+        assert_eq!(apply(&pool, &[same_event, other]).await?, [false, true]);
+        assert_eq!(ledger_rows(&pool).await?, 2);
+        assert_eq!(balances(&pool).await?, [("ivy".to_owned(), 13, 13)]);
+        Ok(())
+    }
+
+    #[sqlx::test]
+    async fn an_order_replayed_under_a_new_event_id_is_credited_once(
+        pool: PgPool,
+    ) -> sqlx::Result<()> {
+        let first = credit("ivy", 10);
+        assert_eq!(apply(&pool, std::slice::from_ref(&first)).await?, [true]);
+        let mut replay = credit("ivy", 10);
+        replay.order_id = first.order_id;
+        assert_eq!(apply(&pool, &[replay]).await?, [false]);
+        assert_eq!(ledger_rows(&pool).await?, 1);
+        assert_eq!(balances(&pool).await?, [("ivy".to_owned(), 10, 10)]);
+        Ok(())
+    }
+
+    #[sqlx::test]
+    async fn an_order_twice_in_one_batch_is_credited_once(pool: PgPool) -> sqlx::Result<()> {
+        let first = credit("ivy", 10);
+        let mut again = credit("ivy", 10);
+        again.order_id = first.order_id;
+        assert_eq!(apply(&pool, &[first, again]).await?, [true, false]);
+        assert_eq!(ledger_rows(&pool).await?, 1);
+        assert_eq!(balances(&pool).await?, [("ivy".to_owned(), 10, 10)]);
+        Ok(())
+    }
+}

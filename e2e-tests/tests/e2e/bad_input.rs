@@ -1,4 +1,9 @@
 //! Bad input gets a 4xx with a JSON error body and writes nothing anywhere.
+//!
+//! Every kind of bad input is checked in-process, case by case, by the
+//! services' `http/tests.rs` (`Router::oneshot`); these cases, one of each
+//! family, show end to end that a refusal writes nothing: no order, no
+//! key, no outbox row, no message, no credit.
 
 use e2e_tests::TestEnv;
 use e2e_tests::api::{count, order};
@@ -33,20 +38,8 @@ fn cases() -> Vec<(&'static str, String, u16, &'static str)> {
             "malformed_json",
         ),
         (
-            "wrong type",
-            line(json!("two"), json!(100)),
-            422,
-            "invalid_body",
-        ),
-        (
             "unknown field",
             with("coupon", json!("FREE")),
-            422,
-            "invalid_body",
-        ),
-        (
-            "missing field",
-            r#"{"customer_id":"ivy","currency":"EUR"}"#.to_owned(),
             422,
             "invalid_body",
         ),
@@ -57,35 +50,10 @@ fn cases() -> Vec<(&'static str, String, u16, &'static str)> {
             "invalid_quantity",
         ),
         (
-            "negative quantity",
-            line(json!(-2), json!(100)),
-            422,
-            "invalid_quantity",
-        ),
-        (
-            "negative price",
-            line(json!(1), json!(-100)),
-            422,
-            "negative_price",
-        ),
-        (
-            "unknown currency",
-            with("currency", json!("XYZ")),
-            422,
-            "unknown_currency",
-        ),
-        ("no lines", with("lines", json!([])), 422, "no_lines"),
-        (
             "101 lines",
             with("lines", lines(101)),
             422,
             "too_many_lines",
-        ),
-        (
-            "invalid customer",
-            with("customer_id", json!("")),
-            422,
-            "invalid_customer_id",
         ),
         (
             "total overflow",
@@ -150,22 +118,19 @@ async fn each_kind_of_bad_order_gets_its_4xx_and_writes_nothing() {
         error_code(no_content_type).await,
         (415, "unsupported_media_type".to_owned())
     );
-    for key in ["", "ключ", &"k".repeat(256)] {
-        let response = env
-            .http
-            .post(&url)
-            .header("content-type", "application/json")
-            .header("idempotency-key", key.as_bytes())
-            .body(valid.clone())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(
-            error_code(response).await,
-            (400, "invalid_idempotency_key".to_owned()),
-            "{key:?}"
-        );
-    }
+    let bad_key = env
+        .http
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("idempotency-key", "ключ".as_bytes())
+        .body(valid)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        error_code(bad_key).await,
+        (400, "invalid_idempotency_key".to_owned())
+    );
 
     let get = |path: String| env.http.get(path).send();
     let cases = [
@@ -176,8 +141,6 @@ async fn each_kind_of_bad_order_gets_its_4xx_and_writes_nothing() {
             "order_not_found",
         ),
         (format!("{url}?limit=0"), 400, "invalid_limit"),
-        (format!("{url}?colour=red"), 400, "invalid_query"),
-        (format!("{}/nowhere", orders.url()), 404, "not_found"),
         (
             format!("{}/customers/ivy/rewards", rewards.url()),
             404,
@@ -201,80 +164,4 @@ async fn each_kind_of_bad_order_gets_its_4xx_and_writes_nothing() {
         assert_eq!(count(&rewards_db, table).await, 0, "{table}");
     }
     assert_eq!(env.stream_messages().await, 0);
-}
-
-/// `(status, code)` of a JSON error answer to `GET url`.
-async fn get_error(env: &TestEnv, url: &str) -> (u16, String) {
-    let response = env.http.get(url).send().await.expect(url);
-    error_code(response).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_nul_byte_in_any_query_or_path_value_is_a_400_json_error() {
-    let env = TestEnv::new("nul_bytes").await;
-    let orders = env.order_service("outbox").await;
-    let rewards = env.rewards_service().await;
-    let (o, r) = (orders.url(), rewards.url());
-    let id = uuid::Uuid::now_v7();
-    let cases = [
-        (format!("{o}/orders?customer_id=%00"), "invalid_customer_id"),
-        (
-            format!("{o}/orders?customer_id=ivy%00"),
-            "invalid_customer_id",
-        ),
-        (format!("{o}/orders?after=%00"), "invalid_query"),
-        (format!("{o}/orders?limit=%00"), "invalid_query"),
-        (format!("{o}/orders/%00"), "invalid_order_id"),
-        (format!("{o}/orders/{id}?wait=%00"), "invalid_wait"),
-        (format!("{o}/orders/{id}?wait=1s%00"), "invalid_wait"),
-        (format!("{r}/customers/%00/rewards"), "invalid_customer_id"),
-        (
-            format!("{r}/customers/ivy%00/rewards"),
-            "invalid_customer_id",
-        ),
-        (format!("{r}/customers/%FF/rewards"), "invalid_path"),
-        (format!("{r}/ledger?after=%00"), "invalid_query"),
-        (format!("{r}/ledger?limit=%00"), "invalid_query"),
-    ];
-    for (url, code) in cases {
-        assert_eq!(get_error(&env, &url).await, (400, code.to_owned()), "{url}");
-    }
-    // In a body, the same byte breaks the order's rules: 422, nothing stored.
-    let mut body = order("ivy", &[("SKU-1", 1, 100)]);
-    body["customer_id"] = json!("ivy\u{0}");
-    let response = e2e_tests::api::place_order(&env.http, o, &body, None)
-        .await
-        .unwrap();
-    assert_eq!(
-        error_code(response).await,
-        (422, "invalid_customer_id".to_owned())
-    );
-    assert_eq!(count(&env.orders_db().await, "orders").await, 0);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_wait_too_long_for_any_clock_is_a_400_and_the_service_lives_on() {
-    let env = TestEnv::new("huge_wait").await;
-    let orders = env.order_service("outbox").await;
-    let url = format!("{}/orders/{}", orders.url(), uuid::Uuid::now_v7());
-    // Minutes that fit in 64 bits whose seconds do not: the smallest, and
-    // 2^62, whose seconds wrap around to exactly 0 where overflow is not checked.
-    let overflowing = u64::MAX / 60 + 1;
-    for wait in [
-        "99999999999999999999m".to_owned(),
-        format!("{overflowing}m"),
-        format!("{}m", 1_u64 << 62),
-        format!("{}ms", u64::MAX),
-        "11s".to_owned(),
-    ] {
-        assert_eq!(
-            get_error(&env, &format!("{url}?wait={wait}")).await,
-            (400, "invalid_wait".to_owned()),
-            "{wait}"
-        );
-    }
-    assert_eq!(
-        get_error(&env, &format!("{url}?wait=10ms")).await,
-        (404, "order_not_found".to_owned())
-    );
 }

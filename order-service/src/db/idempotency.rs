@@ -50,3 +50,73 @@ pub async fn claim(
         request_hash: row.request_hash,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use sqlx::PgPool;
+
+    use super::*;
+
+    fn customer(name: &str) -> CustomerId {
+        CustomerId::parse(name.to_owned()).expect("a valid customer id")
+    }
+
+    fn key(text: &str) -> IdempotencyKey {
+        IdempotencyKey::parse(text).expect("a valid key")
+    }
+
+    // The key's order_id references orders(id) with a deferred check, so each
+    // test claims inside one transaction and never commits it.
+
+    #[sqlx::test]
+    async fn a_new_key_is_claimed(pool: PgPool) -> sqlx::Result<()> {
+        let mut tx = pool.begin().await?;
+        let claim = claim(
+            &mut tx,
+            &customer("ivy"),
+            &key("k1"),
+            b"hash",
+            Uuid::now_v7(),
+        )
+        .await?;
+        assert!(matches!(claim, Claim::Claimed));
+        Ok(())
+    }
+
+    #[sqlx::test]
+    async fn a_used_key_is_taken_by_its_first_order_and_hash(pool: PgPool) -> sqlx::Result<()> {
+        let mut tx = pool.begin().await?;
+        let (ivy, k1) = (customer("ivy"), key("k1"));
+        let first = Uuid::now_v7();
+        assert!(matches!(
+            claim(&mut tx, &ivy, &k1, b"first", first).await?,
+            Claim::Claimed
+        ));
+        match claim(&mut tx, &ivy, &k1, b"second", Uuid::now_v7()).await? {
+            Claim::Taken {
+                order_id,
+                request_hash,
+            } => {
+                assert_eq!(order_id, first);
+                assert_eq!(request_hash, b"first");
+            }
+            Claim::Claimed => panic!("a used key was claimed again"),
+        }
+        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM idempotency_keys")
+            .fetch_one(&mut *tx)
+            .await?;
+        assert_eq!(rows, 1);
+        Ok(())
+    }
+
+    #[sqlx::test]
+    async fn the_same_key_belongs_to_each_customer_separately(pool: PgPool) -> sqlx::Result<()> {
+        let mut tx = pool.begin().await?;
+        let k1 = key("k1");
+        for name in ["ivy", "jon"] {
+            let claim = claim(&mut tx, &customer(name), &k1, b"hash", Uuid::now_v7()).await?;
+            assert!(matches!(claim, Claim::Claimed), "{name}");
+        }
+        Ok(())
+    }
+}

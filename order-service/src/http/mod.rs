@@ -98,8 +98,11 @@ impl Ops for AppState {
     }
 }
 
+#[cfg(all(test, feature = "dual-write"))]
+mod tests;
+
 #[cfg(test)]
-mod tests {
+mod wait_tests {
     use super::*;
 
     #[test]

@@ -8,6 +8,8 @@
 //! readiness are on both.
 
 mod error;
+#[cfg(test)]
+mod tests;
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};

@@ -1,0 +1,333 @@
+//! Every kind of bad input, sent through the router in-process: no server,
+//! no database, no broker. The state's pool and NATS client point at closed
+//! ports, so an answer other than the expected 4xx (a 503, a hang) would
+//! show that the input got past the checks and reached a dependency.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, header};
+use serde_json::{Value, json};
+use service_kit::limits::{HttpSettings, Limits};
+use sqlx::postgres::PgPoolOptions;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt as _;
+use uuid::Uuid;
+
+use super::{AppState, MAX_WAIT, routers};
+use crate::patterns::{Deps, Pattern, dual_write};
+
+/// Nothing listens on port 1.
+const NOWHERE_DB: &str = "postgres://postgres@127.0.0.1:1/nowhere";
+const NOWHERE_NATS: &str = "nats://127.0.0.1:1";
+/// The configured cap on an order's total.
+const MAX_TOTAL: i64 = 1_000_000_000;
+
+/// The public router, or the admin listener's public router with
+/// `separate_admin`, over dependencies that cannot be reached.
+async fn app(separate_admin: bool) -> Router {
+    let pool = PgPoolOptions::new()
+        .acquire_timeout(Duration::from_secs(1))
+        .connect_lazy(NOWHERE_DB)
+        .expect("a valid URL");
+    let nats = async_nats::ConnectOptions::new()
+        .retry_on_initial_connect()
+        .connect(NOWHERE_NATS)
+        .await
+        .expect("a client that connects in the background");
+    let jetstream = async_nats::jetstream::new(nats.clone());
+    let names = shared_events::Names::new("fast").expect("a valid prefix");
+    let deps = Deps {
+        pool: pool.clone(),
+        database_url: NOWHERE_DB.to_owned(),
+        nats: nats.clone(),
+        jetstream: jetstream.clone(),
+        names: names.clone(),
+        startup_deadline: tokio::time::Instant::now(),
+    };
+    let request_timeout = Duration::from_secs(10);
+    let state = AppState {
+        pattern: std::sync::Arc::new(Pattern::DualWrite(
+            dual_write::start(deps, CancellationToken::new()).0,
+        )),
+        pool,
+        nats,
+        jetstream,
+        names,
+        metrics: metrics_exporter_prometheus::PrometheusBuilder::new()
+            .build_recorder()
+            .handle(),
+        max_order_total_minor: MAX_TOTAL,
+        announcements: super::Announcements::default(),
+        max_wait: AppState::max_wait_for(request_timeout),
+    };
+    let limits = Limits::new(&HttpSettings {
+        request_timeout,
+        max_concurrent_requests: 16,
+        admin_listen_addr: None,
+    });
+    routers(state, &limits, separate_admin).public
+}
+
+/// `(status, error code)` of the answer; checks that the body is the JSON error shape.
+async fn send(app: Router, request: Request<Body>) -> (u16, String) {
+    let response = app.oneshot(request).await.expect("infallible");
+    let status = response.status().as_u16();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .expect("a body");
+    let body: Value = serde_json::from_slice(&bytes).expect("a JSON error body");
+    assert!(body["error"]["message"].is_string(), "{body}");
+    let code = body["error"]["code"].as_str().expect("an error code");
+    (status, code.to_owned())
+}
+
+fn post() -> axum::http::request::Builder {
+    Request::post("/orders").header(header::CONTENT_TYPE, "application/json")
+}
+
+fn post_json(body: String) -> Request<Body> {
+    post().body(Body::from(body)).expect("a request")
+}
+
+fn get(uri: &str) -> Request<Body> {
+    Request::get(uri).body(Body::empty()).expect("a request")
+}
+
+fn order() -> Value {
+    json!({
+        "customer_id": "ivy",
+        "currency": "EUR",
+        "lines": [{"sku": "SKU-1", "quantity": 1, "unit_price_minor": 100}],
+    })
+}
+
+fn order_with(field: &str, value: Value) -> String {
+    let mut body = order();
+    body[field] = value;
+    body.to_string()
+}
+
+fn line(quantity: Value, price: Value) -> String {
+    order_with(
+        "lines",
+        json!([{"sku": "SKU-1", "quantity": quantity, "unit_price_minor": price}]),
+    )
+}
+
+fn lines(n: usize) -> Value {
+    (0..n)
+        .map(|i| json!({"sku": format!("S{i}"), "quantity": 1, "unit_price_minor": 1}))
+        .collect()
+}
+
+#[tokio::test]
+async fn each_kind_of_bad_order_body_gets_its_4xx() {
+    let app = app(false).await;
+    let cases = [
+        (
+            "malformed JSON",
+            r#"{"customer_id": "ivy", "#.to_owned(),
+            400,
+            "malformed_json",
+        ),
+        (
+            "wrong type",
+            line(json!("two"), json!(100)),
+            422,
+            "invalid_body",
+        ),
+        (
+            "unknown field",
+            order_with("coupon", json!("FREE")),
+            422,
+            "invalid_body",
+        ),
+        (
+            "missing field",
+            r#"{"customer_id":"ivy","currency":"EUR"}"#.to_owned(),
+            422,
+            "invalid_body",
+        ),
+        (
+            "zero quantity",
+            line(json!(0), json!(100)),
+            422,
+            "invalid_quantity",
+        ),
+        (
+            "negative quantity",
+            line(json!(-2), json!(100)),
+            422,
+            "invalid_quantity",
+        ),
+        (
+            "negative price",
+            line(json!(1), json!(-100)),
+            422,
+            "negative_price",
+        ),
+        (
+            "unknown currency",
+            order_with("currency", json!("XYZ")),
+            422,
+            "unknown_currency",
+        ),
+        ("no lines", order_with("lines", json!([])), 422, "no_lines"),
+        (
+            "101 lines",
+            order_with("lines", lines(101)),
+            422,
+            "too_many_lines",
+        ),
+        (
+            "empty customer",
+            order_with("customer_id", json!("")),
+            422,
+            "invalid_customer_id",
+        ),
+        (
+            "NUL in customer",
+            order_with("customer_id", json!("ivy\u{0}")),
+            422,
+            "invalid_customer_id",
+        ),
+        (
+            "total overflow",
+            line(json!(i64::MAX / 2), json!(3)),
+            422,
+            "total_overflow",
+        ),
+        (
+            "body over 64 KiB",
+            order_with("customer_id", json!("x".repeat(70_000))),
+            413,
+            "body_too_large",
+        ),
+    ];
+    for (what, body, status, code) in cases {
+        assert_eq!(
+            send(app.clone(), post_json(body)).await,
+            (status, code.to_owned()),
+            "{what}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_order_above_the_configured_total_is_refused() {
+    let mut body = order();
+    body["lines"] = json!([{"sku": "SKU-1", "quantity": 1, "unit_price_minor": MAX_TOTAL + 1}]);
+    assert_eq!(
+        send(app(false).await, post_json(body.to_string())).await,
+        (422, "total_too_large".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn an_order_without_a_json_content_type_is_a_415() {
+    let app = app(false).await;
+    for content_type in [
+        None,
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+    ] {
+        let mut request = Request::post("/orders");
+        if let Some(content_type) = content_type {
+            request = request.header(header::CONTENT_TYPE, content_type);
+        }
+        let request = request
+            .body(Body::from(order().to_string()))
+            .expect("a request");
+        assert_eq!(
+            send(app.clone(), request).await,
+            (415, "unsupported_media_type".to_owned()),
+            "{content_type:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_bad_idempotency_key_is_a_400() {
+    let app = app(false).await;
+    let keys: [&[u8]; 4] = [b"", "ключ".as_bytes(), &[b'k'; 256], b"a b"];
+    for key in keys {
+        let request = post()
+            .header("idempotency-key", key)
+            .body(Body::from(order().to_string()))
+            .expect("a request");
+        assert_eq!(
+            send(app.clone(), request).await,
+            (400, "invalid_idempotency_key".to_owned()),
+            "{key:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn bad_ids_waits_and_query_values_are_400s() {
+    let app = app(false).await;
+    let id = Uuid::now_v7();
+    // u64::MAX / 60 + 1 minutes: the number fits in 64 bits, its seconds do not.
+    let overflowing = u64::MAX / 60 + 1;
+    let too_long = MAX_WAIT.as_secs() + 1;
+    let cases = [
+        ("/orders/not-a-uuid".to_owned(), "invalid_order_id"),
+        ("/orders/%00".to_owned(), "invalid_order_id"),
+        (format!("/orders/{id}?wait=%00"), "invalid_wait"),
+        (format!("/orders/{id}?wait=1s%00"), "invalid_wait"),
+        (format!("/orders/{id}?wait=soon"), "invalid_wait"),
+        (
+            format!("/orders/{id}?wait=99999999999999999999m"),
+            "invalid_wait",
+        ),
+        (format!("/orders/{id}?wait={overflowing}m"), "invalid_wait"),
+        (format!("/orders/{id}?wait={}ms", u64::MAX), "invalid_wait"),
+        (format!("/orders/{id}?wait={too_long}s"), "invalid_wait"),
+        (format!("/orders/{id}?colour=red"), "invalid_query"),
+        ("/orders?limit=0".to_owned(), "invalid_limit"),
+        ("/orders?limit=501".to_owned(), "invalid_limit"),
+        ("/orders?limit=%00".to_owned(), "invalid_query"),
+        ("/orders?limit=-1".to_owned(), "invalid_query"),
+        ("/orders?after=%00".to_owned(), "invalid_query"),
+        ("/orders?after=not-a-uuid".to_owned(), "invalid_query"),
+        ("/orders?colour=red".to_owned(), "invalid_query"),
+        ("/orders?customer_id=%00".to_owned(), "invalid_customer_id"),
+        (
+            "/orders?customer_id=ivy%00".to_owned(),
+            "invalid_customer_id",
+        ),
+    ];
+    for (uri, code) in cases {
+        assert_eq!(
+            send(app.clone(), get(&uri)).await,
+            (400, code.to_owned()),
+            "{uri}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn with_an_admin_listener_the_public_listing_needs_a_customer() {
+    assert_eq!(
+        send(app(true).await, get("/orders")).await,
+        (400, "customer_id_required".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn unknown_paths_and_methods_get_json_errors() {
+    let app = app(false).await;
+    assert_eq!(
+        send(app.clone(), get("/nowhere")).await,
+        (404, "not_found".to_owned())
+    );
+    let delete = Request::delete("/orders")
+        .body(Body::empty())
+        .expect("a request");
+    assert_eq!(
+        send(app, delete).await,
+        (405, "method_not_allowed".to_owned())
+    );
+}
