@@ -29,22 +29,16 @@ impl Application {
     /// Connects to PostgreSQL (running migrations) and NATS (creating the
     /// streams), waiting up to `startup_timeout` for either, then binds.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let Connected {
-            pool,
-            nats,
-            jetstream,
-            names,
-            metrics,
-            deadline,
-        } = service_kit::startup::connect(&config.service, "order-service", &sqlx::migrate!())
-            .await?;
+        let Connected { core, deadline } =
+            service_kit::startup::connect(&config.service, "order-service", &sqlx::migrate!())
+                .await?;
 
         let deps = Deps {
-            pool: pool.clone(),
+            pool: core.pool.clone(),
             database_url: config.service.database_url.clone(),
-            nats: nats.clone(),
-            jetstream: jetstream.clone(),
-            names: names.clone(),
+            nats: core.nats.clone(),
+            jetstream: core.jetstream.clone(),
+            names: core.names.clone(),
             startup_deadline: deadline,
         };
         let stop = CancellationToken::new();
@@ -67,11 +61,7 @@ impl Application {
             announcer,
             state: AppState {
                 pattern: Arc::new(pattern),
-                pool,
-                nats,
-                jetstream,
-                names,
-                metrics,
+                core,
                 max_order_total_minor: config.max_order_total_minor,
                 announcements,
                 max_wait: AppState::max_wait_for(config.service.http.request_timeout),

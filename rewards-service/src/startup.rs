@@ -24,25 +24,19 @@ impl Application {
     /// Connects to PostgreSQL (running migrations) and NATS (creating the
     /// streams), waiting up to `startup_timeout` for either, then binds.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let Connected {
-            pool,
-            nats,
-            jetstream,
-            names,
-            metrics,
-            deadline,
-        } = service_kit::startup::connect(&config.service, "rewards-service", &sqlx::migrate!())
-            .await?;
+        let Connected { core, deadline } =
+            service_kit::startup::connect(&config.service, "rewards-service", &sqlx::migrate!())
+                .await?;
 
         let consumer = EventConsumer::new(
-            jetstream.clone(),
-            names.clone(),
+            core.jetstream.clone(),
+            core.names.clone(),
             config.consumer.settings(
-                names.rewards_consumer(),
+                core.names.rewards_consumer(),
                 "consumer_after_commit_before_ack",
                 "consumer_apply_fails",
             ),
-            Credits::new(pool.clone()),
+            Credits::new(core.pool.clone()),
         );
         retry_until(deadline, "creating the rewards consumer", || async {
             consumer.ensure().await.map(drop)
@@ -56,13 +50,7 @@ impl Application {
             listeners,
             limits: Limits::new(&config.service.http),
             consumer,
-            state: AppState {
-                pool,
-                nats,
-                jetstream,
-                names,
-                metrics,
-            },
+            state: AppState { core },
         })
     }
 

@@ -13,14 +13,11 @@ use tower_http::trace::TraceLayer;
 use crate::http::{Readiness, method_not_allowed, not_found, observe};
 use crate::limits::Limits;
 use crate::serve::Routers;
-use crate::telemetry::PrometheusHandle;
+use crate::startup::Core;
 
-/// What the operator endpoints read from a service's state.
+/// A service's state, as the operator endpoints read it: its [`Core`].
 pub trait Ops: Clone + Send + Sync + 'static {
-    /// What `/readyz` checks.
-    fn readiness(&self) -> Readiness<'_>;
-    /// What `/metrics` renders.
-    fn metrics(&self) -> &PrometheusHandle;
+    fn core(&self) -> &Core;
 }
 
 /// A service's routes, sorted by who may call them.
@@ -73,9 +70,16 @@ fn probes<S: Ops>() -> Router<S> {
 }
 
 async fn ready<S: Ops>(State(state): State<S>) -> Response {
-    crate::http::ready(state.readiness()).await
+    let core = state.core();
+    crate::http::ready(Readiness {
+        pool: &core.pool,
+        nats: &core.nats,
+        jetstream: &core.jetstream,
+        stream: core.names.stream(),
+    })
+    .await
 }
 
 async fn metrics<S: Ops>(State(state): State<S>) -> Response {
-    crate::http::metrics(state.metrics())
+    crate::http::metrics(&state.core().metrics)
 }

@@ -44,13 +44,43 @@ pub struct ServiceArgs {
 
 /// What a service has once it is connected: its migrated database, NATS
 /// with the streams in place, and the metrics recorder.
-pub struct Connected {
+#[derive(Clone)]
+pub struct Core {
     pub pool: PgPool,
     pub nats: async_nats::Client,
     pub jetstream: async_nats::jetstream::Context,
     pub names: Names,
     pub metrics: PrometheusHandle,
-    /// When start-up gives up.
+}
+
+impl Core {
+    /// A core whose database and NATS server cannot be reached (port 1),
+    /// for in-process tests of what must be answered before either is used:
+    /// a request that gets past its checks fails or hangs instead of passing.
+    pub async fn unreachable() -> Self {
+        let nats = async_nats::ConnectOptions::new()
+            .retry_on_initial_connect()
+            .connect("nats://127.0.0.1:1")
+            .await
+            .expect("a client that connects in the background");
+        Self {
+            pool: PgPoolOptions::new()
+                .acquire_timeout(Duration::from_secs(1))
+                .connect_lazy("postgres://postgres@127.0.0.1:1/nowhere")
+                .expect("a valid URL"),
+            jetstream: async_nats::jetstream::new(nats.clone()),
+            nats,
+            names: Names::new("unreachable").expect("a valid prefix"),
+            metrics: metrics_exporter_prometheus::PrometheusBuilder::new()
+                .build_recorder()
+                .handle(),
+        }
+    }
+}
+
+/// [`Core`], and when start-up gives up.
+pub struct Connected {
+    pub core: Core,
     pub deadline: Instant,
 }
 
@@ -86,11 +116,13 @@ pub async fn connect(
     })
     .await?;
     Ok(Connected {
-        pool,
-        nats,
-        jetstream,
-        names,
-        metrics,
+        core: Core {
+            pool,
+            nats,
+            jetstream,
+            names,
+            metrics,
+        },
         deadline,
     })
 }

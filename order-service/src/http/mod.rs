@@ -13,13 +13,10 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
-use service_kit::http::Readiness;
 use service_kit::limits::Limits;
 use service_kit::ops::{Ops, Routes};
 use service_kit::serve::Routers;
-use service_kit::telemetry::PrometheusHandle;
-use shared_events::Names;
-use sqlx::PgPool;
+use service_kit::startup::Core;
 
 pub use announcements::Announcements;
 pub use error::ApiError;
@@ -38,11 +35,8 @@ const WAIT_MARGIN: Duration = Duration::from_secs(1);
 #[derive(Clone)]
 pub struct AppState {
     pub pattern: Arc<Pattern>,
-    pub pool: PgPool,
-    pub nats: async_nats::Client,
-    pub jetstream: async_nats::jetstream::Context,
-    pub names: Names,
-    pub metrics: PrometheusHandle,
+    /// Database, NATS, stream names and metrics.
+    pub core: Core,
     /// Orders above this total (minor units) are refused.
     pub max_order_total_minor: i64,
     pub announcements: Announcements,
@@ -84,17 +78,8 @@ pub fn routers(state: AppState, limits: &Limits, separate_admin: bool) -> Router
 }
 
 impl Ops for AppState {
-    fn readiness(&self) -> Readiness<'_> {
-        Readiness {
-            pool: &self.pool,
-            nats: &self.nats,
-            jetstream: &self.jetstream,
-            stream: self.names.stream(),
-        }
-    }
-
-    fn metrics(&self) -> &PrometheusHandle {
-        &self.metrics
+    fn core(&self) -> &Core {
+        &self.core
     }
 }
 

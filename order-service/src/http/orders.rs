@@ -100,7 +100,7 @@ pub async fn get(
     let mut last_look = false;
     loop {
         metrics::counter!("order_lookups_total").increment(1);
-        let mut conn = state.pool.acquire().await?;
+        let mut conn = state.core.pool.acquire().await?;
         if let Some(order) = db::orders::find(&mut conn, id).await? {
             return Ok(Json(order).into_response());
         }
@@ -180,7 +180,7 @@ async fn list(
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(ApiError::InvalidLimit(MAX_PAGE));
     }
-    let mut conn = state.pool.acquire().await?;
+    let mut conn = state.core.pool.acquire().await?;
     let orders = db::orders::list(
         &mut conn,
         customer_id.as_ref().map(CustomerId::as_str),

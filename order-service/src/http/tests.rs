@@ -10,7 +10,7 @@ use axum::body::Body;
 use axum::http::{Request, header};
 use serde_json::{Value, json};
 use service_kit::limits::{HttpSettings, Limits};
-use sqlx::postgres::PgPoolOptions;
+use service_kit::startup::Core;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 use uuid::Uuid;
@@ -18,32 +18,19 @@ use uuid::Uuid;
 use super::{AppState, MAX_WAIT, routers};
 use crate::patterns::{Deps, Pattern, dual_write};
 
-/// Nothing listens on port 1.
-const NOWHERE_DB: &str = "postgres://postgres@127.0.0.1:1/nowhere";
-const NOWHERE_NATS: &str = "nats://127.0.0.1:1";
 /// The configured cap on an order's total.
 const MAX_TOTAL: i64 = 1_000_000_000;
 
 /// The public router, or the admin listener's public router with
 /// `separate_admin`, over dependencies that cannot be reached.
 async fn app(separate_admin: bool) -> Router {
-    let pool = PgPoolOptions::new()
-        .acquire_timeout(Duration::from_secs(1))
-        .connect_lazy(NOWHERE_DB)
-        .expect("a valid URL");
-    let nats = async_nats::ConnectOptions::new()
-        .retry_on_initial_connect()
-        .connect(NOWHERE_NATS)
-        .await
-        .expect("a client that connects in the background");
-    let jetstream = async_nats::jetstream::new(nats.clone());
-    let names = shared_events::Names::new("fast").expect("a valid prefix");
+    let core = Core::unreachable().await;
     let deps = Deps {
-        pool: pool.clone(),
-        database_url: NOWHERE_DB.to_owned(),
-        nats: nats.clone(),
-        jetstream: jetstream.clone(),
-        names: names.clone(),
+        pool: core.pool.clone(),
+        database_url: String::new(),
+        nats: core.nats.clone(),
+        jetstream: core.jetstream.clone(),
+        names: core.names.clone(),
         startup_deadline: tokio::time::Instant::now(),
     };
     let request_timeout = Duration::from_secs(10);
@@ -51,13 +38,7 @@ async fn app(separate_admin: bool) -> Router {
         pattern: std::sync::Arc::new(Pattern::DualWrite(
             dual_write::start(deps, CancellationToken::new()).0,
         )),
-        pool,
-        nats,
-        jetstream,
-        names,
-        metrics: metrics_exporter_prometheus::PrometheusBuilder::new()
-            .build_recorder()
-            .handle(),
+        core,
         max_order_total_minor: MAX_TOTAL,
         announcements: super::Announcements::default(),
         max_wait: AppState::max_wait_for(request_timeout),

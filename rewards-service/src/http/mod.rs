@@ -17,13 +17,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use service_kit::http::{Readiness, path_rejection, query_rejection};
+use service_kit::http::{path_rejection, query_rejection};
 use service_kit::limits::Limits;
 use service_kit::ops::{Ops, Routes};
 use service_kit::serve::Routers;
-use service_kit::telemetry::PrometheusHandle;
-use shared_events::Names;
-use sqlx::PgPool;
+use service_kit::startup::Core;
 use uuid::Uuid;
 
 pub use error::ApiError;
@@ -39,11 +37,8 @@ const MAX_CUSTOMER_ID: usize = 1024;
 
 #[derive(Clone)]
 pub struct AppState {
-    pub pool: PgPool,
-    pub nats: async_nats::Client,
-    pub jetstream: async_nats::jetstream::Context,
-    pub names: Names,
-    pub metrics: PrometheusHandle,
+    /// Database, NATS, stream names and metrics.
+    pub core: Core,
 }
 
 /// The public router and, with `separate_admin`, the admin router.
@@ -57,17 +52,8 @@ pub fn routers(state: AppState, limits: &Limits, separate_admin: bool) -> Router
 }
 
 impl Ops for AppState {
-    fn readiness(&self) -> Readiness<'_> {
-        Readiness {
-            pool: &self.pool,
-            nats: &self.nats,
-            jetstream: &self.jetstream,
-            stream: self.names.stream(),
-        }
-    }
-
-    fn metrics(&self) -> &PrometheusHandle {
-        &self.metrics
+    fn core(&self) -> &Core {
+        &self.core
     }
 }
 
@@ -94,7 +80,7 @@ async fn rewards(
     if customer_id.is_empty() || customer_id.len() > MAX_CUSTOMER_ID || customer_id.contains('\0') {
         return Err(ApiError::InvalidCustomerId(MAX_CUSTOMER_ID));
     }
-    let mut conn = state.pool.acquire().await?;
+    let mut conn = state.core.pool.acquire().await?;
     let balance = db::balance(&mut conn, &customer_id)
         .await?
         .ok_or(ApiError::CustomerNotFound)?;
@@ -137,7 +123,7 @@ async fn ledger(
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(ApiError::InvalidLimit(MAX_PAGE));
     }
-    let mut conn = state.pool.acquire().await?;
+    let mut conn = state.core.pool.acquire().await?;
     let entries = db::ledger_page(&mut conn, params.after, i64::from(limit)).await?;
     let next_after = (entries.len() == limit as usize)
         .then(|| entries.last().map(|e| e.order_id))

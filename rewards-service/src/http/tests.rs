@@ -10,34 +10,16 @@ use axum::body::Body;
 use axum::http::Request;
 use serde_json::Value;
 use service_kit::limits::{HttpSettings, Limits};
-use sqlx::postgres::PgPoolOptions;
+use service_kit::startup::Core;
 use tower::ServiceExt as _;
 
 use super::{AppState, MAX_CUSTOMER_ID, routers};
 
-/// Nothing listens on port 1.
-const NOWHERE_DB: &str = "postgres://postgres@127.0.0.1:1/nowhere";
-const NOWHERE_NATS: &str = "nats://127.0.0.1:1";
-
 /// The router serving everything on one listener, over dependencies that
 /// cannot be reached.
 async fn app() -> Router {
-    let nats = async_nats::ConnectOptions::new()
-        .retry_on_initial_connect()
-        .connect(NOWHERE_NATS)
-        .await
-        .expect("a client that connects in the background");
     let state = AppState {
-        pool: PgPoolOptions::new()
-            .acquire_timeout(Duration::from_secs(1))
-            .connect_lazy(NOWHERE_DB)
-            .expect("a valid URL"),
-        jetstream: async_nats::jetstream::new(nats.clone()),
-        nats,
-        names: shared_events::Names::new("fast").expect("a valid prefix"),
-        metrics: metrics_exporter_prometheus::PrometheusBuilder::new()
-            .build_recorder()
-            .handle(),
+        core: Core::unreachable().await,
     };
     let limits = Limits::new(&HttpSettings {
         request_timeout: Duration::from_secs(10),
