@@ -1,7 +1,7 @@
 //! Bad input gets a 4xx with a JSON error body and writes nothing anywhere.
 
-use e2e_tests::TestEnv;
 use e2e_tests::api::{count, order};
+use e2e_tests::{Mode, TestEnv};
 use serde_json::{Value, json};
 
 fn lines(n: usize) -> Value {
@@ -118,8 +118,8 @@ async fn error_code(response: reqwest::Response) -> (u16, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_kind_of_bad_order_gets_its_4xx_and_writes_nothing() {
     let env = TestEnv::new("bad_input").await;
-    let orders = env.order_service("outbox").await;
-    let rewards = env.rewards_service().await;
+    let orders = env.order_service(Mode::Outbox).start().await;
+    let rewards = env.rewards_service().start().await;
     let url = format!("{}/orders", orders.url());
 
     for (what, body, status, code) in cases() {
@@ -212,8 +212,8 @@ async fn get_error(env: &TestEnv, url: &str) -> (u16, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nul_byte_in_any_query_or_path_value_is_a_400_json_error() {
     let env = TestEnv::new("nul_bytes").await;
-    let orders = env.order_service("outbox").await;
-    let rewards = env.rewards_service().await;
+    let orders = env.order_service(Mode::Outbox).start().await;
+    let rewards = env.rewards_service().start().await;
     let (o, r) = (orders.url(), rewards.url());
     let id = uuid::Uuid::now_v7();
     let cases = [
@@ -255,7 +255,7 @@ async fn a_nul_byte_in_any_query_or_path_value_is_a_400_json_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wait_too_long_for_any_clock_is_a_400_and_the_service_lives_on() {
     let env = TestEnv::new("huge_wait").await;
-    let orders = env.order_service("outbox").await;
+    let orders = env.order_service(Mode::Outbox).start().await;
     let url = format!("{}/orders/{}", orders.url(), uuid::Uuid::now_v7());
     // u64::MAX / 60 + 1 minutes: the number fits in 64 bits, its seconds do not.
     let overflowing = u64::MAX / 60 + 1;
