@@ -3,7 +3,10 @@
 //! configured deliveries; `order-events dlq` lists and redrives them.
 
 use chrono::Utc;
-use e2e_tests::api::{assert_credited_exactly, count, metric_sum, order, place_ok, place_order};
+use e2e_tests::api::{
+    assert_credited_exactly, assert_projected_exactly, count, metric_sum, order, place_ok,
+    place_order,
+};
 use e2e_tests::env::{CONVERGE, Private};
 use e2e_tests::{CrashPoint, Mode, TestEnv, eventually};
 use futures::future::join_all;
@@ -255,6 +258,9 @@ async fn failures_while_the_database_is_down_never_dead_letter_an_event() {
     .await;
     env.start_postgres();
 
+    // The credits are checked against the order history, which the
+    // projector writes on its own schedule after the outage.
+    assert_projected_exactly(&env, 5).await;
     assert_credited_exactly(&env, 5).await;
     assert_eq!(env.dead_letters().await, 0);
 }

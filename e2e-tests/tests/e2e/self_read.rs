@@ -4,24 +4,13 @@
 use std::time::{Duration, Instant};
 
 use e2e_tests::api::{
-    assert_credited_exactly, count, get_json, order, place_into_crash, place_order,
+    assert_credited_exactly, assert_projected_exactly, count, get_json, order, place_into_crash,
+    place_order,
 };
 use e2e_tests::env::CONVERGE;
 use e2e_tests::{CrashPoint, Mode, TestEnv, eventually};
 use futures::future::join_all;
 use serde_json::Value;
-
-/// Waits until the projector has written `n` orders and has nothing in
-/// flight, then asserts exactly `n`.
-async fn assert_projected_exactly(env: &TestEnv, n: i64) {
-    let orders = env.orders_db().await;
-    eventually(&format!("{n} projected orders"), CONVERGE, || async {
-        (count(&orders, "orders").await >= n).then_some(())
-    })
-    .await;
-    env.wait_until_consumed_by("order-history").await;
-    assert_eq!(count(&orders, "orders").await, n);
-}
 
 async fn place_accepted(env: &TestEnv, url: &str, body: &Value, key: Option<&str>) -> Value {
     let response = place_order(&env.http, url, body, key)

@@ -4,22 +4,14 @@
 
 use std::time::{Duration, Instant};
 
-use e2e_tests::api::{assert_credited_exactly, audit, count, order, place_order};
+use e2e_tests::api::{
+    assert_credited_exactly, assert_projected_exactly, audit, order, place_order,
+};
 use e2e_tests::env::CONVERGE;
 use e2e_tests::proxy::{BrokerProxy, Replies, shifted_clock};
 use e2e_tests::{CrashPoint, Mode, TestEnv, eventually};
 use futures::future::join_all;
 use serde_json::Value;
-
-async fn assert_projected_exactly(env: &TestEnv, n: i64) {
-    let orders = env.orders_db().await;
-    eventually(&format!("{n} projected orders"), CONVERGE, || async {
-        (count(&orders, "orders").await >= n).then_some(())
-    })
-    .await;
-    env.wait_until_consumed_by("order-history").await;
-    assert_eq!(count(&orders, "orders").await, n);
-}
 
 /// Retries `body` under `key` until the outcome is known; the final answer.
 async fn resolve(env: &TestEnv, url: &str, body: &Value, key: &str) -> reqwest::Response {
