@@ -189,6 +189,18 @@ pub async fn check_ledger(env: &TestEnv) -> LedgerCheck {
     }
 }
 
+/// Self-read: waits until the projector has written `n` orders and has nothing in
+/// flight, then asserts exactly `n`.
+pub async fn assert_projected_exactly(env: &TestEnv, n: i64) {
+    let orders = env.orders_db().await;
+    eventually(&format!("{n} projected orders"), CONVERGE, || async {
+        (count(&orders, "orders").await >= n).then_some(())
+    })
+    .await;
+    env.wait_until_consumed_by("order-history").await;
+    assert_eq!(count(&orders, "orders").await, n);
+}
+
 /// Waits until `n` orders are credited and rewards-service's consumer has
 /// nothing left in flight, then asserts that exactly `n` are, every balance
 /// is the sum of its credits, and every credit has the points of its order.

@@ -23,14 +23,14 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::api::{count, order, place_order};
-use crate::bench::BenchMode;
 use crate::env::{Private, TestEnv};
+use crate::mode::Mode;
 use crate::servers::free_port;
 use crate::service::Service;
 
 #[derive(Debug, Clone)]
 pub struct ChaosConfig {
-    pub modes: Vec<BenchMode>,
+    pub modes: Vec<Mode>,
     /// Orders to have acknowledged per mode.
     pub orders: usize,
     /// Faults per mode, spread over the run.
@@ -107,7 +107,7 @@ struct Services {
     rewards: Service,
 }
 
-async fn run_mode(mode: BenchMode, config: &ChaosConfig, seed: u64) -> anyhow::Result<ChaosResult> {
+async fn run_mode(mode: Mode, config: &ChaosConfig, seed: u64) -> anyhow::Result<ChaosResult> {
     let name = mode.name();
     let env = TestEnv::with_private(
         &format!("chaos_{}", name.replace('-', "_")),
@@ -121,11 +121,16 @@ async fn run_mode(mode: BenchMode, config: &ChaosConfig, seed: u64) -> anyhow::R
     // Fixed ports, so that clients find a restarted service where it was.
     let orders_addr = format!("127.0.0.1:{}", free_port());
     let rewards_addr = format!("127.0.0.1:{}", free_port());
-    let mut order_env: Vec<(&str, &str)> = mode.extra_env().to_vec();
-    order_env.push(("LISTEN_ADDR", &orders_addr));
-    let start_orders = || env.start_order_service(mode.order_mode(), None, &order_env);
-    let rewards_env = [("LISTEN_ADDR", rewards_addr.as_str())];
-    let start_rewards = || env.start_rewards_service(&rewards_env);
+    let start_orders = || {
+        env.order_service(mode)
+            .set("LISTEN_ADDR", &orders_addr)
+            .start()
+    };
+    let start_rewards = || {
+        env.rewards_service()
+            .set("LISTEN_ADDR", &rewards_addr)
+            .start()
+    };
     let services = Arc::new(tokio::sync::Mutex::new(Services {
         orders: start_orders().await,
         rewards: start_rewards().await,
@@ -210,7 +215,7 @@ async fn run_mode(mode: BenchMode, config: &ChaosConfig, seed: u64) -> anyhow::R
     let check = crate::api::check_ledger(&env).await;
     let doubled = usize::try_from(check.wrong_balances)?;
     let wrong_points = usize::try_from(check.wrong_points)?;
-    let not_in_history = if mode == BenchMode::SelfRead {
+    let not_in_history = if mode == Mode::SelfRead {
         let history: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM orders")
             .fetch_all(&env.orders_db().await)
             .await?;
@@ -222,7 +227,7 @@ async fn run_mode(mode: BenchMode, config: &ChaosConfig, seed: u64) -> anyhow::R
 
     let running = services.lock().await;
     let audit_consistent = audit(&env, &running, &[]).await?["consistent"] == Value::Bool(true);
-    let repaired = if mode == BenchMode::DualWrite && !audit_consistent {
+    let repaired = if mode == Mode::DualWrite && !audit_consistent {
         let report = audit(&env, &running, &["--repair"]).await?;
         let repaired = report["republished"].as_u64().unwrap_or(0) as usize;
         let expected = acknowledged.len() as i64;
@@ -325,7 +330,7 @@ async fn converge(
     env: &TestEnv,
     rewards_db: &PgPool,
     wanted: &HashSet<Uuid>,
-    mode: BenchMode,
+    mode: Mode,
 ) -> anyhow::Result<Instant> {
     let started = Instant::now();
     let mut last = (-1_i64, Instant::now());
@@ -337,7 +342,7 @@ async fn converge(
         let missing = wanted.len() - credited.iter().filter(|id| wanted.contains(id)).count();
         if missing == 0 {
             let converged = Instant::now();
-            if mode == BenchMode::SelfRead {
+            if mode == Mode::SelfRead {
                 env.wait_until_consumed_by("order-history").await;
             }
             env.wait_until_consumed_by("rewards").await;
@@ -346,7 +351,7 @@ async fn converge(
         let now = credited.len() as i64;
         if now != last.0 {
             last = (now, Instant::now());
-        } else if mode == BenchMode::DualWrite && last.1.elapsed() > Duration::from_secs(3) {
+        } else if mode == Mode::DualWrite && last.1.elapsed() > Duration::from_secs(3) {
             env.wait_until_consumed_by("rewards").await;
             return Ok(last.1);
         }

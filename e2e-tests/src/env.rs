@@ -1,17 +1,23 @@
-//! One isolated world per test on the shared servers.
+//! One isolated world per test on the shared servers: its own databases and
+//! stream prefix, the servers it may stop, and [`ServiceStart`], the one way
+//! to start its services.
 
+mod start;
+
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection as _, PgConnection, PgPool};
+use tempfile::TempDir;
 
+pub use self::start::ServiceStart;
 use crate::eventually;
-use std::sync::Mutex;
-
+use crate::mode::Mode;
 use crate::servers::{Nats, Postgres, shared};
-use crate::service::{Log, Service};
+use crate::service::Log;
 
 /// How long a test waits for the system to converge.
 pub const CONVERGE: Duration = Duration::from_secs(60);
@@ -24,6 +30,8 @@ pub struct TestEnv {
     rewards_url: String,
     log: Log,
     started: AtomicUsize,
+    /// Where the services report their addresses.
+    dir: TempDir,
     private_nats: Option<Mutex<Nats>>,
     private_postgres: Option<Mutex<Postgres>>,
     pub http: reqwest::Client,
@@ -118,21 +126,12 @@ impl TestEnv {
             name,
             log: Log::default(),
             started: AtomicUsize::new(0),
+            dir: tempfile::Builder::new()
+                .prefix("e2e-services-")
+                .tempdir()
+                .expect("creating a temporary directory"),
             http: reqwest::Client::new(),
         }
-    }
-
-    fn common_env(&self, database_url: &str, failpoints: Option<&str>) -> Vec<(String, String)> {
-        let mut env = vec![
-            ("DATABASE_URL".to_owned(), database_url.to_owned()),
-            ("NATS_URL".to_owned(), self.nats_url.clone()),
-            ("EVENTS_PREFIX".to_owned(), self.name.clone()),
-            ("DB_MAX_CONNECTIONS".to_owned(), "8".to_owned()),
-        ];
-        if let Some(failpoints) = failpoints {
-            env.push(("FAILPOINTS".to_owned(), failpoints.to_owned()));
-        }
-        env
     }
 
     fn label(&self, service: &str) -> String {
@@ -210,89 +209,16 @@ impl TestEnv {
             .expect("restarting PostgreSQL");
     }
 
-    /// Starts order-service in `mode`.
-    pub async fn order_service(&self, mode: &str) -> Service {
-        self.order_service_with(mode, None).await
+    /// A start of order-service in `mode`, to configure and then
+    /// [`start`](ServiceStart::start).
+    pub fn order_service(&self, mode: Mode) -> ServiceStart<'_> {
+        ServiceStart::order_service(self, mode)
     }
 
-    /// Starts order-service in `mode` with crash points, e.g. `name=return`.
-    pub async fn order_service_with(&self, mode: &str, failpoints: Option<&str>) -> Service {
-        self.start_order_service(mode, failpoints, &[]).await
-    }
-
-    /// Starts order-service in `mode` with crash points and more settings.
-    pub async fn start_order_service(
-        &self,
-        mode: &str,
-        failpoints: Option<&str>,
-        extra: &[(&str, &str)],
-    ) -> Service {
-        self.try_start_order_service(mode, failpoints, extra)
-            .await
-            .expect("starting order-service")
-    }
-
-    /// Like [`TestEnv::start_order_service`], for a start that may be
-    /// refused: the error carries the service's last log lines.
-    pub async fn try_start_order_service(
-        &self,
-        mode: &str,
-        failpoints: Option<&str>,
-        extra: &[(&str, &str)],
-    ) -> anyhow::Result<Service> {
-        let mut env = self.common_env(&self.orders_url, failpoints);
-        env.push(("CDC_HEARTBEAT_INTERVAL".to_owned(), "200ms".to_owned()));
-        env.push(("ORDER_MODE".to_owned(), mode.to_owned()));
-        env.push(("RELAY_POLL_INTERVAL".to_owned(), "500ms".to_owned()));
-        env.push(("CONSUMER_ACK_WAIT".to_owned(), "2s".to_owned()));
-        // Last, so that a test's own settings win.
-        env.extend(
-            extra
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
-        );
-        Service::start(
-            "order-service",
-            self.label("order-service"),
-            &env,
-            &self.log,
-        )
-        .await
-    }
-
-    /// Starts rewards-service.
-    pub async fn rewards_service(&self) -> Service {
-        self.rewards_service_with(None).await
-    }
-
-    /// Starts rewards-service with crash points.
-    pub async fn rewards_service_with(&self, failpoints: Option<&str>) -> Service {
-        self.start_rewards(failpoints, &[]).await
-    }
-
-    /// Starts rewards-service with more settings.
-    pub async fn start_rewards_service(&self, extra: &[(&str, &str)]) -> Service {
-        self.start_rewards(None, extra).await
-    }
-
-    /// Starts rewards-service with crash (or fault) points and more settings.
-    pub async fn start_rewards(&self, failpoints: Option<&str>, extra: &[(&str, &str)]) -> Service {
-        let mut env = self.common_env(&self.rewards_url, failpoints);
-        // Redeliver unacked messages of a killed consumer quickly.
-        env.push(("CONSUMER_ACK_WAIT".to_owned(), "2s".to_owned()));
-        env.extend(
-            extra
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
-        );
-        Service::start(
-            "rewards-service",
-            self.label("rewards-service"),
-            &env,
-            &self.log,
-        )
-        .await
-        .expect("starting rewards-service")
+    /// A start of rewards-service, to configure and then
+    /// [`start`](ServiceStart::start).
+    pub fn rewards_service(&self) -> ServiceStart<'_> {
+        ServiceStart::rewards_service(self)
     }
 
     /// A URL of a new, empty database `name` on the test's PostgreSQL.

@@ -6,9 +6,12 @@
 //! - [`servers`]: a private PostgreSQL (`initdb` in a temp dir, `wal_level=logical`)
 //!   and a private `nats-server -js`, each on a free port, stopped when the
 //!   test process exits, however it exits.
-//! - [`service`]: order-service and rewards-service as child processes.
+//! - [`service`]: order-service and rewards-service as child processes, which
+//!   report their address through a file (`LISTEN_ADDR_FILE`).
 //! - [`env`]: [`TestEnv`], one isolated world per test: its own databases and
-//!   its own stream prefix on the shared servers.
+//!   its own stream prefix on the shared servers, and the builder that starts
+//!   its services: `env.order_service(Mode::Outbox).crash_at(..).start()`.
+//! - [`mode`]: the typed choices of a start, [`Mode`] and [`CrashPoint`].
 //! - [`bench`]: the benchmark behind `src/bin/bench.rs`.
 //! - [`chaos`]: the chaos run behind `src/bin/chaos.rs`.
 //! - [`proxy`]: a TCP proxy that delays or holds the broker's replies, and a
@@ -23,10 +26,12 @@ pub mod api;
 pub mod bench;
 pub mod chaos;
 pub mod env;
+pub mod mode;
 pub mod proxy;
 pub mod servers;
 pub mod service;
 pub mod wait;
 
 pub use env::TestEnv;
+pub use mode::{CrashPoint, Mode};
 pub use wait::eventually;

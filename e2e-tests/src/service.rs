@@ -1,6 +1,6 @@
 //! The service binaries as child processes.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use tokio::io::{AsyncBufReadExt as _, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
-use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 /// Output of every process a test started, in order, for the failure report.
 #[derive(Clone, Default)]
@@ -61,20 +61,59 @@ pub struct Service {
     label: String,
     child: Child,
     base_url: String,
+    admin_url: Option<String>,
+}
+
+/// How often a start looks for the address file: a start takes hundreds of
+/// milliseconds, so this delays it little, and a missing file is cheap to
+/// look for.
+const ADDRESS_POLL: Duration = Duration::from_millis(5);
+
+/// How long a service may take to listen: migrations, streams and consumers
+/// come first.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What [`Service::start`] starts.
+pub struct Launch<'a> {
+    pub binary: &'a str,
+    /// Names the process in the log.
+    pub label: String,
+    pub env: &'a [(String, String)],
+    pub log: &'a Log,
+    /// A directory where the service reports its addresses; the file names
+    /// are the label's, so each start gets its own.
+    pub dir: &'a Path,
+    /// Whether to run an admin listener (on a free port) too.
+    pub admin: bool,
 }
 
 impl Service {
-    /// Starts `binary` on a free port with `env`, and waits until it logs the
-    /// address it listens on (it does so once migrations, streams and
-    /// consumers are in place).
-    pub async fn start(
-        binary: &str,
-        label: String,
-        env: &[(String, String)],
-        log: &Log,
-    ) -> anyhow::Result<Self> {
-        let mut child = Command::new(binary_path(binary)?)
+    /// Starts a service on a free port (unless `env` sets `LISTEN_ADDR`), and
+    /// waits until it reports its address through `LISTEN_ADDR_FILE`, which
+    /// it does once migrations, streams and consumers are in place; fails
+    /// with the last log lines if the process exits first.
+    pub async fn start(launch: Launch<'_>) -> anyhow::Result<Self> {
+        let Launch {
+            binary,
+            label,
+            env,
+            log,
+            dir,
+            admin,
+        } = launch;
+        let file_name = label.replace(['#', '/'], "-");
+        let address_file = dir.join(format!("{file_name}.addr"));
+        let admin_file = dir.join(format!("{file_name}.admin.addr"));
+        let mut command = Command::new(binary_path(binary)?);
+        command
             .env("LISTEN_ADDR", "127.0.0.1:0")
+            .env("LISTEN_ADDR_FILE", &address_file);
+        if admin {
+            command
+                .env("ADMIN_LISTEN_ADDR", "127.0.0.1:0")
+                .env("ADMIN_LISTEN_ADDR_FILE", &admin_file);
+        }
+        let mut child = command
             .envs(env.iter().map(|(k, v)| (k, v)))
             .env(
                 "RUST_LOG",
@@ -86,47 +125,69 @@ impl Service {
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("starting {binary}"))?;
-        let (address_tx, address_rx) = oneshot::channel();
-        forward(
-            child.stdout.take().expect("piped"),
-            label.clone(),
-            log.clone(),
-            Some(address_tx),
-        );
-        let stderr_forwarded = forward(
-            child.stderr.take().expect("piped"),
-            label.clone(),
-            log.clone(),
-            None,
-        );
+        let forwarded = [
+            forward(
+                child.stdout.take().expect("piped"),
+                label.clone(),
+                log.clone(),
+            ),
+            forward(
+                child.stderr.take().expect("piped"),
+                label.clone(),
+                log.clone(),
+            ),
+        ];
 
-        let started = tokio::time::timeout(Duration::from_secs(60), address_rx).await;
-        let base_url = match started {
-            Ok(Ok(address)) => address,
-            Ok(Err(_)) => {
-                let status = child.wait().await?;
+        let deadline = Instant::now() + START_TIMEOUT;
+        let base_url = loop {
+            if let Some(url) = read_address(&address_file)? {
+                break url;
+            }
+            if let Some(status) = child.try_wait()? {
                 // The error a refused start prints comes last, on stderr.
-                let _ = tokio::time::timeout(Duration::from_secs(5), stderr_forwarded).await;
+                let all_forwarded = futures::future::join_all(forwarded);
+                let _ = tokio::time::timeout(Duration::from_secs(5), all_forwarded).await;
                 bail!(
                     "{label} exited ({status}) before listening:\n{}",
                     log.tail(40).join("\n")
                 )
             }
-            Err(_) => bail!(
-                "{label} did not listen within 60s:\n{}",
-                log.tail(40).join("\n")
-            ),
+            if Instant::now() >= deadline {
+                bail!(
+                    "{label} reported no address within {START_TIMEOUT:?} (a binary \
+                     built before LISTEN_ADDR_FILE existed never does: rebuild it):\n{}",
+                    log.tail(40).join("\n")
+                )
+            }
+            tokio::time::sleep(ADDRESS_POLL).await;
+        };
+        // The admin address is reported before the public one.
+        let admin_url = if admin {
+            let url = read_address(&admin_file)?.with_context(|| {
+                format!("{label} reported its public address but not its admin one")
+            })?;
+            Some(url)
+        } else {
+            None
         };
         Ok(Self {
             label,
             child,
             base_url,
+            admin_url,
         })
     }
 
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> &str {
         &self.base_url
+    }
+
+    /// The admin listener's `http://127.0.0.1:PORT`, when started with one.
+    pub fn admin_url(&self) -> &str {
+        self.admin_url
+            .as_deref()
+            .expect("started with an admin listener")
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -169,23 +230,25 @@ impl Service {
     }
 }
 
-/// Copies a child's output into the log; the first `listening on http://…`
-/// line of stdout reports the address.
+/// The address in `file` once the service wrote it: it writes the whole
+/// line under another name and renames it, so a file that exists is complete.
+fn read_address(file: &Path) -> anyhow::Result<Option<String>> {
+    match std::fs::read_to_string(file) {
+        Ok(text) => Ok(Some(text.trim().to_owned())),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(error).with_context(|| format!("reading {}", file.display())),
+    }
+}
+
+/// Copies a child's output into the log.
 fn forward(
     stream: impl AsyncRead + Unpin + Send + 'static,
     label: String,
     log: Log,
-    mut address: Option<oneshot::Sender<String>>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut lines = BufReader::new(stream).lines();
         while let Ok(Some(line)) = lines.next_line().await {
-            if let Some(rest) = line.split("listening on ").nth(1)
-                && let Some(tx) = address.take()
-            {
-                let url = rest.split_whitespace().next().unwrap_or_default();
-                let _ = tx.send(url.to_owned());
-            }
             log.push(format!("[{label}] {line}"));
         }
     })

@@ -2,13 +2,17 @@
 //! admin one on `ADMIN_LISTEN_ADDR` when set, which alone then serves the
 //! operator endpoints (metrics, full listings). Both stop together.
 //!
-//! The public listener logs `listening on http://ADDR` (tools and the test
-//! harness read the address from that line) after the admin one logged
-//! `admin endpoints on http://ADDR`, so that once the public line is out,
-//! both accept connections.
+//! The public listener logs `listening on http://ADDR` after the admin one
+//! logged `admin endpoints on http://ADDR`, so that once the public line is
+//! out, both accept connections. For programs (the test harness) each
+//! address also goes to a file when `LISTEN_ADDR_FILE` /
+//! `ADMIN_LISTEN_ADDR_FILE` name one, in the same order: a reader that sees
+//! the public file may use both listeners. The file is written under a
+//! temporary name and renamed, so it never holds half a line.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use axum::Router;
@@ -90,6 +94,7 @@ impl Listeners {
             (Some(listener), Some(router)) => {
                 let addr = listener.local_addr()?;
                 tracing::info!(%addr, "admin endpoints on http://{addr}");
+                report_address("ADMIN_LISTEN_ADDR_FILE", addr)?;
                 Some(
                     axum::serve(listener, router)
                         .with_graceful_shutdown(stop.clone().cancelled_owned()),
@@ -100,6 +105,7 @@ impl Listeners {
         };
         let addr = self.public.local_addr()?;
         tracing::info!(%addr, "listening on http://{addr}");
+        report_address("LISTEN_ADDR_FILE", addr)?;
         let public =
             axum::serve(self.public, routers.public).with_graceful_shutdown(stop.cancelled_owned());
         match admin {
@@ -110,5 +116,50 @@ impl Listeners {
             }
             None => public.await.context("serving HTTP"),
         }
+    }
+}
+
+/// Writes `http://ADDR` to the file the environment variable `var` names, if
+/// it names one. Read here rather than in the services' arguments because it
+/// concerns only the listeners, and both services have them.
+fn report_address(var: &str, addr: SocketAddr) -> anyhow::Result<()> {
+    let Some(path) = std::env::var_os(var).map(PathBuf::from) else {
+        return Ok(());
+    };
+    write_atomically(&path, &format!("http://{addr}\n"))
+        .with_context(|| format!("writing the address to {} ({var})", path.display()))
+}
+
+/// A reader sees no file or the whole text: the text goes to a sibling
+/// temporary file first, which a rename then puts in place.
+fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".tmp");
+    std::fs::write(&temporary, text)?;
+    std::fs::rename(&temporary, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_address_file_holds_the_whole_line_and_no_temporary_file_is_left() {
+        let dir = std::env::temp_dir().join(format!("serve-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("service.addr");
+        write_atomically(&path, "http://127.0.0.1:1\n").unwrap();
+        // A restart on the same path replaces the old address whole.
+        write_atomically(&path, "http://127.0.0.1:65535\n").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "http://127.0.0.1:65535\n"
+        );
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["service.addr"]);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -34,51 +34,10 @@ use crate::api::{count, order};
 use crate::env::{Private, TestEnv};
 use crate::service::Service;
 
-/// A pattern as the benchmark runs it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum BenchMode {
-    Outbox,
-    OutboxCdc,
-    Cdc,
-    SelfRead,
-    DualWrite,
-}
+/// A pattern as the benchmark runs it: the harness's [`Mode`](crate::Mode).
+pub use crate::mode::Mode as BenchMode;
 
 impl BenchMode {
-    pub const ALL: [BenchMode; 5] = [
-        BenchMode::Outbox,
-        BenchMode::OutboxCdc,
-        BenchMode::Cdc,
-        BenchMode::SelfRead,
-        BenchMode::DualWrite,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            BenchMode::Outbox => "outbox",
-            BenchMode::OutboxCdc => "outbox-cdc",
-            BenchMode::Cdc => "cdc",
-            BenchMode::SelfRead => "self-read",
-            BenchMode::DualWrite => "dual-write",
-        }
-    }
-
-    pub fn order_mode(self) -> &'static str {
-        match self {
-            BenchMode::Outbox | BenchMode::OutboxCdc => "outbox",
-            BenchMode::Cdc => "cdc",
-            BenchMode::SelfRead => "self-read",
-            BenchMode::DualWrite => "dual-write",
-        }
-    }
-
-    pub fn extra_env(self) -> &'static [(&'static str, &'static str)] {
-        match self {
-            BenchMode::OutboxCdc => &[("OUTBOX_RELAY", "cdc")],
-            _ => &[],
-        }
-    }
-
     /// Whether the mode's write transaction includes an outbox row.
     fn writes_outbox(self) -> bool {
         matches!(self, BenchMode::Outbox | BenchMode::OutboxCdc)
@@ -171,10 +130,8 @@ async fn run_mode(mode: BenchMode, config: &BenchConfig) -> anyhow::Result<ModeR
     let baseline_url = env.create_database("baseline").await;
     let baseline_tps = baseline(&baseline_url, config, mode.writes_outbox()).await?;
 
-    let orders = env
-        .start_order_service(mode.order_mode(), None, mode.extra_env())
-        .await;
-    let rewards = env.rewards_service().await;
+    let orders = env.order_service(mode).start().await;
+    let rewards = env.rewards_service().start().await;
     let rewards_db = env.rewards_db().await;
 
     let full = drive(

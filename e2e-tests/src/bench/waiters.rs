@@ -79,9 +79,7 @@ pub async fn run(config: &WaitersConfig) -> anyhow::Result<WaitersResult> {
         },
     )
     .await;
-    let orders = env
-        .start_order_service(config.mode.order_mode(), None, config.mode.extra_env())
-        .await;
+    let orders = env.order_service(config.mode).start().await;
     let finished = Arc::new(AtomicU64::new(0));
     let other = Arc::new(Mutex::new(BTreeMap::new()));
     let (mut without, mut with) = (0_u64, 0_u64);

@@ -8,7 +8,7 @@
 //! ```
 
 use clap::Parser;
-use e2e_tests::bench::BenchMode;
+use e2e_tests::Mode;
 use e2e_tests::chaos::{self, ChaosConfig};
 
 #[derive(Parser)]
@@ -38,12 +38,12 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let modes = if args.modes == "all" {
-        BenchMode::ALL.to_vec()
+        Mode::ALL.to_vec()
     } else {
         args.modes
             .split(',')
             .map(|name| {
-                BenchMode::ALL
+                Mode::ALL
                     .into_iter()
                     .find(|mode| mode.name() == name.trim())
                     .ok_or_else(|| anyhow::anyhow!("unknown mode {name:?}"))

@@ -1,8 +1,8 @@
 //! The consistency audit, run as its binary against running services.
 
-use e2e_tests::TestEnv;
 use e2e_tests::api::{assert_credited_exactly, order, place_into_crash, place_ok};
 use e2e_tests::service::Service;
+use e2e_tests::{CrashPoint, Mode, TestEnv};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -24,8 +24,8 @@ fn missing(findings: &Value) -> Vec<Uuid> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_audit_names_a_credit_removed_by_hand_and_repair_restores_it() {
     let env = TestEnv::new("audit_removed_credit").await;
-    let orders = env.order_service("outbox").await;
-    let rewards = env.rewards_service().await;
+    let orders = env.order_service(Mode::Outbox).start().await;
+    let rewards = env.rewards_service().start().await;
     let mut ids = Vec::new();
     for i in 0..5 {
         ids.push(
@@ -70,9 +70,11 @@ async fn the_audit_names_a_credit_removed_by_hand_and_repair_restores_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_audit_finds_and_repairs_the_dual_write_loss() {
     let env = TestEnv::new("audit_dual_write_loss").await;
-    let rewards = env.rewards_service().await;
+    let rewards = env.rewards_service().start().await;
     let mut crashing = env
-        .order_service_with("dual-write", Some("after_commit_before_publish=return"))
+        .order_service(Mode::DualWrite)
+        .crash_at(CrashPoint::AfterCommitBeforePublish)
+        .start()
         .await;
     place_into_crash(
         &env.http,
@@ -81,7 +83,7 @@ async fn the_audit_finds_and_repairs_the_dual_write_loss() {
         None,
     )
     .await;
-    let orders = env.order_service("dual-write").await;
+    let orders = env.order_service(Mode::DualWrite).start().await;
     place_ok(&env.http, orders.url(), &order("tia", &[("SKU-2", 1, 500)])).await;
     assert_credited_exactly(&env, 1).await;
 

@@ -5,8 +5,8 @@
 //! family, show end to end that a refusal writes nothing: no order, no
 //! key, no outbox row, no message, no credit.
 
-use e2e_tests::TestEnv;
 use e2e_tests::api::{count, order};
+use e2e_tests::{Mode, TestEnv};
 use serde_json::{Value, json};
 
 fn lines(n: usize) -> Value {
@@ -86,8 +86,8 @@ async fn error_code(response: reqwest::Response) -> (u16, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_kind_of_bad_order_gets_its_4xx_and_writes_nothing() {
     let env = TestEnv::new("bad_input").await;
-    let orders = env.order_service("outbox").await;
-    let rewards = env.rewards_service().await;
+    let orders = env.order_service(Mode::Outbox).start().await;
+    let rewards = env.rewards_service().start().await;
     let url = format!("{}/orders", orders.url());
 
     for (what, body, status, code) in cases() {

@@ -3,12 +3,13 @@
 
 use std::time::Duration;
 
-use e2e_tests::bench::{self, BenchConfig, BenchMode};
+use e2e_tests::Mode;
+use e2e_tests::bench::{self, BenchConfig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_benchmark_runs_every_mode_and_writes_its_report() {
     let config = BenchConfig {
-        modes: BenchMode::ALL.to_vec(),
+        modes: Mode::ALL.to_vec(),
         duration: Duration::from_secs(1),
         concurrency: 2,
     };

@@ -5,12 +5,10 @@ use e2e_tests::api::{
     assert_credited_exactly, count, order, place_into_crash, place_ok, place_order, published_by,
 };
 use e2e_tests::env::{CONVERGE, Private};
-use e2e_tests::service::{Service, binary_path};
-use e2e_tests::{TestEnv, eventually};
+use e2e_tests::service::binary_path;
+use e2e_tests::{CrashPoint, Mode, TestEnv, eventually};
 use futures::future::join_all;
 use sqlx::PgPool;
-
-const CDC_RELAY: &[(&str, &str)] = &[("OUTBOX_RELAY", "cdc")];
 
 async fn place_many(env: &TestEnv, url: &str, from: usize, to: usize) {
     join_all((from..to).map(|i| {
@@ -48,8 +46,8 @@ async fn wait_for_active_reader(env: &TestEnv, suffix: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cdc_credits_two_hundred_concurrent_orders_once() {
     let env = TestEnv::new("cdc_200").await;
-    let orders = env.order_service("cdc").await;
-    let _rewards = env.rewards_service().await;
+    let orders = env.order_service(Mode::Cdc).start().await;
+    let _rewards = env.rewards_service().start().await;
     place_many(&env, orders.url(), 0, 200).await;
     assert_credited_exactly(&env, 200).await;
     assert_eq!(env.stream_messages().await, 200);
@@ -58,9 +56,11 @@ async fn cdc_credits_two_hundred_concurrent_orders_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cdc_crash_between_puback_and_confirm_is_replayed_and_absorbed() {
     let env = TestEnv::new("cdc_crash_before_confirm").await;
-    let _rewards = env.rewards_service().await;
+    let _rewards = env.rewards_service().start().await;
     let mut orders = env
-        .order_service_with("cdc", Some("cdc_before_confirm=return"))
+        .order_service(Mode::Cdc)
+        .crash_at(CrashPoint::CdcBeforeConfirm)
+        .start()
         .await;
 
     // Answered 201; the reader publishes it, gets the PubAck and dies before
@@ -75,7 +75,7 @@ async fn a_cdc_crash_between_puback_and_confirm_is_replayed_and_absorbed() {
 
     // The restarted reader streams the transaction again: the same event id,
     // dropped by the broker as a duplicate.
-    let _restarted = env.order_service("cdc").await;
+    let _restarted = env.order_service(Mode::Cdc).start().await;
     assert_credited_exactly(&env, 1).await;
     assert_eq!(env.stream_messages().await, 1);
 }
@@ -83,9 +83,11 @@ async fn a_cdc_crash_between_puback_and_confirm_is_replayed_and_absorbed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_committed_before_a_crash_is_captured_after_restart() {
     let env = TestEnv::new("cdc_crash_after_commit").await;
-    let _rewards = env.rewards_service().await;
+    let _rewards = env.rewards_service().start().await;
     let mut orders = env
-        .order_service_with("cdc", Some("after_commit_before_publish=return"))
+        .order_service(Mode::Cdc)
+        .crash_at(CrashPoint::AfterCommitBeforePublish)
+        .start()
         .await;
     place_into_crash(
         &env.http,
@@ -94,7 +96,7 @@ async fn an_order_committed_before_a_crash_is_captured_after_restart() {
         None,
     )
     .await;
-    let _restarted = env.order_service("cdc").await;
+    let _restarted = env.order_service(Mode::Cdc).start().await;
     assert_credited_exactly(&env, 1).await;
 }
 
@@ -122,12 +124,12 @@ async fn wait_until_confirmed(env: &TestEnv) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standby_instance_takes_over_when_the_active_reader_dies() {
     let env = TestEnv::new("cdc_takeover").await;
-    let _rewards = env.rewards_service().await;
-    let mut first = env.order_service("cdc").await;
+    let _rewards = env.rewards_service().start().await;
+    let mut first = env.order_service(Mode::Cdc).start().await;
     wait_for_active_reader(&env, "orders").await;
     // The second instance finds the slot held (55006) and stands by; it
     // serves HTTP all the same.
-    let second = env.order_service("cdc").await;
+    let second = env.order_service(Mode::Cdc).start().await;
 
     place_many(&env, second.url(), 0, 100).await;
     // Killed once its slot confirmed all 100, so the standby replays nothing
@@ -137,7 +139,7 @@ async fn a_standby_instance_takes_over_when_the_active_reader_dies() {
     first.kill().await;
     // Orders keep arriving while the standby takes the slot over.
     place_many(&env, second.url(), 100, 150).await;
-    let first_again = env.order_service("cdc").await;
+    let first_again = env.order_service(Mode::Cdc).start().await;
     place_many(&env, second.url(), 150, 200).await;
 
     assert_credited_exactly(&env, 200).await;
@@ -166,8 +168,8 @@ async fn the_reader_reconnects_after_postgres_restarts_mid_stream() {
         },
     )
     .await;
-    let orders = env.order_service("cdc").await;
-    let _rewards = env.rewards_service().await;
+    let orders = env.order_service(Mode::Cdc).start().await;
+    let _rewards = env.rewards_service().start().await;
     place_many(&env, orders.url(), 0, 50).await;
 
     env.restart_postgres();
@@ -203,7 +205,7 @@ async fn an_idle_slot_does_not_retain_wal_while_other_tables_are_busy() {
         },
     )
     .await;
-    let _orders = env.order_service("cdc").await;
+    let _orders = env.order_service(Mode::Cdc).start().await;
     wait_for_active_reader(&env, "orders").await;
     let db = env.orders_db().await;
     sqlx::raw_sql("CREATE TABLE noise (id bigserial PRIMARY KEY, body text NOT NULL)")
@@ -248,15 +250,11 @@ async fn an_idle_slot_does_not_retain_wal_while_other_tables_are_busy() {
     assert!(retained < 1024 * 1024);
 }
 
-async fn outbox_via_cdc(env: &TestEnv) -> Service {
-    env.start_order_service("outbox", None, CDC_RELAY).await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cdc_outbox_relay_credits_two_hundred_orders_and_keeps_the_table_empty() {
     let env = TestEnv::new("outbox_cdc_200").await;
-    let orders = outbox_via_cdc(&env).await;
-    let _rewards = env.rewards_service().await;
+    let orders = env.order_service(Mode::OutboxCdc).start().await;
+    let _rewards = env.rewards_service().start().await;
     place_many(&env, orders.url(), 0, 200).await;
     assert_credited_exactly(&env, 200).await;
     assert_eq!(env.stream_messages().await, 200);
@@ -266,13 +264,11 @@ async fn the_cdc_outbox_relay_credits_two_hundred_orders_and_keeps_the_table_emp
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cdc_outbox_relay_survives_a_crash_after_commit() {
     let env = TestEnv::new("outbox_cdc_crash_after_commit").await;
-    let _rewards = env.rewards_service().await;
+    let _rewards = env.rewards_service().start().await;
     let mut orders = env
-        .start_order_service(
-            "outbox",
-            Some("after_commit_before_publish=return"),
-            CDC_RELAY,
-        )
+        .order_service(Mode::OutboxCdc)
+        .crash_at(CrashPoint::AfterCommitBeforePublish)
+        .start()
         .await;
     place_into_crash(
         &env.http,
@@ -283,7 +279,7 @@ async fn the_cdc_outbox_relay_survives_a_crash_after_commit() {
     .await;
     // The row is gone from the table but not from the WAL.
     assert_eq!(count(&env.orders_db().await, "outbox").await, 0);
-    let _restarted = outbox_via_cdc(&env).await;
+    let _restarted = env.order_service(Mode::OutboxCdc).start().await;
     assert_credited_exactly(&env, 1).await;
     assert_eq!(env.stream_messages().await, 1);
 }
@@ -291,9 +287,11 @@ async fn the_cdc_outbox_relay_survives_a_crash_after_commit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cdc_outbox_relay_survives_a_crash_before_confirm() {
     let env = TestEnv::new("outbox_cdc_crash_before_confirm").await;
-    let _rewards = env.rewards_service().await;
+    let _rewards = env.rewards_service().start().await;
     let mut orders = env
-        .start_order_service("outbox", Some("cdc_before_confirm=return"), CDC_RELAY)
+        .order_service(Mode::OutboxCdc)
+        .crash_at(CrashPoint::CdcBeforeConfirm)
+        .start()
         .await;
     place_ok(
         &env.http,
@@ -302,7 +300,7 @@ async fn the_cdc_outbox_relay_survives_a_crash_before_confirm() {
     )
     .await;
     orders.assert_crashed().await;
-    let _restarted = outbox_via_cdc(&env).await;
+    let _restarted = env.order_service(Mode::OutboxCdc).start().await;
     assert_credited_exactly(&env, 1).await;
     assert_eq!(env.stream_messages().await, 1);
     assert_eq!(count(&env.orders_db().await, "outbox").await, 0);
@@ -334,8 +332,8 @@ async fn resync(env: &TestEnv) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vanished_slot_stops_start_up_until_resync_republishes_the_unconfirmed_orders() {
     let env = TestEnv::with_private_nats("cdc_vanished_slot").await;
-    let _rewards = env.rewards_service().await;
-    let mut orders = env.order_service("cdc").await;
+    let _rewards = env.rewards_service().start().await;
+    let mut orders = env.order_service(Mode::Cdc).start().await;
     place_many(&env, orders.url(), 0, 3).await;
     assert_credited_exactly(&env, 3).await;
 
@@ -357,7 +355,9 @@ async fn a_vanished_slot_stops_start_up_until_resync_republishes_the_unconfirmed
     // A new slot would start after the two orders and skip them for good.
     // (No backtrace, so that the error is among the log lines reported.)
     let refused = env
-        .try_start_order_service("cdc", None, &[("RUST_LIB_BACKTRACE", "0")])
+        .order_service(Mode::Cdc)
+        .set("RUST_LIB_BACKTRACE", "0")
+        .try_start()
         .await
         .err()
         .expect("order-service refuses to start without its slot");
@@ -375,7 +375,7 @@ async fn a_vanished_slot_stops_start_up_until_resync_republishes_the_unconfirmed
     let again = resync(&env).await;
     assert_eq!(again["republished"], 0);
 
-    let restarted = env.order_service("cdc").await;
+    let restarted = env.order_service(Mode::Cdc).start().await;
     place_many(&env, restarted.url(), 5, 6).await;
     assert_credited_exactly(&env, 6).await;
 }
@@ -383,8 +383,8 @@ async fn a_vanished_slot_stops_start_up_until_resync_republishes_the_unconfirmed
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publication_missing_order_lines_is_repaired_at_start_up() {
     let env = TestEnv::new("cdc_publication_repair").await;
-    let _rewards = env.rewards_service().await;
-    let mut orders = env.order_service("cdc").await;
+    let _rewards = env.rewards_service().start().await;
+    let mut orders = env.order_service(Mode::Cdc).start().await;
     wait_for_active_reader(&env, "orders").await;
     assert!(
         orders
@@ -398,7 +398,7 @@ async fn a_publication_missing_order_lines_is_repaired_at_start_up() {
         .await
         .unwrap();
 
-    let orders = env.order_service("cdc").await;
+    let orders = env.order_service(Mode::Cdc).start().await;
     let tables: Vec<String> = sqlx::query_scalar(
         "SELECT tablename::text FROM pg_publication_tables \
          WHERE pubname = 'order_events_orders' ORDER BY 1",
@@ -415,8 +415,8 @@ async fn a_publication_missing_order_lines_is_repaired_at_start_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn order_lines_written_without_their_order_are_dead_lettered_and_counted() {
     let env = TestEnv::new("cdc_orphan_lines").await;
-    let _rewards = env.rewards_service().await;
-    let orders = env.order_service("cdc").await;
+    let _rewards = env.rewards_service().start().await;
+    let orders = env.order_service(Mode::Cdc).start().await;
     let id = place_ok(&env.http, orders.url(), &order("zoe", &[("SKU-1", 1, 400)])).await;
     assert_credited_exactly(&env, 1).await;
 
@@ -457,8 +457,8 @@ async fn order_lines_written_without_their_order_are_dead_lettered_and_counted()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slot_remembered_from_another_server_stops_start_up_until_resync_forgets_it() {
     let env = TestEnv::new("cdc_other_server").await;
-    let _rewards = env.rewards_service().await;
-    let mut orders = env.order_service("cdc").await;
+    let _rewards = env.rewards_service().start().await;
+    let mut orders = env.order_service(Mode::Cdc).start().await;
     place_many(&env, orders.url(), 0, 2).await;
     assert_credited_exactly(&env, 2).await;
     assert!(
@@ -476,7 +476,9 @@ async fn a_slot_remembered_from_another_server_stops_start_up_until_resync_forge
         .unwrap();
 
     let refused = env
-        .try_start_order_service("cdc", None, &[("RUST_LIB_BACKTRACE", "0")])
+        .order_service(Mode::Cdc)
+        .set("RUST_LIB_BACKTRACE", "0")
+        .try_start()
         .await
         .err()
         .expect("order-service refuses to start with a slot from another server");
@@ -487,7 +489,7 @@ async fn a_slot_remembered_from_another_server_stops_start_up_until_resync_forge
     let outcome = resync(&env).await;
     assert_eq!(outcome["republished"], 0);
     assert_eq!(outcome["already_in_stream"], 2);
-    let restarted = env.order_service("cdc").await;
+    let restarted = env.order_service(Mode::Cdc).start().await;
     place_many(&env, restarted.url(), 2, 3).await;
     assert_credited_exactly(&env, 3).await;
     assert_eq!(count(&db, "cdc_slots").await, 1);

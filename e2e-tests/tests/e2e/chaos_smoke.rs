@@ -2,13 +2,13 @@
 //! (kill -9 of order-service with its relay / CDC reader / projector, of
 //! rewards-service and of nats-server, and a PostgreSQL crash).
 
-use e2e_tests::bench::BenchMode;
+use e2e_tests::Mode;
 use e2e_tests::chaos::{self, ChaosConfig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_random_faults_every_pattern_credits_each_acknowledged_order_once() {
     let config = ChaosConfig {
-        modes: BenchMode::ALL.to_vec(),
+        modes: Mode::ALL.to_vec(),
         orders: 300,
         faults: 3,
         rate: 150.0,

@@ -1,14 +1,14 @@
 //! The control: commit, then publish. It shows the problem the other modes solve.
 
-use e2e_tests::TestEnv;
 use e2e_tests::api::{assert_credited_exactly, count, order, place_into_crash, place_ok};
+use e2e_tests::{CrashPoint, Mode, TestEnv};
 use uuid::Uuid;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dual_write_credits_an_order_when_nothing_fails() {
     let env = TestEnv::new("dual_write_happy").await;
-    let orders = env.order_service("dual-write").await;
-    let _rewards = env.rewards_service().await;
+    let orders = env.order_service(Mode::DualWrite).start().await;
+    let _rewards = env.rewards_service().start().await;
     place_ok(&env.http, orders.url(), &order("gus", &[("SKU-1", 2, 550)])).await;
     assert_credited_exactly(&env, 1).await;
 }
@@ -18,9 +18,11 @@ async fn dual_write_credits_an_order_when_nothing_fails() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dual_write_loses_the_event_when_the_process_dies_after_commit() {
     let env = TestEnv::new("dual_write_loss").await;
-    let _rewards = env.rewards_service().await;
+    let _rewards = env.rewards_service().start().await;
     let mut orders = env
-        .order_service_with("dual-write", Some("after_commit_before_publish=return"))
+        .order_service(Mode::DualWrite)
+        .crash_at(CrashPoint::AfterCommitBeforePublish)
+        .start()
         .await;
 
     place_into_crash(
@@ -38,7 +40,7 @@ async fn dual_write_loses_the_event_when_the_process_dies_after_commit() {
 
     // A later order flows normally; once it is credited and the consumer has
     // nothing left, the first order's event provably never existed.
-    let restarted = env.order_service("dual-write").await;
+    let restarted = env.order_service(Mode::DualWrite).start().await;
     let later = place_ok(
         &env.http,
         restarted.url(),

@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use e2e_tests::api::{count, order, place_ok, place_order};
 use e2e_tests::env::Private;
-use e2e_tests::servers::free_port;
-use e2e_tests::{TestEnv, eventually};
+use e2e_tests::{Mode, TestEnv, eventually};
 use serde_json::Value;
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -55,7 +54,7 @@ pub(crate) fn counter(metrics: &str, name: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invented_methods_do_not_grow_the_metrics() {
     let env = TestEnv::new("invented_methods").await;
-    let orders = env.order_service("outbox").await;
+    let orders = env.order_service(Mode::Outbox).start().await;
     let url = format!("{}/orders", orders.url());
     let invented = |i: usize| reqwest::Method::from_bytes(format!("BREW{i}").as_bytes()).unwrap();
 
@@ -81,7 +80,9 @@ async fn invented_methods_do_not_grow_the_metrics() {
 async fn the_concurrency_limit_sheds_load_with_503_and_retry_after() {
     let env = TestEnv::new("shed_load").await;
     let orders = env
-        .start_order_service("outbox", None, &[("MAX_CONCURRENT_REQUESTS", "2")])
+        .order_service(Mode::Outbox)
+        .set("MAX_CONCURRENT_REQUESTS", "2")
+        .start()
         .await;
     // Two slow requests take both places: waits for orders that never come.
     let slow: Vec<_> = (0..2)
@@ -148,10 +149,14 @@ async fn with_the_database_down_reads_and_orders_answer_503_with_retry_after() {
     )
     .await;
     let orders = env
-        .start_order_service("outbox", None, &[("DB_ACQUIRE_TIMEOUT", "500ms")])
+        .order_service(Mode::Outbox)
+        .set("DB_ACQUIRE_TIMEOUT", "500ms")
+        .start()
         .await;
     let rewards = env
-        .start_rewards_service(&[("DB_ACQUIRE_TIMEOUT", "500ms")])
+        .rewards_service()
+        .set("DB_ACQUIRE_TIMEOUT", "500ms")
+        .start()
         .await;
     let body = order("ivy", &[("SKU-1", 1, 100)]);
     let placed = place_ok(&env.http, orders.url(), &body).await;
@@ -201,11 +206,10 @@ async fn an_exhausted_pool_answers_503_with_retry_after() {
     let env = TestEnv::new("exhausted_pool").await;
     // Dual-write has no worker: the pool's one connection is the requests'.
     let orders = env
-        .start_order_service(
-            "dual-write",
-            None,
-            &[("DB_MAX_CONNECTIONS", "1"), ("DB_ACQUIRE_TIMEOUT", "300ms")],
-        )
+        .order_service(Mode::DualWrite)
+        .set("DB_MAX_CONNECTIONS", "1")
+        .set("DB_ACQUIRE_TIMEOUT", "300ms")
+        .start()
         .await;
     let body = order("ivy", &[("SKU-1", 1, 100)]);
     let id = place_ok(&env.http, orders.url(), &body).await;
@@ -259,7 +263,9 @@ async fn an_exhausted_pool_answers_503_with_retry_after() {
 async fn a_request_past_its_timeout_is_answered_504_with_retry_after() {
     let env = TestEnv::new("request_timeout").await;
     let orders = env
-        .start_order_service("outbox", None, &[("REQUEST_TIMEOUT", "500ms")])
+        .order_service(Mode::Outbox)
+        .set("REQUEST_TIMEOUT", "500ms")
+        .start()
         .await;
     let id = place_ok(&env.http, orders.url(), &order("ivy", &[("SKU-1", 1, 100)])).await;
 
@@ -296,19 +302,15 @@ async fn a_request_past_its_timeout_is_answered_504_with_retry_after() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_listener_serves_operator_endpoints_and_the_public_one_does_not() {
     let env = TestEnv::new("admin_listener").await;
-    let (orders_admin, rewards_admin) = (
-        format!("127.0.0.1:{}", free_port()),
-        format!("127.0.0.1:{}", free_port()),
-    );
     let orders = env
-        .start_order_service("outbox", None, &[("ADMIN_LISTEN_ADDR", &orders_admin)])
+        .order_service(Mode::Outbox)
+        .with_admin_listener()
+        .start()
         .await;
-    let rewards = env
-        .start_rewards_service(&[("ADMIN_LISTEN_ADDR", &rewards_admin)])
-        .await;
+    let rewards = env.rewards_service().with_admin_listener().start().await;
     let (orders_admin, rewards_admin) = (
-        format!("http://{orders_admin}"),
-        format!("http://{rewards_admin}"),
+        orders.admin_url().to_owned(),
+        rewards.admin_url().to_owned(),
     );
     place_ok(&env.http, orders.url(), &order("ivy", &[("SKU-1", 1, 100)])).await;
 

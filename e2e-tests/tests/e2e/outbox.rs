@@ -8,14 +8,14 @@ use e2e_tests::api::{
     published_by,
 };
 use e2e_tests::env::CONVERGE;
-use e2e_tests::{TestEnv, eventually};
+use e2e_tests::{CrashPoint, Mode, TestEnv, eventually};
 use futures::future::join_all;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_concurrent_orders_are_each_credited_once() {
     let env = TestEnv::new("outbox_200").await;
-    let orders = env.order_service("outbox").await;
-    let _rewards = env.rewards_service().await;
+    let orders = env.order_service(Mode::Outbox).start().await;
+    let _rewards = env.rewards_service().start().await;
 
     let placed = join_all((0..200).map(|i| {
         let body = order(
@@ -44,8 +44,8 @@ async fn two_hundred_concurrent_orders_are_each_credited_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idempotent_retry_returns_the_same_order_and_credits_once() {
     let env = TestEnv::new("outbox_idempotent").await;
-    let orders = env.order_service("outbox").await;
-    let _rewards = env.rewards_service().await;
+    let orders = env.order_service(Mode::Outbox).start().await;
+    let _rewards = env.rewards_service().start().await;
     let body = order("alice", &[("SKU-1", 2, 1250)]);
 
     let first = place_order(&env.http, orders.url(), &body, Some("key-1"))
@@ -88,9 +88,11 @@ async fn an_idempotent_retry_returns_the_same_order_and_credits_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_committed_before_a_crash_is_credited_once_after_restart() {
     let env = TestEnv::new("outbox_crash_after_commit").await;
-    let _rewards = env.rewards_service().await;
+    let _rewards = env.rewards_service().start().await;
     let mut orders = env
-        .order_service_with("outbox", Some("after_commit_before_publish=return"))
+        .order_service(Mode::Outbox)
+        .crash_at(CrashPoint::AfterCommitBeforePublish)
+        .start()
         .await;
 
     place_into_crash(
@@ -103,7 +105,7 @@ async fn an_order_committed_before_a_crash_is_credited_once_after_restart() {
     assert_eq!(count(&env.orders_db().await, "orders").await, 1);
     assert_eq!(count(&env.orders_db().await, "outbox").await, 1);
 
-    let _restarted = env.order_service("outbox").await;
+    let _restarted = env.order_service(Mode::Outbox).start().await;
     assert_credited_exactly(&env, 1).await;
     assert_eq!(env.stream_messages().await, 1);
 }
@@ -111,9 +113,11 @@ async fn an_order_committed_before_a_crash_is_credited_once_after_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_crash_between_publish_and_delete_is_absorbed() {
     let env = TestEnv::new("outbox_crash_after_publish").await;
-    let _rewards = env.rewards_service().await;
+    let _rewards = env.rewards_service().start().await;
     let mut orders = env
-        .order_service_with("outbox", Some("after_publish_before_mark=return"))
+        .order_service(Mode::Outbox)
+        .crash_at(CrashPoint::AfterPublishBeforeMark)
+        .start()
         .await;
 
     // The order is committed and answered; the relay then publishes and dies
@@ -129,7 +133,7 @@ async fn a_relay_crash_between_publish_and_delete_is_absorbed() {
 
     // The restarted relay publishes the row again under the same event id:
     // the broker drops it as a duplicate and the ledger would too.
-    let _restarted = env.order_service("outbox").await;
+    let _restarted = env.order_service(Mode::Outbox).start().await;
     let orders_db = env.orders_db().await;
     eventually("the outbox to drain", CONVERGE, || async {
         (count(&orders_db, "outbox").await == 0).then_some(())
@@ -142,9 +146,11 @@ async fn a_relay_crash_between_publish_and_delete_is_absorbed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_crash_between_commit_and_ack_is_absorbed() {
     let env = TestEnv::new("outbox_consumer_crash").await;
-    let orders = env.order_service("outbox").await;
+    let orders = env.order_service(Mode::Outbox).start().await;
     let mut rewards = env
-        .rewards_service_with(Some("consumer_after_commit_before_ack=return"))
+        .rewards_service()
+        .crash_at(CrashPoint::ConsumerAfterCommitBeforeAck)
+        .start()
         .await;
 
     place_ok(
@@ -159,7 +165,7 @@ async fn a_consumer_crash_between_commit_and_ack_is_absorbed() {
 
     // The unacked message is redelivered to the restarted consumer, which
     // finds the credit already there.
-    let _restarted = env.rewards_service().await;
+    let _restarted = env.rewards_service().start().await;
     place_ok(
         &env.http,
         orders.url(),
@@ -178,8 +184,8 @@ async fn a_consumer_crash_between_commit_and_ack_is_absorbed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rewards_service_killed_mid_stream_loses_and_doubles_nothing() {
     let env = TestEnv::new("outbox_rewards_restart").await;
-    let orders = env.order_service("outbox").await;
-    let mut rewards = env.rewards_service().await;
+    let orders = env.order_service(Mode::Outbox).start().await;
+    let mut rewards = env.rewards_service().start().await;
     let rewards_db = env.rewards_db().await;
 
     let place = |from: usize, to: usize| {
@@ -196,7 +202,7 @@ async fn a_rewards_service_killed_mid_stream_loses_and_doubles_nothing() {
     .await;
     rewards.kill().await;
     place(100, 150).await;
-    let _restarted = env.rewards_service().await;
+    let _restarted = env.rewards_service().start().await;
     place(150, 200).await;
 
     assert_credited_exactly(&env, 200).await;
@@ -210,8 +216,8 @@ async fn a_rewards_service_killed_mid_stream_loses_and_doubles_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_message_is_dead_lettered_and_the_consumer_keeps_going() {
     let env = TestEnv::new("outbox_poison").await;
-    let orders = env.order_service("outbox").await;
-    let rewards = env.rewards_service().await;
+    let orders = env.order_service(Mode::Outbox).start().await;
+    let rewards = env.rewards_service().start().await;
 
     let names = shared_events::Names::new(env.events_prefix()).unwrap();
     let js = env.jetstream().await;
@@ -255,9 +261,9 @@ async fn a_poison_message_is_dead_lettered_and_the_consumer_keeps_going() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_order_services_on_one_database_publish_each_order_once() {
     let env = TestEnv::new("outbox_two_relays").await;
-    let first = env.order_service("outbox").await;
-    let second = env.order_service("outbox").await;
-    let _rewards = env.rewards_service().await;
+    let first = env.order_service(Mode::Outbox).start().await;
+    let second = env.order_service(Mode::Outbox).start().await;
+    let _rewards = env.rewards_service().start().await;
 
     join_all((0..200).map(|i| {
         let url = if i % 2 == 0 {
@@ -288,10 +294,10 @@ async fn two_order_services_on_one_database_publish_each_order_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_order_service_gracefully() {
     let env = TestEnv::new("outbox_sigterm").await;
-    let mut orders = env.order_service("outbox").await;
-    let _rewards = env.rewards_service().await;
+    let mut orders = env.order_service(Mode::Outbox).start().await;
+    let _rewards = env.rewards_service().start().await;
     place_ok(&env.http, orders.url(), &order("fay", &[("SKU-1", 1, 100)])).await;
     assert!(orders.terminate(Duration::from_secs(15)).await.success());
-    let _restarted = env.order_service("outbox").await;
+    let _restarted = env.order_service(Mode::Outbox).start().await;
     assert_credited_exactly(&env, 1).await;
 }

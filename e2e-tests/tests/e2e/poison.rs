@@ -3,9 +3,12 @@
 //! configured deliveries; `order-events dlq` lists and redrives them.
 
 use chrono::Utc;
-use e2e_tests::api::{assert_credited_exactly, count, metric_sum, order, place_ok, place_order};
+use e2e_tests::api::{
+    assert_credited_exactly, assert_projected_exactly, count, metric_sum, order, place_ok,
+    place_order,
+};
 use e2e_tests::env::{CONVERGE, Private};
-use e2e_tests::{TestEnv, eventually};
+use e2e_tests::{CrashPoint, Mode, TestEnv, eventually};
 use futures::future::join_all;
 use serde_json::{Value, json};
 use shared_events::{Envelope, Names, OrderPlaced, OrderPlacedLine};
@@ -62,7 +65,7 @@ async fn a_balance_overflow_is_dead_lettered_alone_and_its_batch_is_credited() {
     let names = Names::new(env.events_prefix()).unwrap();
     // The order-service in front sets up the stream; the events below come
     // from a producer without its total limit.
-    let _orders = env.order_service("outbox").await;
+    let _orders = env.order_service(Mode::Outbox).start().await;
     let js = env.jetstream().await;
     let huge = placed("whale", "JPY", i64::MAX - 10);
     let overflow = placed("whale", "JPY", 1000);
@@ -87,7 +90,7 @@ async fn a_balance_overflow_is_dead_lettered_alone_and_its_batch_is_credited() {
         .await
         .unwrap();
     }
-    let rewards_service = env.rewards_service().await;
+    let rewards_service = env.rewards_service().start().await;
 
     let rewards = env.rewards_db().await;
     eventually("the healthy events credited", CONVERGE, || async {
@@ -152,12 +155,12 @@ async fn a_balance_overflow_is_dead_lettered_alone_and_its_batch_is_credited() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_that_keeps_failing_is_dead_lettered_after_max_deliver_and_redrive_credits_it() {
     let env = TestEnv::new("poison_max_deliver").await;
-    let orders = env.order_service("outbox").await;
+    let orders = env.order_service(Mode::Outbox).start().await;
     let mut rewards = env
-        .start_rewards(
-            Some("consumer_apply_fails=return"),
-            &[("CONSUMER_MAX_DELIVER", "3")],
-        )
+        .rewards_service()
+        .crash_at(CrashPoint::ConsumerApplyFails)
+        .set("CONSUMER_MAX_DELIVER", "3")
+        .start()
         .await;
     place_ok(
         &env.http,
@@ -185,7 +188,7 @@ async fn an_event_that_keeps_failing_is_dead_lettered_after_max_deliver_and_redr
     // The cause is fixed (the service restarted without the fault), and the
     // operator sends the event back.
     rewards.kill().await;
-    let _rewards = env.rewards_service().await;
+    let _rewards = env.rewards_service().start().await;
     let id = letters[0]["id"].as_u64().unwrap().to_string();
     assert_eq!(
         dlq(&env, &["redrive", "--id", &id]).await.trim(),
@@ -198,7 +201,7 @@ async fn an_event_that_keeps_failing_is_dead_lettered_after_max_deliver_and_redr
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_above_the_maximum_total_is_refused_with_422_and_writes_nothing() {
     let env = TestEnv::new("poison_total_limit").await;
-    let orders = env.order_service("outbox").await;
+    let orders = env.order_service(Mode::Outbox).start().await;
     let body = json!({
         "customer_id": "whale",
         "currency": "JPY",
@@ -226,9 +229,11 @@ async fn failures_while_the_database_is_down_never_dead_letter_an_event() {
     .await;
     // Self-read places orders without the order database, so events keep
     // arriving while PostgreSQL is down.
-    let orders = env.order_service("self-read").await;
+    let orders = env.order_service(Mode::SelfRead).start().await;
     let rewards = env
-        .start_rewards(None, &[("CONSUMER_MAX_DELIVER", "2")])
+        .rewards_service()
+        .set("CONSUMER_MAX_DELIVER", "2")
+        .start()
         .await;
 
     env.stop_postgres();
@@ -253,6 +258,9 @@ async fn failures_while_the_database_is_down_never_dead_letter_an_event() {
     .await;
     env.start_postgres();
 
+    // The credits are checked against the order history, which the
+    // projector writes on its own schedule after the outage.
+    assert_projected_exactly(&env, 5).await;
     assert_credited_exactly(&env, 5).await;
     assert_eq!(env.dead_letters().await, 0);
 }

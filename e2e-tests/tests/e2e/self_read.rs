@@ -4,24 +4,13 @@
 use std::time::{Duration, Instant};
 
 use e2e_tests::api::{
-    assert_credited_exactly, count, get_json, order, place_into_crash, place_order,
+    assert_credited_exactly, assert_projected_exactly, count, get_json, order, place_into_crash,
+    place_order,
 };
 use e2e_tests::env::CONVERGE;
-use e2e_tests::{TestEnv, eventually};
+use e2e_tests::{CrashPoint, Mode, TestEnv, eventually};
 use futures::future::join_all;
 use serde_json::Value;
-
-/// Waits until the projector has written `n` orders and has nothing in
-/// flight, then asserts exactly `n`.
-async fn assert_projected_exactly(env: &TestEnv, n: i64) {
-    let orders = env.orders_db().await;
-    eventually(&format!("{n} projected orders"), CONVERGE, || async {
-        (count(&orders, "orders").await >= n).then_some(())
-    })
-    .await;
-    env.wait_until_consumed_by("order-history").await;
-    assert_eq!(count(&orders, "orders").await, n);
-}
 
 async fn place_accepted(env: &TestEnv, url: &str, body: &Value, key: Option<&str>) -> Value {
     let response = place_order(&env.http, url, body, key)
@@ -34,8 +23,8 @@ async fn place_accepted(env: &TestEnv, url: &str, body: &Value, key: Option<&str
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn self_read_projects_and_credits_two_hundred_concurrent_orders_once() {
     let env = TestEnv::new("self_read_200").await;
-    let orders = env.order_service("self-read").await;
-    let _rewards = env.rewards_service().await;
+    let orders = env.order_service(Mode::SelfRead).start().await;
+    let _rewards = env.rewards_service().start().await;
 
     join_all((0..200).map(|i| {
         let body = order(&format!("c{}", i % 10), &[("SKU-1", 1, 1000 + i)]);
@@ -54,7 +43,7 @@ async fn self_read_projects_and_credits_two_hundred_concurrent_orders_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_can_read_its_own_write_with_a_bounded_wait() {
     let env = TestEnv::new("self_read_wait").await;
-    let orders = env.order_service("self-read").await;
+    let orders = env.order_service(Mode::SelfRead).start().await;
     let accepted =
         place_accepted(&env, orders.url(), &order("jo", &[("SKU-1", 2, 300)]), None).await;
     let id = accepted["id"].as_str().unwrap();
@@ -65,9 +54,11 @@ async fn a_client_can_read_its_own_write_with_a_bounded_wait() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_after_a_crash_past_the_puback_places_one_order() {
     let env = TestEnv::new("self_read_crash_after_publish").await;
-    let _rewards = env.rewards_service().await;
+    let _rewards = env.rewards_service().start().await;
     let mut orders = env
-        .order_service_with("self-read", Some("self_read_after_publish=return"))
+        .order_service(Mode::SelfRead)
+        .crash_at(CrashPoint::SelfReadAfterPublish)
+        .start()
         .await;
     let body = order("kim", &[("SKU-1", 1, 2500)]);
 
@@ -75,7 +66,7 @@ async fn a_retry_after_a_crash_past_the_puback_places_one_order() {
 
     // The client retries with the same key: the same event id is published,
     // the broker reports a duplicate, and the same order is answered.
-    let restarted = env.order_service("self-read").await;
+    let restarted = env.order_service(Mode::SelfRead).start().await;
     let retry = place_order(&env.http, restarted.url(), &body, Some("kim-1"))
         .await
         .unwrap();
@@ -102,12 +93,11 @@ async fn a_retry_after_a_crash_past_the_puback_places_one_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_projector_crash_between_commit_and_ack_leaves_one_order() {
     let env = TestEnv::new("self_read_projector_crash").await;
-    let _rewards = env.rewards_service().await;
+    let _rewards = env.rewards_service().start().await;
     let mut orders = env
-        .order_service_with(
-            "self-read",
-            Some("projector_after_commit_before_ack=return"),
-        )
+        .order_service(Mode::SelfRead)
+        .crash_at(CrashPoint::ProjectorAfterCommitBeforeAck)
+        .start()
         .await;
 
     place_accepted(
@@ -121,7 +111,7 @@ async fn a_projector_crash_between_commit_and_ack_leaves_one_order() {
     assert_eq!(count(&env.orders_db().await, "orders").await, 1);
 
     // Redelivered to the restarted projector, which finds it in its inbox.
-    let _restarted = env.order_service("self-read").await;
+    let _restarted = env.order_service(Mode::SelfRead).start().await;
     assert_projected_exactly(&env, 1).await;
     assert_credited_exactly(&env, 1).await;
     assert_eq!(count(&env.orders_db().await, "processed_events").await, 1);
@@ -130,8 +120,8 @@ async fn a_projector_crash_between_commit_and_ack_leaves_one_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_nats_down_orders_are_refused_and_never_appear() {
     let env = TestEnv::with_private_nats("self_read_nats_down").await;
-    let orders = env.order_service("self-read").await;
-    let _rewards = env.rewards_service().await;
+    let orders = env.order_service(Mode::SelfRead).start().await;
+    let _rewards = env.rewards_service().start().await;
 
     env.stop_nats();
     // Once order-service knows the connection is down (its readiness says
@@ -201,8 +191,8 @@ async fn with_nats_down_orders_are_refused_and_never_appear() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_projector_and_rewards_killed_mid_stream_lose_and_double_nothing() {
     let env = TestEnv::new("self_read_restarts").await;
-    let mut orders = env.order_service("self-read").await;
-    let mut rewards = env.rewards_service().await;
+    let mut orders = env.order_service(Mode::SelfRead).start().await;
+    let mut rewards = env.rewards_service().start().await;
     let place = |url: String, from: i64, to: i64| {
         let env = &env;
         join_all((from..to).map(move |i| {
@@ -215,8 +205,8 @@ async fn the_projector_and_rewards_killed_mid_stream_lose_and_double_nothing() {
     place(orders.url().to_owned(), 0, 100).await;
     orders.kill().await;
     rewards.kill().await;
-    let orders = env.order_service("self-read").await;
-    let _rewards = env.rewards_service().await;
+    let orders = env.order_service(Mode::SelfRead).start().await;
+    let _rewards = env.rewards_service().start().await;
     place(orders.url().to_owned(), 100, 200).await;
 
     assert_projected_exactly(&env, 200).await;

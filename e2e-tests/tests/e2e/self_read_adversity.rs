@@ -4,22 +4,14 @@
 
 use std::time::{Duration, Instant};
 
-use e2e_tests::api::{assert_credited_exactly, audit, count, order, place_order};
+use e2e_tests::api::{
+    assert_credited_exactly, assert_projected_exactly, audit, order, place_order,
+};
 use e2e_tests::env::CONVERGE;
 use e2e_tests::proxy::{BrokerProxy, Replies, shifted_clock};
-use e2e_tests::{TestEnv, eventually};
+use e2e_tests::{CrashPoint, Mode, TestEnv, eventually};
 use futures::future::join_all;
 use serde_json::Value;
-
-async fn assert_projected_exactly(env: &TestEnv, n: i64) {
-    let orders = env.orders_db().await;
-    eventually(&format!("{n} projected orders"), CONVERGE, || async {
-        (count(&orders, "orders").await >= n).then_some(())
-    })
-    .await;
-    env.wait_until_consumed_by("order-history").await;
-    assert_eq!(count(&orders, "orders").await, n);
-}
 
 /// Retries `body` under `key` until the outcome is known; the final answer.
 async fn resolve(env: &TestEnv, url: &str, body: &Value, key: &str) -> reqwest::Response {
@@ -34,15 +26,13 @@ async fn resolve(env: &TestEnv, url: &str, body: &Value, key: &str) -> reqwest::
 async fn pubacks_delayed_past_the_timeout_never_answer_503_for_a_stored_order() {
     let env = TestEnv::new("self_read_delayed_acks").await;
     let proxy = BrokerProxy::start(env.nats_url()).await;
-    let proxied = proxy.url();
     let orders = env
-        .start_order_service(
-            "self-read",
-            None,
-            &[("NATS_URL", proxied.as_str()), ("PUBLISH_TIMEOUT", "1s")],
-        )
+        .order_service(Mode::SelfRead)
+        .set("NATS_URL", proxy.url())
+        .set("PUBLISH_TIMEOUT", "1s")
+        .start()
         .await;
-    let _rewards = env.rewards_service().await;
+    let _rewards = env.rewards_service().start().await;
 
     proxy.set(Replies::Delay(Duration::from_millis(1500)));
     let bodies: Vec<Value> = (0..5)
@@ -79,15 +69,13 @@ async fn pubacks_delayed_past_the_timeout_never_answer_503_for_a_stored_order() 
 async fn a_publish_whose_answer_never_comes_is_504_with_a_key_that_resolves_it() {
     let env = TestEnv::new("self_read_unknown_outcome").await;
     let proxy = BrokerProxy::start(env.nats_url()).await;
-    let proxied = proxy.url();
     let orders = env
-        .start_order_service(
-            "self-read",
-            None,
-            &[("NATS_URL", proxied.as_str()), ("PUBLISH_TIMEOUT", "500ms")],
-        )
+        .order_service(Mode::SelfRead)
+        .set("NATS_URL", proxy.url())
+        .set("PUBLISH_TIMEOUT", "500ms")
+        .start()
         .await;
-    let _rewards = env.rewards_service().await;
+    let _rewards = env.rewards_service().start().await;
     let body = order("una", &[("SKU-1", 3, 700)]);
 
     proxy.set(Replies::Hold);
@@ -128,8 +116,8 @@ async fn a_publish_whose_answer_never_comes_is_504_with_a_key_that_resolves_it()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_key_sent_at_once_with_two_bodies_places_one_order_and_refuses_the_other() {
     let env = TestEnv::new("self_read_key_race").await;
-    let orders = env.order_service("self-read").await;
-    let _rewards = env.rewards_service().await;
+    let orders = env.order_service(Mode::SelfRead).start().await;
+    let _rewards = env.rewards_service().start().await;
     let rounds = 15;
 
     for round in 0..rounds {
@@ -185,9 +173,12 @@ async fn a_broker_clock_ahead_of_order_service_drops_no_accepted_order() {
             return;
         }
     };
-    let skew: Vec<(&str, &str)> = skew.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let orders = env.start_order_service("self-read", None, &skew).await;
-    let rewards = env.rewards_service().await;
+    let orders = env
+        .order_service(Mode::SelfRead)
+        .set_all(skew)
+        .start()
+        .await;
+    let rewards = env.rewards_service().start().await;
 
     let placed = join_all((0..20).map(|i| {
         let (env, url) = (&env, orders.url());
@@ -222,21 +213,21 @@ async fn a_broker_clock_ahead_of_order_service_drops_no_accepted_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_crash_past_the_puback_the_retry_reads_its_order_at_once() {
     let env = TestEnv::new("self_read_crash_read_your_write").await;
-    let _rewards = env.rewards_service().await;
+    let _rewards = env.rewards_service().start().await;
     // The projector's ack wait as deployed: the crashed process's copy of
     // the event is redelivered only after it.
-    let settings = [("CONSUMER_ACK_WAIT", "30s")];
-    let mut orders = env
-        .start_order_service(
-            "self-read",
-            Some("self_read_after_publish=return"),
-            &settings,
-        )
+    let self_read = env
+        .order_service(Mode::SelfRead)
+        .set("CONSUMER_ACK_WAIT", "30s");
+    let mut orders = self_read
+        .clone()
+        .crash_at(CrashPoint::SelfReadAfterPublish)
+        .start()
         .await;
     let body = order("ron", &[("SKU-1", 1, 4200)]);
     e2e_tests::api::place_into_crash(&env.http, &mut orders, &body, Some("ron-1")).await;
 
-    let restarted = env.start_order_service("self-read", None, &settings).await;
+    let restarted = self_read.start().await;
     let retry = place_order(&env.http, restarted.url(), &body, Some("ron-1"))
         .await
         .unwrap();

@@ -9,16 +9,16 @@ use e2e_tests::api::{
 };
 use e2e_tests::env::CONVERGE;
 use e2e_tests::service::Service;
-use e2e_tests::{TestEnv, eventually};
+use e2e_tests::{CrashPoint, Mode, TestEnv, eventually};
 use sqlx::PgPool;
-
-const CDC_RELAY: &[(&str, &str)] = &[("OUTBOX_RELAY", "cdc")];
 
 /// Leaves one committed order whose outbox row was never published: the
 /// polling relay's process dies right after the COMMIT.
 async fn strand_an_outbox_row(env: &TestEnv) {
     let mut orders = env
-        .order_service_with("outbox", Some("after_commit_before_publish=return"))
+        .order_service(Mode::Outbox)
+        .crash_at(CrashPoint::AfterCommitBeforePublish)
+        .start()
         .await;
     place_into_crash(
         &env.http,
@@ -54,16 +54,12 @@ async fn assert_published_by(env: &TestEnv, orders: &Service, n: u64) {
 
 /// The stranded row is published before the new mode listens, and the new
 /// mode then works: two orders, each credited once, each published once.
-async fn pending_outbox_rows_are_published_after_switching_to(
-    name: &str,
-    mode: &str,
-    extra: &[(&str, &str)],
-) {
+async fn pending_outbox_rows_are_published_after_switching_to(name: &str, mode: Mode) {
     let env = TestEnv::new(name).await;
-    let _rewards = env.rewards_service().await;
+    let _rewards = env.rewards_service().start().await;
     strand_an_outbox_row(&env).await;
 
-    let orders = env.start_order_service(mode, None, extra).await;
+    let orders = env.order_service(mode).start().await;
     // Drained before serving: the outbox is empty once the service listens.
     assert_eq!(count(&env.orders_db().await, "outbox").await, 0);
     place_one_more(&env, &orders).await;
@@ -75,23 +71,21 @@ async fn pending_outbox_rows_are_published_after_switching_to(
 async fn pending_outbox_rows_are_published_after_switching_to_the_cdc_relay() {
     pending_outbox_rows_are_published_after_switching_to(
         "switch_outbox_to_relay_cdc",
-        "outbox",
-        CDC_RELAY,
+        Mode::OutboxCdc,
     )
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pending_outbox_rows_are_published_after_switching_to_cdc_mode() {
-    pending_outbox_rows_are_published_after_switching_to("switch_outbox_to_cdc", "cdc", &[]).await;
+    pending_outbox_rows_are_published_after_switching_to("switch_outbox_to_cdc", Mode::Cdc).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pending_outbox_rows_are_published_after_switching_to_self_read() {
     pending_outbox_rows_are_published_after_switching_to(
         "switch_outbox_to_self_read",
-        "self-read",
-        &[],
+        Mode::SelfRead,
     )
     .await;
 }
@@ -126,11 +120,11 @@ async fn wait_until_confirmed(db: &PgPool) {
     .await;
 }
 
-/// Runs `mode` (with `extra`) until one order is credited, then, with NATS
+/// Runs `mode` until one order is credited, then, with NATS
 /// down, commits three more that its slot cannot publish, and kills it.
-async fn strand_three_orders_in_a_slot(env: &TestEnv, mode: &str, extra: &[(&str, &str)]) {
-    let _rewards = env.rewards_service().await;
-    let mut orders = env.start_order_service(mode, None, extra).await;
+async fn strand_three_orders_in_a_slot(env: &TestEnv, mode: Mode) {
+    let _rewards = env.rewards_service().start().await;
+    let mut orders = env.order_service(mode).start().await;
     place_ok(&env.http, orders.url(), &order("uma", &[("SKU-1", 1, 500)])).await;
     assert_credited_exactly(env, 1).await;
     // Confirmed before NATS goes, so the drain has exactly the three to publish.
@@ -152,18 +146,14 @@ async fn strand_three_orders_in_a_slot(env: &TestEnv, mode: &str, extra: &[(&str
 
 /// Leaving a slot drains it: the three orders it held are published (by the
 /// new instance, exactly once each), then the slot is dropped and forgotten.
-async fn orders_held_by_the_slot_are_published_after_switching(
-    name: &str,
-    mode: &str,
-    extra: &[(&str, &str)],
-) {
+async fn orders_held_by_the_slot_are_published_after_switching(name: &str, mode: Mode) {
     let env = TestEnv::with_private_nats(name).await;
-    strand_three_orders_in_a_slot(&env, mode, extra).await;
+    strand_three_orders_in_a_slot(&env, mode).await;
     let db = env.orders_db().await;
     assert_eq!(slots(&db).await, 1);
 
-    let _rewards = env.rewards_service().await;
-    let polling = env.order_service("outbox").await;
+    let _rewards = env.rewards_service().start().await;
+    let polling = env.order_service(Mode::Outbox).start().await;
     assert_credited_exactly(&env, 4).await;
     assert_published_by(&env, &polling, 3).await;
     // Dropped and forgotten: no WAL is retained for a slot nobody reads.
@@ -175,22 +165,21 @@ async fn orders_held_by_the_slot_are_published_after_switching(
 async fn orders_the_cdc_relay_had_not_confirmed_are_published_after_switching_to_polling() {
     orders_held_by_the_slot_are_published_after_switching(
         "switch_relay_cdc_to_polling",
-        "outbox",
-        CDC_RELAY,
+        Mode::OutboxCdc,
     )
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orders_cdc_mode_had_not_confirmed_are_published_after_switching_to_outbox() {
-    orders_held_by_the_slot_are_published_after_switching("switch_cdc_to_outbox", "cdc", &[]).await;
+    orders_held_by_the_slot_are_published_after_switching("switch_cdc_to_outbox", Mode::Cdc).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_switch_while_the_old_mode_still_streams_its_slot_is_refused_and_drops_nothing() {
     let env = TestEnv::new("switch_while_cdc_runs").await;
-    let _rewards = env.rewards_service().await;
-    let cdc = env.order_service("cdc").await;
+    let _rewards = env.rewards_service().start().await;
+    let cdc = env.order_service(Mode::Cdc).start().await;
     let db = env.orders_db().await;
     eventually("the cdc reader to hold its slot", CONVERGE, || async {
         sqlx::query_scalar::<_, bool>(
@@ -206,11 +195,10 @@ async fn a_switch_while_the_old_mode_still_streams_its_slot_is_refused_and_drops
 
     // Draining needs the slot, and the running cdc instance holds it.
     let refused = env
-        .try_start_order_service(
-            "outbox",
-            None,
-            &[("STARTUP_TIMEOUT", "2s"), ("RUST_LIB_BACKTRACE", "0")],
-        )
+        .order_service(Mode::Outbox)
+        .set("STARTUP_TIMEOUT", "2s")
+        .set("RUST_LIB_BACKTRACE", "0")
+        .try_start()
         .await
         .err()
         .expect("the switch is refused while the old mode runs");
@@ -229,15 +217,14 @@ async fn a_switch_while_the_old_mode_still_streams_its_slot_is_refused_and_drops
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orders_accepted_in_self_read_and_not_yet_projected_reach_the_history_after_a_switch() {
     let env = TestEnv::new("switch_leave_self_read").await;
-    let _rewards = env.rewards_service().await;
+    let _rewards = env.rewards_service().start().await;
     // The projector cannot apply anything: the accepted orders wait in its
     // durable consumer when the operator switches to the outbox.
     let mut self_read = env
-        .start_order_service(
-            "self-read",
-            Some("projector_apply_fails=return"),
-            &[("CONSUMER_MAX_DELIVER", "1000")],
-        )
+        .order_service(Mode::SelfRead)
+        .crash_at(CrashPoint::ProjectorApplyFails)
+        .set("CONSUMER_MAX_DELIVER", "1000")
+        .start()
         .await;
     let mut ids = Vec::new();
     for i in 0..3 {
@@ -256,7 +243,7 @@ async fn orders_accepted_in_self_read_and_not_yet_projected_reach_the_history_af
     assert_eq!(count(&env.orders_db().await, "orders").await, 0);
     self_read.kill().await;
 
-    let outbox = env.order_service("outbox").await;
+    let outbox = env.order_service(Mode::Outbox).start().await;
     for id in &ids {
         let read = env
             .http

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use e2e_tests::api::{order, place_order};
 use e2e_tests::env::Private;
-use e2e_tests::{TestEnv, eventually};
+use e2e_tests::{Mode, TestEnv, eventually};
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -25,7 +25,7 @@ async fn waiters_are_woken_by_the_projection_not_by_polling() {
     const PRESENT: usize = 40;
     const ABSENT: usize = 20;
     let env = TestEnv::new("woken_waiters").await;
-    let orders = env.order_service("self-read").await;
+    let orders = env.order_service(Mode::SelfRead).start().await;
     let base = orders.url().to_owned();
     let lookups = |metrics: String| counter(&metrics, "order_lookups_total");
     let before = lookups(metrics_text(&env, &base).await);
@@ -99,7 +99,7 @@ async fn waiters_are_still_woken_after_postgres_restarts() {
         },
     )
     .await;
-    let orders = env.order_service("self-read").await;
+    let orders = env.order_service(Mode::SelfRead).start().await;
     let base = orders.url().to_owned();
     env.restart_postgres();
 
@@ -150,7 +150,7 @@ async fn waiters_are_still_woken_after_postgres_restarts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopping_service_answers_its_waiters_at_once() {
     let env = TestEnv::new("stopping_waiters").await;
-    let mut orders = env.order_service("self-read").await;
+    let mut orders = env.order_service(Mode::SelfRead).start().await;
     let base = orders.url().to_owned();
     let waiter = {
         let request = env
