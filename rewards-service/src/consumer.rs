@@ -41,10 +41,8 @@ impl Apply for Credits {
         &self,
         event: Envelope<OrderPlaced>,
         stream_sequence: u64,
-    ) -> Result<Self::Item, String> {
-        Credit::from_event(&event)
-            .map(|credit| (credit, stream_sequence))
-            .map_err(|e| e.to_string())
+    ) -> anyhow::Result<Self::Item> {
+        Ok((Credit::from_event(&event)?, stream_sequence))
     }
 
     async fn apply_batch(&self, credits: Vec<Self::Item>) -> anyhow::Result<Vec<Applied>> {

@@ -69,7 +69,7 @@ pub trait Apply: Send + Sync + 'static {
         &self,
         event: Envelope<OrderPlaced>,
         stream_sequence: u64,
-    ) -> Result<Self::Item, String>;
+    ) -> anyhow::Result<Self::Item>;
 
     /// Applies `items` in one transaction; one outcome per item, in order.
     /// On an error nothing was applied; [`classify`] tells what it means.
@@ -236,7 +236,7 @@ impl<A: Apply> EventConsumer<A> {
         for message in messages {
             match self.check(&message) {
                 Ok(item) => valid.push(Valid { message, item }),
-                Err(reason) => self.dead_letter(&message, &reason).await,
+                Err(reason) => self.dead_letter(&message, &format!("{reason:#}")).await,
             }
         }
         if valid.is_empty() {
@@ -341,12 +341,12 @@ impl<A: Apply> EventConsumer<A> {
     }
 
     /// Decodes and checks one message; `Err` is why it can never be applied.
-    fn check(&self, message: &Message) -> Result<A::Item, String> {
+    fn check(&self, message: &Message) -> anyhow::Result<A::Item> {
         let sequence = message
             .info()
-            .map_err(|e| format!("unreadable message metadata: {e}"))?
+            .map_err(|e| anyhow::anyhow!("unreadable message metadata: {e}"))?
             .stream_sequence;
-        let event = Envelope::<OrderPlaced>::decode(&message.payload).map_err(|e| e.to_string())?;
+        let event = Envelope::<OrderPlaced>::decode(&message.payload)?;
         self.apply.prepare(event, sequence)
     }
 

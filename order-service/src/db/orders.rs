@@ -61,8 +61,8 @@ pub async fn insert_if_absent(conn: &mut PgConnection, order: &Order) -> sqlx::R
            VALUES ($1, $2, $3, $4, $5)
            ON CONFLICT (id) DO NOTHING"#,
         order.id,
-        order.customer_id,
-        order.currency,
+        order.customer_id.as_str(),
+        order.currency.code(),
         order.total_minor,
         order.created_at,
     )
@@ -153,15 +153,17 @@ async fn with_lines(conn: &mut PgConnection, heads: Vec<OrderHead>) -> sqlx::Res
     let position: HashMap<Uuid, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
     let mut orders: Vec<Order> = heads
         .into_iter()
-        .map(|h| Order {
-            id: h.id,
-            customer_id: h.customer_id,
-            currency: h.currency,
-            total_minor: h.total_minor,
-            lines: Vec::new(),
-            created_at: h.created_at,
+        .map(|h| {
+            Order::stored(
+                h.id,
+                &h.customer_id,
+                &h.currency,
+                h.total_minor,
+                h.created_at,
+            )
+            .map_err(|e| sqlx::Error::Decode(Box::new(e)))
         })
-        .collect();
+        .collect::<sqlx::Result<_>>()?;
     for row in rows {
         if let Some(&i) = position.get(&row.order_id) {
             orders[i].lines.push(OrderLine {

@@ -38,15 +38,17 @@ pub async fn created_since(
     )
     .fetch_all(conn)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|row| Order {
-            id: row.id,
-            customer_id: row.customer_id,
-            currency: row.currency,
-            total_minor: row.total_minor,
-            created_at: row.created_at,
-            lines: row
+    rows.into_iter()
+        .map(|row| {
+            let mut order = Order::stored(
+                row.id,
+                &row.customer_id,
+                &row.currency,
+                row.total_minor,
+                row.created_at,
+            )
+            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+            order.lines = row
                 .skus
                 .into_iter()
                 .zip(row.quantities)
@@ -56,7 +58,8 @@ pub async fn created_since(
                     quantity,
                     unit_price_minor,
                 })
-                .collect(),
+                .collect();
+            Ok(order)
         })
-        .collect())
+        .collect()
 }

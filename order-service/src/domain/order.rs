@@ -193,8 +193,8 @@ impl NewOrder {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Order {
     pub id: Uuid,
-    pub customer_id: String,
-    pub currency: String,
+    pub customer_id: CustomerId,
+    pub currency: Currency,
     pub total_minor: i64,
     pub lines: Vec<OrderLine>,
     pub created_at: DateTime<Utc>,
@@ -205,30 +205,52 @@ impl Order {
     pub fn new(id: Uuid, order: &NewOrder, created_at: DateTime<Utc>) -> Self {
         Self {
             id,
-            customer_id: order.customer_id.as_str().to_owned(),
-            currency: order.currency.code().to_owned(),
+            customer_id: order.customer_id.clone(),
+            currency: order.currency,
             total_minor: order.total_minor,
             lines: order.lines.clone(),
             created_at,
         }
     }
 
-    /// The order an `OrderPlaced` describes.
-    pub fn from_event(event: &OrderPlaced) -> Self {
-        Self {
-            id: event.order_id,
-            customer_id: event.customer_id.clone(),
-            currency: event.currency.clone(),
-            total_minor: event.total_minor,
-            lines: event.lines.clone(),
-            created_at: event.placed_at,
-        }
+    /// The order an `OrderPlaced` describes; an event whose customer or
+    /// currency this service would refuse is an error.
+    pub fn from_event(event: &OrderPlaced) -> Result<Self, ValidationError> {
+        let mut order = Self::stored(
+            event.order_id,
+            &event.customer_id,
+            &event.currency,
+            event.total_minor,
+            event.placed_at,
+        )?;
+        order.lines = event.lines.clone();
+        Ok(order)
+    }
+
+    /// An order read back from storage (lines added by the caller); values
+    /// this service would never have stored are an error.
+    pub fn stored(
+        id: Uuid,
+        customer_id: &str,
+        currency: &str,
+        total_minor: i64,
+        created_at: DateTime<Utc>,
+    ) -> Result<Self, ValidationError> {
+        Ok(Self {
+            id,
+            customer_id: CustomerId::parse(customer_id.to_owned())?,
+            currency: Currency::from_code(currency)
+                .ok_or_else(|| ValidationError::UnknownCurrency(currency.to_owned()))?,
+            total_minor,
+            lines: Vec::new(),
+            created_at,
+        })
     }
 
     /// Whether this order has the content of `order` (ignoring id and time).
     pub fn has_content_of(&self, order: &NewOrder) -> bool {
-        self.customer_id == order.customer_id.as_str()
-            && self.currency == order.currency.code()
+        self.customer_id == order.customer_id
+            && self.currency == order.currency
             && self.lines == order.lines
     }
 
@@ -236,8 +258,8 @@ impl Order {
     pub fn placed_event(&self) -> OrderPlaced {
         OrderPlaced {
             order_id: self.id,
-            customer_id: self.customer_id.clone(),
-            currency: self.currency.clone(),
+            customer_id: self.customer_id.as_str().to_owned(),
+            currency: self.currency.code().to_owned(),
             total_minor: self.total_minor,
             lines: self.lines.clone(),
             placed_at: self.created_at,

@@ -70,14 +70,13 @@ impl Capture for OrdersCapture {
     fn insert(&mut self, relation_id: u32, values: Vec<Option<String>>) -> anyhow::Result<()> {
         let (table, row) = self.shapes.row(relation_id, &values)?;
         match table {
-            "orders" => self.orders.push(Order {
-                id: row.get("id")?,
-                customer_id: row.text("customer_id")?.to_owned(),
-                currency: row.text("currency")?.to_owned(),
-                total_minor: row.get("total_minor")?,
-                lines: Vec::new(),
-                created_at: timestamp(row.text("created_at")?)?,
-            }),
+            "orders" => self.orders.push(Order::stored(
+                row.get("id")?,
+                row.text("customer_id")?,
+                row.text("currency")?,
+                row.get("total_minor")?,
+                timestamp(row.text("created_at")?)?,
+            )?),
             "order_lines" => self.lines.entry(row.get("order_id")?).or_default().push((
                 row.get("line_no")?,
                 OrderLine {

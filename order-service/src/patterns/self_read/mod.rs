@@ -132,7 +132,8 @@ impl SelfRead {
                 })?;
             // Our own first send, answered late, is not a replay.
             if original != event {
-                let placed = replay(Order::from_event(&original.payload), &new)?;
+                let stored = Order::from_event(&original.payload).context("the stored original")?;
+                let placed = replay(stored, &new)?;
                 self.project(original).await;
                 return Ok(placed);
             }

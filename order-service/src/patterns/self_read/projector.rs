@@ -32,7 +32,9 @@ impl Apply for Projection {
         &self,
         event: Envelope<OrderPlaced>,
         _stream_sequence: u64,
-    ) -> Result<Self::Item, String> {
+    ) -> anyhow::Result<Self::Item> {
+        // An order this service would refuse is never written to its history.
+        Order::from_event(&event.payload)?;
         Ok(event)
     }
 
@@ -58,7 +60,7 @@ pub async fn project(
             .await
             .context("recording the event")?;
         let inserted = new_event
-            && db::orders::insert_if_absent(&mut tx, &Order::from_event(&event.payload))
+            && db::orders::insert_if_absent(&mut tx, &Order::from_event(&event.payload)?)
                 .await
                 .context("inserting the order")?;
         if inserted {
