@@ -3,7 +3,7 @@ use std::collections::{BTreeMap, HashMap};
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use shared_events::{Currency, Envelope, Names, OrderPlaced, OrderPlacedLine, placed_event_id};
+use shared_events::{Currency, Names, OrderPlaced, OrderPlacedLine};
 use uuid::Uuid;
 
 use crate::AuditArgs;
@@ -195,34 +195,15 @@ async fn republish(args: &AuditArgs, orders: &[Order]) -> anyhow::Result<usize> 
         .await
         .with_context(|| format!("connecting to NATS at {}", args.nats_url))?;
     let js = async_nats::jetstream::new(client);
-    let mut pending = Vec::with_capacity(orders.len());
-    for order in orders {
-        let event = Envelope::new(
-            placed_event_id(order.id),
-            order.created_at,
-            OrderPlaced {
-                order_id: order.id,
-                customer_id: order.customer_id.clone(),
-                currency: order.currency.clone(),
-                total_minor: order.total_minor,
-                lines: order.lines.clone(),
-                placed_at: order.created_at,
-            },
-        );
-        pending.push(
-            shared_events::jetstream::send(
-                &js,
-                names.order_placed_subject(),
-                event.event_id,
-                event.to_bytes(),
-            )
-            .await?,
-        );
-    }
-    for ack in pending {
-        ack.confirmed().await?;
-    }
-    Ok(orders.len())
+    let events = orders.iter().map(|order| OrderPlaced {
+        order_id: order.id,
+        customer_id: order.customer_id.clone(),
+        currency: order.currency.clone(),
+        total_minor: order.total_minor,
+        lines: order.lines.clone(),
+        placed_at: order.created_at,
+    });
+    Ok(shared_events::jetstream::republish_orders(&js, &names, events).await?)
 }
 
 fn print_table(findings: &Findings) {

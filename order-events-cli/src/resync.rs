@@ -22,7 +22,7 @@ use futures::StreamExt as _;
 use order_service::db::{cdc_slots, replay};
 use order_service::replication::slot;
 use serde::Serialize;
-use shared_events::{Envelope, Names, OrderPlaced, placed_event_id};
+use shared_events::{Envelope, Names, OrderPlaced};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -105,31 +105,16 @@ pub async fn run(args: &ResyncArgs) -> anyhow::Result<bool> {
         let Some(last) = orders.last() else { break };
         after = Some((last.created_at, last.id));
         outcome.orders_checked += orders.len();
-        let mut acks = Vec::new();
+        let mut missing = Vec::new();
         for order in orders {
             if published.contains(&order.id) {
                 outcome.already_in_stream += 1;
-                continue;
+            } else {
+                missing.push(order.placed_event());
             }
-            let event = Envelope::new(
-                placed_event_id(order.id),
-                order.created_at,
-                order.placed_event(),
-            );
-            acks.push(
-                shared_events::jetstream::send(
-                    &js,
-                    names.order_placed_subject(),
-                    event.event_id,
-                    event.to_bytes(),
-                )
-                .await?,
-            );
         }
-        for ack in acks {
-            ack.confirmed().await?;
-            outcome.republished += 1;
-        }
+        outcome.republished +=
+            shared_events::jetstream::republish_orders(&js, &names, missing).await?;
     }
     forget_unusable_slots(&pool, &mut outcome).await?;
     report(&outcome, args.json)?;

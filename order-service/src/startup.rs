@@ -1,5 +1,4 @@
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -67,16 +66,6 @@ impl Application {
                 max_wait: AppState::max_wait_for(config.service.http.request_timeout),
             },
         })
-    }
-
-    /// The public address actually bound (useful with port 0).
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listeners.public_addr()
-    }
-
-    /// The admin address actually bound, if `ADMIN_LISTEN_ADDR` is set.
-    pub fn admin_addr(&self) -> Option<std::io::Result<SocketAddr>> {
-        self.listeners.admin_addr()
     }
 
     /// Serves HTTP and runs the mode's worker until `shutdown` completes; then

@@ -1,5 +1,4 @@
 use std::future::Future;
-use std::net::SocketAddr;
 
 use service_kit::limits::Limits;
 use service_kit::serve::Listeners;
@@ -52,16 +51,6 @@ impl Application {
             consumer,
             state: AppState { core },
         })
-    }
-
-    /// The public address actually bound (useful with port 0).
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listeners.public_addr()
-    }
-
-    /// The admin address actually bound, if `ADMIN_LISTEN_ADDR` is set.
-    pub fn admin_addr(&self) -> Option<std::io::Result<SocketAddr>> {
-        self.listeners.admin_addr()
     }
 
     /// Serves HTTP and runs the consumer until `shutdown` completes; then

@@ -243,6 +243,39 @@ pub async fn publish(
         .await
 }
 
+/// Publishes `OrderPlaced` for `orders` again, each under the event id
+/// derived from its order (see [`crate::placed_event_id`]), pipelined: all
+/// sends first, then every PubAck. However often it runs, the broker and the
+/// consumers see each order's event once.
+pub async fn republish_orders(
+    js: &Context,
+    names: &Names,
+    orders: impl IntoIterator<Item = crate::OrderPlaced>,
+) -> Result<usize, PublishError> {
+    let mut pending = Vec::new();
+    for order in orders {
+        let event = crate::Envelope::new(
+            crate::placed_event_id(order.order_id),
+            order.placed_at,
+            order,
+        );
+        pending.push(
+            send(
+                js,
+                names.order_placed_subject(),
+                event.event_id,
+                event.to_bytes(),
+            )
+            .await?,
+        );
+    }
+    let republished = pending.len();
+    for ack in pending {
+        ack.confirmed().await?;
+    }
+    Ok(republished)
+}
+
 /// Why and where a message was dead-lettered; carried as headers.
 #[derive(Debug, Clone)]
 pub struct DeadLetter<'a> {
