@@ -2,7 +2,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use backon::{ExponentialBuilder, Retryable as _};
+use backon::{BackoffBuilder as _, ExponentialBuilder, Retryable as _};
 use shared_events::{Names, StreamSettings};
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
@@ -168,6 +168,12 @@ pub fn backoff(max: Duration) -> ExponentialBuilder {
         .with_max_delay(max)
         .with_jitter()
         .without_max_times()
+}
+
+/// The pauses of [`backoff`], one per failure in a row, for loops that
+/// retry on their own (start again with a new one after a success).
+pub fn pauses(max: Duration) -> impl Iterator<Item = Duration> + Send {
+    backoff(max).build()
 }
 
 /// Retries `attempt` with [`backoff`] until it succeeds or `deadline` passes.

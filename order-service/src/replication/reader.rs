@@ -153,7 +153,7 @@ impl<C: Capture> Reader<C> {
         tracing::info!(slot = %self.settings.slot, "CDC reader started");
         let watch = watch_slot(self.pool.clone(), self.settings.clone(), shutdown.clone());
         tokio::pin!(watch);
-        let mut pause = Duration::from_millis(100);
+        let mut pauses = service_kit::startup::pauses(Duration::from_secs(5));
         let mut standing_by = false;
         loop {
             if shutdown.is_cancelled() {
@@ -168,7 +168,7 @@ impl<C: Capture> Reader<C> {
             };
             let wait = match outcome {
                 Ok(_) => {
-                    pause = Duration::from_millis(100);
+                    pauses = service_kit::startup::pauses(Duration::from_secs(5));
                     continue;
                 }
                 Err(SessionError::Fatal(error)) => return Err(error),
@@ -181,10 +181,9 @@ impl<C: Capture> Reader<C> {
                 }
                 Err(SessionError::Retry(error)) => {
                     standing_by = false;
+                    let pause = pauses.next().unwrap_or(Duration::from_secs(5));
                     tracing::warn!(slot = %self.settings.slot, error = format!("{error:#}"), retry_in = ?pause, "CDC session ended");
-                    let wait = pause;
-                    pause = (pause * 2).min(Duration::from_secs(5));
-                    wait
+                    pause
                 }
             };
             tokio::select! {
@@ -401,23 +400,43 @@ async fn watch_slot(
     }
 }
 
+/// The replication connection, from `DATABASE_URL` as sqlx reads it: host
+/// (a socket directory too, and `?host=`), port, user and database alike.
+/// The password is not exposed by sqlx, so it comes from the URL or, as for
+/// libpq, `PGPASSWORD`. This build streams without TLS, so a URL that asks
+/// for it is refused rather than silently downgraded.
 fn replication_config(settings: &CdcSettings) -> anyhow::Result<ReplicationConfig> {
-    let url = url::Url::parse(&settings.database_url).context("parsing DATABASE_URL")?;
-    let decode = |s: &str| {
-        percent_encoding::percent_decode_str(s)
-            .decode_utf8_lossy()
-            .into_owned()
+    use sqlx::postgres::{PgConnectOptions, PgSslMode};
+
+    let options: PgConnectOptions = settings
+        .database_url
+        .parse()
+        .context("parsing DATABASE_URL")?;
+    anyhow::ensure!(
+        matches!(
+            options.get_ssl_mode(),
+            PgSslMode::Disable | PgSslMode::Allow | PgSslMode::Prefer
+        ),
+        "DATABASE_URL requires TLS (sslmode), and change data capture in this build streams \
+         without it: build pgwire-replication with its tls feature, or connect without TLS"
+    );
+    let password = url::Url::parse(&settings.database_url)
+        .ok()
+        .and_then(|url| {
+            url.password().map(|p| {
+                percent_encoding::percent_decode_str(p)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            })
+        })
+        .or_else(|| std::env::var("PGPASSWORD").ok())
+        .unwrap_or_default();
+    let user = options.get_username().to_owned();
+    let database = options.get_database().unwrap_or(&user).to_owned();
+    let host = match options.get_socket() {
+        Some(dir) => dir.display().to_string(),
+        None => options.get_host().to_owned(),
     };
-    let user = match url.username() {
-        "" => "postgres".to_owned(),
-        name => decode(name),
-    };
-    let password = url.password().map(decode).unwrap_or_default();
-    let database = match url.path().trim_start_matches('/') {
-        "" => user.clone(),
-        name => decode(name),
-    };
-    let host = url.host_str().unwrap_or("localhost").to_owned();
     Ok(ReplicationConfig::new(
         host,
         user,
@@ -426,7 +445,7 @@ fn replication_config(settings: &CdcSettings) -> anyhow::Result<ReplicationConfi
         settings.slot.clone(),
         settings.publication.clone(),
     )
-    .with_port(url.port().unwrap_or(5432))
+    .with_port(options.get_port())
     // Timestamps in one unambiguous text form, whatever the server's defaults.
     .with_options("-c datestyle=ISO -c timezone=UTC")
     .with_status_interval(STATUS_INTERVAL)
@@ -437,6 +456,46 @@ fn replication_config(settings: &CdcSettings) -> anyhow::Result<ReplicationConfi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn settings(database_url: &str) -> CdcSettings {
+        CdcSettings {
+            database_url: database_url.to_owned(),
+            slot: "s".into(),
+            publication: "p".into(),
+            heartbeat_interval: Duration::from_secs(1),
+            max_in_flight: 1,
+            crash_point: "none",
+            label: "orders",
+            names: Names::new("").unwrap(),
+        }
+    }
+
+    #[test]
+    fn the_replication_connection_is_read_from_database_url_as_sqlx_reads_it() {
+        let tcp = replication_config(&settings(
+            "postgres://ann:p%40ss@db.example:6543/orders?sslmode=disable",
+        ))
+        .unwrap();
+        assert_eq!(
+            (
+                tcp.host.as_str(),
+                tcp.port,
+                tcp.user.as_str(),
+                tcp.password.as_str(),
+                tcp.database.as_str()
+            ),
+            ("db.example", 6543, "ann", "p@ss", "orders")
+        );
+        let socket = replication_config(&settings(
+            "postgres://ann@localhost/orders?host=/var/run/postgresql",
+        ))
+        .unwrap();
+        assert_eq!(socket.host, "/var/run/postgresql");
+        let tls = replication_config(&settings(
+            "postgres://ann@db.example/orders?sslmode=require",
+        ));
+        assert!(tls.is_err());
+    }
 
     #[test]
     fn the_sqlstate_is_read_from_a_server_error() {

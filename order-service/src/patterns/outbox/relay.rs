@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::db;
 use service_kit::crash::crash_point;
-use service_kit::startup::retry_until;
+use service_kit::startup::{pauses, retry_until};
 use shared_events::jetstream;
 
 /// The channel the outbox trigger notifies at COMMIT.
@@ -119,17 +119,15 @@ impl Relay {
     pub async fn run(self, shutdown: CancellationToken) {
         tracing::info!(batch_size = self.batch_size, "outbox relay started");
         let mut listener = None;
-        let mut backoff = Duration::from_millis(100);
+        let mut pauses = pauses(MAX_BACKOFF);
         while !shutdown.is_cancelled() {
             if listener.is_none() {
                 listener = self.listen().await;
             }
             match self.relay_next_batch().await {
-                Ok(Step::Published(_)) => {
-                    backoff = Duration::from_millis(100);
-                }
+                Ok(Step::Published(_)) => pauses = service_kit::startup::pauses(MAX_BACKOFF),
                 Ok(Step::Empty) => {
-                    backoff = Duration::from_millis(100);
+                    pauses = service_kit::startup::pauses(MAX_BACKOFF);
                     let woken = async {
                         match listener.as_mut() {
                             Some(l) => l.recv().await.map(drop),
@@ -147,12 +145,12 @@ impl Relay {
                 }
                 Err(error) => {
                     metrics::counter!("relay_errors_total").increment(1);
-                    tracing::warn!(error = format!("{error:#}"), retry_in = ?backoff, "outbox relay step failed");
+                    let pause = pauses.next().unwrap_or(MAX_BACKOFF);
+                    tracing::warn!(error = format!("{error:#}"), retry_in = ?pause, "outbox relay step failed");
                     tokio::select! {
                         () = shutdown.cancelled() => {}
-                        () = tokio::time::sleep(backoff) => {}
+                        () = tokio::time::sleep(pause) => {}
                     }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }
         }
