@@ -83,8 +83,14 @@ impl Application {
             let stop = stop.clone();
             tasks.spawn(async move {
                 let result = worker.await;
-                if let Err(error) = &result {
-                    tracing::error!(error = format!("{error:#}"), "stopping order-service");
+                match &result {
+                    Err(error) => {
+                        tracing::error!(error = format!("{error:#}"), "stopping order-service");
+                    }
+                    Ok(()) if !stop.is_cancelled() => {
+                        tracing::error!("the pattern's worker ended; stopping order-service");
+                    }
+                    Ok(()) => {}
                 }
                 stop.cancel();
                 result

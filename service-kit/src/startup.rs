@@ -160,8 +160,8 @@ pub async fn connect_nats(url: &str, name: &str) -> anyhow::Result<async_nats::C
 }
 
 /// Backoff for reconnecting to a dependency: from 100 ms, doubling up to
-/// `max`, with jitter so that instances restarted together do not retry in
-/// step; never gives up by itself.
+/// `max`, plus a random jitter of up to as much again, so that instances
+/// restarted together do not retry in step; never gives up by itself.
 pub fn backoff(max: Duration) -> ExponentialBuilder {
     ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(100))
@@ -176,7 +176,8 @@ pub fn pauses(max: Duration) -> impl Iterator<Item = Duration> + Send {
     backoff(max).build()
 }
 
-/// Retries `attempt` with [`backoff`] until it succeeds or `deadline` passes.
+/// Retries `attempt` with [`backoff`] until it succeeds or `deadline` has
+/// passed (checked before each pause, so the last pause may end past it).
 pub async fn retry_until<T, E, F, Fut>(
     deadline: Instant,
     what: &str,

@@ -245,8 +245,9 @@ pub async fn publish(
 
 /// Publishes `OrderPlaced` for `orders` again, each under the event id
 /// derived from its order (see [`crate::placed_event_id`]), pipelined: all
-/// sends first, then every PubAck. However often it runs, the broker and the
-/// consumers see each order's event once.
+/// sends first, then every PubAck. However often it runs, each order is
+/// applied once: within the duplicate window the broker drops a repeat, and
+/// for good the consumers do (they key by order as well as by event id).
 pub async fn republish_orders(
     js: &Context,
     names: &Names,

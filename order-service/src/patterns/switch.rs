@@ -15,7 +15,7 @@
 //!    self-read creates it again; it then reads the stream from the start,
 //!    and finds the orders other modes wrote as duplicates.)
 //!
-//! Both happen before the listener serves, and are idempotent: a crash in the
+//! All three happen before the listener serves, and are idempotent: a crash in the
 //! middle is finished by the next start, and a replay carries the same event
 //! ids. A switch assumes the instances of the previous mode were stopped
 //! first; a slot still held by one makes start-up wait, then fail.

@@ -126,6 +126,8 @@ impl<C: Capture> Reader<C> {
         settings: CdcSettings,
         capture: C,
     ) -> anyhow::Result<Self> {
+        // Refuse a connection this build cannot make before anything is created.
+        replication_config(&settings)?;
         publication::ensure(&pool, &settings.publication, capture.tables()).await?;
         slot::ensure_remembered(&pool, &settings.slot, settings.label, &settings.publication)
             .await?;
@@ -402,8 +404,8 @@ async fn watch_slot(
 
 /// The replication connection, from `DATABASE_URL` as sqlx reads it: host
 /// (a socket directory too, and `?host=`), port, user and database alike.
-/// The password is not exposed by sqlx, so it comes from the URL or, as for
-/// libpq, `PGPASSWORD`. This build streams without TLS, so a URL that asks
+/// The password is not exposed by sqlx, so it comes from the URL (user info
+/// or `?password=`) or, as for libpq, `PGPASSWORD` (not `~/.pgpass`). This build streams without TLS, so a URL that asks
 /// for it is refused rather than silently downgraded.
 fn replication_config(settings: &CdcSettings) -> anyhow::Result<ReplicationConfig> {
     use sqlx::postgres::{PgConnectOptions, PgSslMode};
@@ -420,14 +422,21 @@ fn replication_config(settings: &CdcSettings) -> anyhow::Result<ReplicationConfi
         "DATABASE_URL requires TLS (sslmode), and change data capture in this build streams \
          without it: build pgwire-replication with its tls feature, or connect without TLS"
     );
-    let password = url::Url::parse(&settings.database_url)
-        .ok()
+    let url = url::Url::parse(&settings.database_url).ok();
+    let password = url
+        .as_ref()
         .and_then(|url| {
-            url.password().map(|p| {
-                percent_encoding::percent_decode_str(p)
-                    .decode_utf8_lossy()
-                    .into_owned()
-            })
+            url.password()
+                .map(|p| {
+                    percent_encoding::percent_decode_str(p)
+                        .decode_utf8_lossy()
+                        .into_owned()
+                })
+                .or_else(|| {
+                    url.query_pairs()
+                        .find(|(name, _)| name == "password")
+                        .map(|(_, value)| value.into_owned())
+                })
         })
         .or_else(|| std::env::var("PGPASSWORD").ok())
         .unwrap_or_default();

@@ -13,9 +13,10 @@ use serde_json::json;
 use shared_events::Envelope;
 use uuid::Uuid;
 
-use crate::domain::{Order, OrderLine};
+use crate::domain::OrderLine;
 use crate::replication::pgoutput::Relation;
 use crate::replication::{Capture, Outgoing, Rejected, Shapes};
+use shared_events::OrderPlaced;
 use shared_events::placed_event_id as event_id;
 
 /// The columns this mapping (OrderPlaced v1) knows.
@@ -31,10 +32,13 @@ const KNOWN: &[(&str, &[&str])] = &[
 ];
 
 /// Collects a transaction's orders and lines; one event per order at commit.
+/// What was stored is published as it is: the row is the truth, and the
+/// consumers check the event (a row only SQL could write is theirs to refuse,
+/// not a reason to stop capturing).
 pub struct OrdersCapture {
     subject: String,
     shapes: Shapes,
-    orders: Vec<Order>,
+    orders: Vec<OrderPlaced>,
     lines: HashMap<Uuid, Vec<(i32, OrderLine)>>,
     rejected: Option<Rejected>,
 }
@@ -70,13 +74,14 @@ impl Capture for OrdersCapture {
     fn insert(&mut self, relation_id: u32, values: Vec<Option<String>>) -> anyhow::Result<()> {
         let (table, row) = self.shapes.row(relation_id, &values)?;
         match table {
-            "orders" => self.orders.push(Order::stored(
-                row.get("id")?,
-                row.text("customer_id")?,
-                row.text("currency")?,
-                row.get("total_minor")?,
-                timestamp(row.text("created_at")?)?,
-            )?),
+            "orders" => self.orders.push(OrderPlaced {
+                order_id: row.get("id")?,
+                customer_id: row.text("customer_id")?.to_owned(),
+                currency: row.text("currency")?.to_owned(),
+                total_minor: row.get("total_minor")?,
+                lines: Vec::new(),
+                placed_at: timestamp(row.text("created_at")?)?,
+            }),
             "order_lines" => self.lines.entry(row.get("order_id")?).or_default().push((
                 row.get("line_no")?,
                 OrderLine {
@@ -95,14 +100,14 @@ impl Capture for OrdersCapture {
         let mut events = Vec::new();
         let mut without_lines = Vec::new();
         for mut order in std::mem::take(&mut self.orders) {
-            let mut numbered = lines.remove(&order.id).unwrap_or_default();
+            let mut numbered = lines.remove(&order.order_id).unwrap_or_default();
             if numbered.is_empty() {
                 without_lines.push(order);
                 continue;
             }
             numbered.sort_by_key(|(line_no, _)| *line_no);
             order.lines = numbered.into_iter().map(|(_, line)| line).collect();
-            let event = Envelope::new(event_id(order.id), order.created_at, order.placed_event());
+            let event = Envelope::new(event_id(order.order_id), order.placed_at, order);
             events.push(Outgoing {
                 subject: self.subject.clone(),
                 event_id: event.event_id,
@@ -126,7 +131,7 @@ impl Capture for OrdersCapture {
 
 /// The rows of a transaction that formed no event, if any.
 fn reject(
-    without_lines: Vec<Order>,
+    without_lines: Vec<OrderPlaced>,
     orphans: HashMap<Uuid, Vec<(i32, OrderLine)>>,
 ) -> Option<Rejected> {
     if without_lines.is_empty() && orphans.is_empty() {
@@ -265,7 +270,7 @@ mod tests {
         assert_eq!(rejected.rows, [("orders", 1), ("order_lines", 2)]);
         let payload: serde_json::Value = serde_json::from_slice(&rejected.payload).unwrap();
         assert_eq!(
-            payload["orders_without_lines"][0]["id"],
+            payload["orders_without_lines"][0]["order_id"],
             lonely_order.to_string()
         );
         assert_eq!(payload["lines_without_order"].as_array().unwrap().len(), 2);
