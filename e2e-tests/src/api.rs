@@ -47,6 +47,26 @@ pub async fn place_into_crash(
     service.assert_crashed().await;
 }
 
+/// Places an order while a crash point of a background worker (the CDC
+/// reader's or the projector's) is armed: the worker may kill the process
+/// before or after the answer (201, or 202 in self-read) reaches the client,
+/// so either is accepted; then asserts the crash. The order was committed or
+/// published either way: the worker only sees what was.
+pub async fn place_racing_a_crash(
+    http: &reqwest::Client,
+    service: &mut crate::service::Service,
+    body: &Value,
+) {
+    if let Ok(response) = place_order(http, service.url(), body, None).await {
+        assert!(
+            response.status().is_success(),
+            "POST /orders: {}",
+            response.status()
+        );
+    }
+    service.assert_crashed().await;
+}
+
 /// Places an order that must be accepted with 201; returns its id.
 pub async fn place_ok(http: &reqwest::Client, base_url: &str, body: &Value) -> uuid::Uuid {
     let response = place_order(http, base_url, body, None)

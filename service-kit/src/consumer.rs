@@ -40,6 +40,9 @@ use crate::failure::{Failure, classify};
 use crate::startup::backoff;
 
 const FIRST_NAK_DELAY: Duration = Duration::from_millis(200);
+/// Messages whose failures are counted at once: the consumers' ack-pending
+/// limit, with room.
+const MAX_TRACKED_FAILURES: usize = 10_000;
 const MAX_NAK_DELAY: Duration = Duration::from_secs(10);
 
 /// What applying an event did to the consumer's database.
@@ -304,6 +307,12 @@ impl<A: Apply> EventConsumer<A> {
     fn count_failure(&self, message: &Message) -> i64 {
         let sequence = sequence(message);
         let mut failures = self.failures.lock().expect("failures lock");
+        // A message naked here and then applied by another instance is never
+        // forgotten here: past the most that can be in flight, start over
+        // (a poison message is still dead-lettered, just later).
+        if failures.len() > MAX_TRACKED_FAILURES && !failures.contains_key(&sequence) {
+            failures.clear();
+        }
         let failed = failures.entry(sequence).or_insert(0);
         *failed += 1;
         *failed

@@ -2,7 +2,8 @@
 //! outbox can be relayed the same way.
 
 use e2e_tests::api::{
-    assert_credited_exactly, count, order, place_into_crash, place_ok, place_order, published_by,
+    assert_credited_exactly, count, order, place_into_crash, place_ok, place_order,
+    place_racing_a_crash, published_by,
 };
 use e2e_tests::env::{CONVERGE, Private};
 use e2e_tests::service::binary_path;
@@ -63,15 +64,9 @@ async fn a_cdc_crash_between_puback_and_confirm_is_replayed_and_absorbed() {
         .start()
         .await;
 
-    // Answered 201; the reader publishes it, gets the PubAck and dies before
-    // confirming the slot.
-    place_ok(
-        &env.http,
-        orders.url(),
-        &order("nia", &[("SKU-1", 1, 1500)]),
-    )
-    .await;
-    orders.assert_crashed().await;
+    // Committed (and answered 201, unless the crash beats the answer); the
+    // reader publishes it, gets the PubAck and dies before confirming the slot.
+    place_racing_a_crash(&env.http, &mut orders, &order("nia", &[("SKU-1", 1, 1500)])).await;
 
     // The restarted reader streams the transaction again: the same event id,
     // dropped by the broker as a duplicate.
@@ -293,13 +288,7 @@ async fn the_cdc_outbox_relay_survives_a_crash_before_confirm() {
         .crash_at(CrashPoint::CdcBeforeConfirm)
         .start()
         .await;
-    place_ok(
-        &env.http,
-        orders.url(),
-        &order("ray", &[("SKU-1", 1, 1100)]),
-    )
-    .await;
-    orders.assert_crashed().await;
+    place_racing_a_crash(&env.http, &mut orders, &order("ray", &[("SKU-1", 1, 1100)])).await;
     let _restarted = env.order_service(Mode::OutboxCdc).start().await;
     assert_credited_exactly(&env, 1).await;
     assert_eq!(env.stream_messages().await, 1);

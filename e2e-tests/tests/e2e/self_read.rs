@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use e2e_tests::api::{
     assert_credited_exactly, assert_projected_exactly, count, get_json, order, place_into_crash,
-    place_order,
+    place_order, place_racing_a_crash,
 };
 use e2e_tests::env::CONVERGE;
 use e2e_tests::{CrashPoint, Mode, TestEnv, eventually};
@@ -100,14 +100,7 @@ async fn a_projector_crash_between_commit_and_ack_leaves_one_order() {
         .start()
         .await;
 
-    place_accepted(
-        &env,
-        orders.url(),
-        &order("lee", &[("SKU-1", 1, 700)]),
-        None,
-    )
-    .await;
-    orders.assert_crashed().await;
+    place_racing_a_crash(&env.http, &mut orders, &order("lee", &[("SKU-1", 1, 700)])).await;
     assert_eq!(count(&env.orders_db().await, "orders").await, 1);
 
     // Redelivered to the restarted projector, which finds it in its inbox.
