@@ -11,8 +11,10 @@
 //! the original id), and the dead letter is deleted only after the PubAck.
 
 use anyhow::{Context as _, bail};
-use async_nats::jetstream::{self, stream::Stream};
+use async_nats::jetstream;
+use async_nats::jetstream::stream::{RawMessageErrorKind, Stream};
 use serde::Serialize;
+use shared_events::jetstream::dead_letter_headers;
 use shared_events::{Envelope, ID_NAMESPACE, Names, OrderPlaced};
 use uuid::Uuid;
 
@@ -143,9 +145,13 @@ async fn read_all(stream: &Stream) -> anyhow::Result<Vec<DeadLetter>> {
         return Ok(letters);
     }
     for sequence in state.first_sequence..=state.last_sequence {
-        // Gaps are deleted (redriven) letters.
-        let Ok(message) = stream.get_raw_message(sequence).await else {
-            continue;
+        let message = match stream.get_raw_message(sequence).await {
+            Ok(message) => message,
+            // A gap: a letter redriven (deleted) before.
+            Err(error) if error.kind() == RawMessageErrorKind::NoMessageFound => continue,
+            Err(error) => {
+                return Err(error).with_context(|| format!("reading dead letter {sequence}"));
+            }
         };
         let header = |name: &str| {
             message
@@ -163,10 +169,10 @@ async fn read_all(stream: &Stream) -> anyhow::Result<Vec<DeadLetter>> {
             });
         letters.push(DeadLetter {
             id: sequence,
-            consumer: header("Dead-Letter-Consumer"),
-            reason: header("Dead-Letter-Reason"),
-            original_subject: header("Dead-Letter-Subject"),
-            original_sequence: header("Dead-Letter-Stream-Sequence"),
+            consumer: header(dead_letter_headers::CONSUMER),
+            reason: header(dead_letter_headers::REASON),
+            original_subject: header(dead_letter_headers::SUBJECT),
+            original_sequence: header(dead_letter_headers::STREAM_SEQUENCE),
             event_id,
             payload: message.payload.to_vec(),
         });

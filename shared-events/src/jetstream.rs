@@ -277,6 +277,14 @@ pub async fn republish_orders(
     Ok(republished)
 }
 
+/// The headers a dead letter carries, for whoever reads them back.
+pub mod dead_letter_headers {
+    pub const REASON: &str = "Dead-Letter-Reason";
+    pub const CONSUMER: &str = "Dead-Letter-Consumer";
+    pub const SUBJECT: &str = "Dead-Letter-Subject";
+    pub const STREAM_SEQUENCE: &str = "Dead-Letter-Stream-Sequence";
+}
+
 /// Why and where a message was dead-lettered; carried as headers.
 #[derive(Debug, Clone)]
 pub struct DeadLetter<'a> {
@@ -303,11 +311,14 @@ pub async fn publish_dead_letter(
     );
     let event_id = Uuid::new_v5(&Uuid::NAMESPACE_OID, id.as_bytes());
     let mut headers = HeaderMap::new();
-    headers.insert("Dead-Letter-Reason", one_line(letter.reason).as_str());
-    headers.insert("Dead-Letter-Consumer", letter.consumer);
-    headers.insert("Dead-Letter-Subject", letter.original_subject);
     headers.insert(
-        "Dead-Letter-Stream-Sequence",
+        dead_letter_headers::REASON,
+        one_line(letter.reason).as_str(),
+    );
+    headers.insert(dead_letter_headers::CONSUMER, letter.consumer);
+    headers.insert(dead_letter_headers::SUBJECT, letter.original_subject);
+    headers.insert(
+        dead_letter_headers::STREAM_SEQUENCE,
         letter.original_stream_sequence.to_string().as_str(),
     );
     send_with_headers(

@@ -250,7 +250,7 @@ async fn a_poison_message_is_dead_lettered_and_the_consumer_keeps_going() {
     assert_eq!(&letter.payload[..], b"{not json");
     let reason = letter
         .headers
-        .get("Dead-Letter-Reason")
+        .get(shared_events::jetstream::dead_letter_headers::REASON)
         .unwrap()
         .to_string();
     assert!(reason.starts_with("not a JSON event envelope"), "{reason}");

@@ -74,12 +74,9 @@ async fn leave_self_read(deps: &Deps, settings: &PatternArgs) -> anyhow::Result<
             return Err(anyhow::Error::new(error).context("looking up the self-read projector"));
         }
     };
-    let caught_up = |info: &async_nats::jetstream::consumer::Info| {
-        info.num_pending == 0 && info.num_ack_pending == 0
-    };
     if !caught_up(consumer.info().await?) {
         tracing::info!("applying what the self-read projector has left before switching");
-        project_the_rest(deps, settings, &mut consumer, caught_up).await?;
+        project_the_rest(deps, settings, &mut consumer).await?;
     }
     deps.jetstream
         .delete_consumer_from_stream(PROJECTOR_DURABLE, stream)
@@ -88,34 +85,18 @@ async fn leave_self_read(deps: &Deps, settings: &PatternArgs) -> anyhow::Result<
     Ok(())
 }
 
+/// Whether a durable consumer has applied and acked everything.
+pub(crate) fn caught_up(info: &async_nats::jetstream::consumer::Info) -> bool {
+    info.num_pending == 0 && info.num_ack_pending == 0
+}
+
 #[cfg(feature = "self-read")]
 async fn project_the_rest(
     deps: &Deps,
     settings: &PatternArgs,
     consumer: &mut async_nats::jetstream::consumer::PullConsumer,
-    caught_up: impl Fn(&async_nats::jetstream::consumer::Info) -> bool,
 ) -> anyhow::Result<()> {
-    let stop = tokio_util::sync::CancellationToken::new();
-    let projector = super::self_read::projector::consumer(deps, &settings.self_read);
-    let running = tokio::spawn(projector.run(stop.child_token()));
-    let result = async {
-        loop {
-            if caught_up(consumer.info().await?) {
-                return Ok(());
-            }
-            anyhow::ensure!(
-                tokio::time::Instant::now() < deps.startup_deadline,
-                "the self-read projector still has events to apply (some may wait for \
-                 CONSUMER_ACK_WAIT after a crash): start again, or run self-read until it \
-                 has caught up"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-    }
-    .await;
-    stop.cancel();
-    let _ = running.await;
-    result
+    super::self_read::projector::catch_up(deps, &settings.self_read, consumer).await
 }
 
 #[cfg(not(feature = "self-read"))]
@@ -123,7 +104,6 @@ async fn project_the_rest(
     _: &Deps,
     _: &PatternArgs,
     _: &mut async_nats::jetstream::consumer::PullConsumer,
-    _: impl Fn(&async_nats::jetstream::consumer::Info) -> bool,
 ) -> anyhow::Result<()> {
     anyhow::bail!(
         "the self-read projector has events left to apply and this build has no self-read \

@@ -176,10 +176,12 @@ impl SelfRead {
         }
         let unknown = || PlaceError::Unknown { key: key.clone() };
         let timeout = self.publish_timeout;
-        let mut first: AckFuture = Box::pin(self.send(event).await.map_err(|error| {
-            tracing::warn!(%error, "publish not sent");
-            PlaceError::Unavailable
-        })?);
+        let payload = event.to_bytes();
+        let mut first: AckFuture =
+            Box::pin(self.send(event.event_id, &payload).await.map_err(|error| {
+                tracing::warn!(%error, "publish not sent");
+                PlaceError::Unavailable
+            })?);
         let mut waiting = Vec::with_capacity(2);
         match tokio::time::timeout(timeout, &mut first).await {
             Ok(Ok(published)) => return Ok(published),
@@ -189,7 +191,7 @@ impl SelfRead {
                 waiting.push(first);
             }
         }
-        let resent = self.send(event).await.map_err(|error| {
+        let resent = self.send(event.event_id, &payload).await.map_err(|error| {
             tracing::warn!(%error, "second send failed; outcome unknown");
             unknown()
         })?;
@@ -207,16 +209,18 @@ impl SelfRead {
         }
     }
 
+    /// Sends the event's bytes under its id; the returned future is its PubAck.
     async fn send(
         &self,
-        event: &Envelope<OrderPlaced>,
+        event_id: Uuid,
+        payload: &[u8],
     ) -> Result<impl Future<Output = Result<Published, PublishError>> + Send + 'static, PublishError>
     {
         let pending = jetstream::send(
             &self.deps.jetstream,
             self.deps.names.order_placed_subject(),
-            event.event_id,
-            event.to_bytes(),
+            event_id,
+            payload.to_vec(),
         )
         .await?;
         Ok(pending.confirmed())
@@ -227,7 +231,7 @@ impl SelfRead {
         let stream = self
             .deps
             .jetstream
-            .get_stream(self.deps.names.stream())
+            .get_stream_no_info(self.deps.names.stream())
             .await
             .context("looking up the order stream")?;
         let original = stream

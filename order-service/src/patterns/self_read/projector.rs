@@ -95,3 +95,33 @@ pub fn consumer(deps: &Deps, settings: &Args) -> EventConsumer<Projection> {
         },
     )
 }
+
+/// Runs the projector until its durable consumer has applied everything in
+/// the stream (`consumer` is that durable consumer), within the start-up
+/// deadline: what leaving self-read must do first.
+pub async fn catch_up(
+    deps: &Deps,
+    settings: &Args,
+    consumer: &mut async_nats::jetstream::consumer::PullConsumer,
+) -> anyhow::Result<()> {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(self::consumer(deps, settings).run(stop.child_token()));
+    let result = async {
+        loop {
+            if super::super::switch::caught_up(consumer.info().await?) {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deps.startup_deadline,
+                "the self-read projector still has events to apply (some may wait for \
+                 CONSUMER_ACK_WAIT after a crash): start again, or run self-read until it \
+                 has caught up"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+    .await;
+    stop.cancel();
+    let _ = running.await;
+    result
+}
