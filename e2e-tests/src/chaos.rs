@@ -4,25 +4,22 @@
 //! run waits for convergence and counts, for the orders the clients were
 //! told about: credited once, lost, doubled.
 //!
-//! Clients behave as they should: every order carries an `Idempotency-Key`,
-//! and a request that fails (the service is down, 5xx) is retried with the
-//! same key until it is acknowledged.
+//! The clients ([`crate::clients`]) retry each order with its
+//! `Idempotency-Key` until it is acknowledged.
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::api::{count, order, place_order};
+use crate::api::count;
+use crate::clients::{Clients, Load};
 use crate::env::{Private, TestEnv};
 use crate::mode::Mode;
 use crate::servers::free_port;
@@ -137,16 +134,15 @@ async fn run_mode(mode: Mode, config: &ChaosConfig, seed: u64) -> anyhow::Result
     }));
     let orders_url = format!("http://{orders_addr}");
 
-    let acknowledged = Arc::new(Mutex::new(Vec::<Uuid>::new()));
-    let next = Arc::new(AtomicUsize::new(0));
     let expected_secs = config.orders as f64 / config.rate;
-    let clients = spawn_clients(
-        &env,
-        &orders_url,
-        config,
-        next.clone(),
-        acknowledged.clone(),
-        name,
+    let clients = Clients::start(
+        &env.http,
+        &[orders_url],
+        &Load {
+            orders: config.orders,
+            rate: config.rate,
+            label: format!("chaos {name}"),
+        },
     );
 
     // Faults, spread over the time the orders should take.
@@ -189,41 +185,22 @@ async fn run_mode(mode: Mode, config: &ChaosConfig, seed: u64) -> anyhow::Result
         );
     }
     let last_fault = Instant::now();
-    for client in clients {
-        client.await?;
-    }
-    let acknowledged: Vec<Uuid> = acknowledged.lock().expect("lock").clone();
+    let (acknowledged, _) = clients.finish().await?;
     eprintln!(
         "\n[chaos {name}] {} orders acknowledged; waiting for convergence",
         acknowledged.len()
     );
 
-    let rewards_db = env.rewards_db().await;
-    let wanted: HashSet<Uuid> = acknowledged.iter().copied().collect();
-    let converged = converge(&env, &rewards_db, &wanted, mode).await?;
+    let converged = converge(&env, &acknowledged, mode).await?;
     let converge_secs = converged.duration_since(last_fault).as_secs_f64();
-
-    let credited: Vec<Uuid> = sqlx::query_scalar("SELECT order_id FROM reward_ledger")
-        .fetch_all(&rewards_db)
-        .await?;
-    let credited: HashSet<Uuid> = credited.into_iter().collect();
-    let credited_once = wanted.iter().filter(|id| credited.contains(id)).count();
-    let lost = wanted.len() - credited_once;
-    // The ledger keys credits by order, so a double credit can only show in
-    // a balance: each is compared with the sum of its credits, and each
-    // credit with the order's total as order-service stores it.
-    let check = crate::api::check_ledger(&env).await;
-    let doubled = usize::try_from(check.wrong_balances)?;
-    let wrong_points = usize::try_from(check.wrong_points)?;
-    let not_in_history = if mode == Mode::SelfRead {
-        let history: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM orders")
-            .fetch_all(&env.orders_db().await)
-            .await?;
-        let history: HashSet<Uuid> = history.into_iter().collect();
-        wanted.iter().filter(|id| !history.contains(id)).count()
-    } else {
-        0
-    };
+    let Tally {
+        credited_once,
+        lost,
+        doubled,
+        wrong_points,
+        not_in_history,
+    } = tally(&env, &acknowledged, mode).await?;
+    let rewards_db = env.rewards_db().await;
 
     let running = services.lock().await;
     let audit_consistent = audit(&env, &running, &[]).await?["consistent"] == Value::Bool(true);
@@ -260,78 +237,59 @@ async fn run_mode(mode: Mode, config: &ChaosConfig, seed: u64) -> anyhow::Result
     Ok(result)
 }
 
-/// Clients: each takes the next order number, and retries it with the same
-/// `Idempotency-Key` until it is acknowledged; together they keep to `rate`.
-fn spawn_clients(
-    env: &TestEnv,
-    url: &str,
-    config: &ChaosConfig,
-    next: Arc<AtomicUsize>,
-    acknowledged: Arc<Mutex<Vec<Uuid>>>,
-    mode: &'static str,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    let total = config.orders;
-    let pacer = {
-        let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / config.rate));
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        Arc::new(tokio::sync::Mutex::new(ticks))
+/// What became of the acknowledged orders, counted against independent
+/// truths once the system has converged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Tally {
+    pub credited_once: usize,
+    /// Acknowledged, and never credited.
+    pub lost: usize,
+    /// Customers whose balance is not the sum of their credits (a credit
+    /// counted twice).
+    pub doubled: usize,
+    /// Credits whose points are not those of the order's total as
+    /// order-service stores it.
+    pub wrong_points: usize,
+    /// Self-read: acknowledged orders missing from the order history.
+    pub not_in_history: usize,
+}
+
+/// Counts what became of `acknowledged` (call after [`converge`]).
+pub async fn tally(env: &TestEnv, acknowledged: &[Uuid], mode: Mode) -> anyhow::Result<Tally> {
+    let wanted: HashSet<Uuid> = acknowledged.iter().copied().collect();
+    let credited: Vec<Uuid> = sqlx::query_scalar("SELECT order_id FROM reward_ledger")
+        .fetch_all(&env.rewards_db().await)
+        .await?;
+    let credited: HashSet<Uuid> = credited.into_iter().collect();
+    let credited_once = wanted.iter().filter(|id| credited.contains(id)).count();
+    // The ledger keys credits by order, so a double credit can only show in
+    // a balance: each is compared with the sum of its credits, and each
+    // credit with the order's total as order-service stores it.
+    let check = crate::api::check_ledger(env).await;
+    let not_in_history = if mode == Mode::SelfRead {
+        let history: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM orders")
+            .fetch_all(&env.orders_db().await)
+            .await?;
+        let history: HashSet<Uuid> = history.into_iter().collect();
+        wanted.iter().filter(|id| !history.contains(id)).count()
+    } else {
+        0
     };
-    let progress = ProgressBar::new(total as u64).with_style(
-        ProgressStyle::with_template(&format!(
-            "[chaos {mode}] [{{bar:30}}] {{pos}}/{{len}} acknowledged"
-        ))
-        .expect("a valid template")
-        .progress_chars("#-"),
-    );
-    (0..16)
-        .map(|_| {
-            let (http, url, next, acknowledged, pacer, progress) = (
-                env.http.clone(),
-                url.to_owned(),
-                next.clone(),
-                acknowledged.clone(),
-                pacer.clone(),
-                progress.clone(),
-            );
-            tokio::spawn(async move {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= total {
-                        return;
-                    }
-                    pacer.lock().await.tick().await;
-                    let body = order(
-                        &format!("c{}", i % 40),
-                        &[("SKU-1", 1, 100 + (i % 7) as i64 * 100)],
-                    );
-                    let key = format!("chaos-{i}");
-                    loop {
-                        if let Ok(response) = place_order(&http, &url, &body, Some(&key)).await
-                            && response.status().is_success()
-                            && let Ok(placed) = response.json::<Value>().await
-                            && let Some(id) = placed["id"].as_str().and_then(|id| id.parse().ok())
-                        {
-                            acknowledged.lock().expect("lock").push(id);
-                            progress.inc(1);
-                            break;
-                        }
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                }
-            })
-        })
-        .collect()
+    Ok(Tally {
+        credited_once,
+        lost: wanted.len() - credited_once,
+        doubled: usize::try_from(check.wrong_balances)?,
+        wrong_points: usize::try_from(check.wrong_points)?,
+        not_in_history,
+    })
 }
 
 /// Waits until every acknowledged order is credited — or, for the control
 /// that loses orders, until the consumer has nothing left and the ledger has
 /// stopped growing. Returns when that was.
-async fn converge(
-    env: &TestEnv,
-    rewards_db: &PgPool,
-    wanted: &HashSet<Uuid>,
-    mode: Mode,
-) -> anyhow::Result<Instant> {
+pub async fn converge(env: &TestEnv, acknowledged: &[Uuid], mode: Mode) -> anyhow::Result<Instant> {
+    let wanted: HashSet<Uuid> = acknowledged.iter().copied().collect();
+    let rewards_db = &env.rewards_db().await;
     let started = Instant::now();
     let mut last = (-1_i64, Instant::now());
     loop {

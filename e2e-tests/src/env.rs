@@ -14,6 +14,7 @@ use sqlx::{Connection as _, PgConnection, PgPool};
 use tempfile::TempDir;
 
 pub use self::start::ServiceStart;
+use crate::cluster::NatsCluster;
 use crate::eventually;
 use crate::mode::Mode;
 use crate::servers::{Nats, Postgres, shared};
@@ -34,6 +35,8 @@ pub struct TestEnv {
     dir: TempDir,
     private_nats: Option<Mutex<Nats>>,
     private_postgres: Option<Mutex<Postgres>>,
+    /// `STREAM_REPLICAS` of the services (on a cluster).
+    stream_replicas: Option<usize>,
     pub http: reqwest::Client,
 }
 
@@ -66,8 +69,20 @@ impl TestEnv {
         .await
     }
 
+    /// Like [`TestEnv::new`], on `cluster`: the services get its servers
+    /// as `NATS_URL` and keep each stream on every node (`STREAM_REPLICAS`).
+    pub async fn on_cluster(name: &str, cluster: &NatsCluster) -> Self {
+        let mut env = Self::create(name, Private::default(), Some(cluster.url())).await;
+        env.stream_replicas = Some(crate::cluster::NODES);
+        env
+    }
+
     /// Like [`TestEnv::new`], with the servers `private` names of its own.
     pub async fn with_private(name: &str, private: Private) -> Self {
+        Self::create(name, private, None).await
+    }
+
+    async fn create(name: &str, private: Private, nats_url: Option<String>) -> Self {
         let shared = (!private.nats || !private.postgres).then(shared);
         let private_postgres = private
             .postgres
@@ -112,10 +127,13 @@ impl TestEnv {
         let private_nats = private
             .nats
             .then(|| Nats::start().expect("starting a private nats-server"));
-        let nats_url = match (&private_nats, shared) {
-            (Some(nats), _) => nats.url(),
-            (None, Some(servers)) => servers.nats_url.clone(),
-            (None, None) => unreachable!("a shared server is started when one is not private"),
+        let nats_url = match (nats_url, &private_nats, shared) {
+            (Some(url), _, _) => url,
+            (None, Some(nats), _) => nats.url(),
+            (None, None, Some(servers)) => servers.nats_url.clone(),
+            (None, None, None) => {
+                unreachable!("a shared server is started when one is not private")
+            }
         };
         Self {
             orders_url: with_db(&orders_db),
@@ -123,6 +141,7 @@ impl TestEnv {
             nats_url,
             private_nats: private_nats.map(Mutex::new),
             private_postgres: private_postgres.map(Mutex::new),
+            stream_replicas: None,
             name,
             log: Log::default(),
             started: AtomicUsize::new(0),
@@ -253,9 +272,14 @@ impl TestEnv {
         pool(&self.rewards_url).await
     }
 
-    /// A JetStream context on the test's NATS server.
+    /// A JetStream context on the test's NATS server (or cluster).
     pub async fn jetstream(&self) -> jetstream::Context {
-        let client = async_nats::connect(&self.nats_url)
+        let servers: Vec<async_nats::ServerAddr> = self
+            .nats_url
+            .split(',')
+            .map(|url| url.parse().expect("a server address"))
+            .collect();
+        let client = async_nats::connect(servers)
             .await
             .expect("connecting to NATS");
         jetstream::new(client)

@@ -11,9 +11,15 @@
 //! - [`env`]: [`TestEnv`], one isolated world per test: its own databases and
 //!   its own stream prefix on the shared servers, and the builder that starts
 //!   its services: `env.order_service(Mode::Outbox).crash_at(..).start()`.
+//! - [`cluster`]: a three-node NATS cluster whose nodes a test kills,
+//!   pauses, restarts and (in network namespaces, as root) cuts off.
+//! - [`fleet`]: one mode deployed on a cluster, two instances of each
+//!   service, with clients that spread orders over them.
 //! - [`mode`]: the typed choices of a start, [`Mode`] and [`CrashPoint`].
 //! - [`bench`]: the benchmark behind `src/bin/bench.rs`.
 //! - [`chaos`]: the chaos run behind `src/bin/chaos.rs`.
+//! - [`clients`]: clients that retry each order with its key until it is
+//!   acknowledged, spread over the order-service instances.
 //! - [`proxy`]: a TCP proxy that delays or holds the broker's replies, and a
 //!   wall clock shifted with libfaketime.
 //! - [`wait`]: [`eventually`], a bounded wait on a condition.
@@ -25,7 +31,10 @@
 pub mod api;
 pub mod bench;
 pub mod chaos;
+pub mod clients;
+pub mod cluster;
 pub mod env;
+pub mod fleet;
 pub mod mode;
 pub mod proxy;
 pub mod servers;

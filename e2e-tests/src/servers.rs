@@ -6,7 +6,7 @@
 //! removes its directory. Nothing outlives the tests.
 
 use std::io::{BufRead as _, BufReader, Write as _};
-use std::net::{TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -28,13 +28,13 @@ if [ -n "$cleanup" ]; then rm -rf "$cleanup"; fi
 "#;
 
 /// A server process under the watchdog.
-struct Supervised {
+pub(crate) struct Supervised {
     watchdog: Child,
-    pid: u32,
+    pub(crate) pid: u32,
 }
 
 impl Supervised {
-    fn spawn(
+    pub(crate) fn spawn(
         run_as: Option<&str>,
         program: &Path,
         args: &[String],
@@ -79,7 +79,7 @@ impl Supervised {
     }
 
     /// Stops the server the polite way and waits for it.
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(mut stdin) = self.watchdog.stdin.take() {
             let _ = stdin.write_all(b"stop\n");
         }
@@ -87,7 +87,7 @@ impl Supervised {
     }
 
     /// Kills the server with SIGKILL, as a crash would, and reaps the watchdog.
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         let _ = Command::new("kill")
             .args(["-KILL", &self.pid.to_string()])
             .status();
@@ -110,11 +110,15 @@ pub fn free_port() -> u16 {
 }
 
 fn wait_for_port(port: u16, what: &str, log: &Path) -> anyhow::Result<()> {
+    wait_for_address(SocketAddr::from(([127, 0, 0, 1], port)), what, log)
+}
+
+pub(crate) fn wait_for_address(address: SocketAddr, what: &str, log: &Path) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+    while TcpStream::connect_timeout(&address, Duration::from_secs(1)).is_err() {
         if Instant::now() > deadline {
             let log = std::fs::read_to_string(log).unwrap_or_default();
-            bail!("{what} did not listen on port {port} within 30s; its log:\n{log}");
+            bail!("{what} did not listen on {address} within 30s; its log:\n{log}");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -124,7 +128,7 @@ fn wait_for_port(port: u16, what: &str, log: &Path) -> anyhow::Result<()> {
 /// Servers refuse to run as root; as root we run them as this user.
 const UNPRIVILEGED_USER: &str = "postgres";
 
-fn running_as_root() -> bool {
+pub(crate) fn running_as_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()
@@ -133,7 +137,7 @@ fn running_as_root() -> bool {
 }
 
 /// A directory the server's user owns, removed when the tests end.
-fn server_dir(prefix: &str, run_as: Option<&str>) -> anyhow::Result<PathBuf> {
+pub(crate) fn server_dir(prefix: &str, run_as: Option<&str>) -> anyhow::Result<PathBuf> {
     let dir = tempfile::Builder::new().prefix(prefix).tempdir()?.keep();
     if let Some(user) = run_as {
         let status = Command::new("chown")
@@ -147,7 +151,11 @@ fn server_dir(prefix: &str, run_as: Option<&str>) -> anyhow::Result<PathBuf> {
 
 /// `$env_var` when set, else `name` in `extra_dirs`, on `PATH`, or in the
 /// system directories a non-login root shell may leave off `PATH`.
-fn find_program(name: &str, env_var: &str, extra_dirs: &[PathBuf]) -> anyhow::Result<PathBuf> {
+pub(crate) fn find_program(
+    name: &str,
+    env_var: &str,
+    extra_dirs: &[PathBuf],
+) -> anyhow::Result<PathBuf> {
     if let Some(path) = std::env::var_os(env_var) {
         return Ok(PathBuf::from(path));
     }
@@ -328,8 +336,15 @@ impl Drop for Postgres {
     }
 }
 
+/// `$NATS_SERVER_BIN`, the build `scripts/lib.sh` put in `.tools/`, or the
+/// one on `PATH`.
+pub(crate) fn nats_server_bin() -> anyhow::Result<PathBuf> {
+    let tools = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.tools/nats/bin"));
+    find_program("nats-server", "NATS_SERVER_BIN", &[tools])
+}
+
 /// Whether `bin` is nats-server 2.10 or newer, which knows `sync_interval`.
-fn syncs_always(bin: &Path) -> bool {
+pub(crate) fn syncs_always(bin: &Path) -> bool {
     let version = Command::new(bin)
         .arg("--version")
         .output()
@@ -356,8 +371,7 @@ pub struct Nats {
 
 impl Nats {
     pub fn start() -> anyhow::Result<Self> {
-        let tools = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.tools/nats/bin"));
-        let bin = find_program("nats-server", "NATS_SERVER_BIN", &[tools])?;
+        let bin = nats_server_bin()?;
         let dir = server_dir("order-events-nats-", None)?;
         let mut nats = Self {
             port: free_port(),

@@ -191,9 +191,7 @@ fn compare(orders: Vec<Order>, credits: Vec<Credit>) -> Findings {
 /// from the order: however often it runs, each order is credited once.
 async fn republish(args: &AuditArgs, orders: &[Order]) -> anyhow::Result<usize> {
     let names = Names::new(&args.events_prefix)?;
-    let client = async_nats::connect(&args.nats_url)
-        .await
-        .with_context(|| format!("connecting to NATS at {}", args.nats_url))?;
+    let client = service_kit::startup::connect_nats_once(&args.nats_url, "order-events").await?;
     let js = async_nats::jetstream::new(client);
     let events = orders.iter().map(|order| OrderPlaced {
         order_id: order.id,

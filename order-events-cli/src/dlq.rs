@@ -123,9 +123,7 @@ pub async fn redrive(args: &DlqArgs, id: Option<u64>) -> anyhow::Result<bool> {
 
 async fn open(args: &DlqArgs) -> anyhow::Result<(jetstream::Context, Stream)> {
     let names = Names::new(&args.events_prefix).context("EVENTS_PREFIX")?;
-    let client = async_nats::connect(&args.nats_url)
-        .await
-        .with_context(|| format!("connecting to NATS at {}", args.nats_url))?;
+    let client = service_kit::startup::connect_nats_once(&args.nats_url, "order-events").await?;
     let js = jetstream::new(client);
     let stream = js
         .get_stream(names.dead_letter_stream())

@@ -70,9 +70,7 @@ pub async fn run(args: &ResyncArgs) -> anyhow::Result<bool> {
         .await
         .context("connecting to order-service's database")?;
     let names = Names::new(&args.events_prefix)?;
-    let client = async_nats::connect(&args.nats_url)
-        .await
-        .with_context(|| format!("connecting to NATS at {}", args.nats_url))?;
+    let client = service_kit::startup::connect_nats_once(&args.nats_url, "order-events").await?;
     let js = async_nats::jetstream::new(client);
     let mut stream = js
         .get_stream(names.stream())

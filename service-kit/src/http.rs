@@ -181,21 +181,28 @@ pub struct Readiness<'a> {
     pub nats: &'a async_nats::Client,
     pub jetstream: &'a async_nats::jetstream::Context,
     pub stream: &'a str,
+    /// Whether the API needs the stream to answer (else the stream is
+    /// reported, not required).
+    pub broker_required: bool,
 }
 
-/// `/readyz`: 200 only when PostgreSQL answers and the JetStream stream
-/// exists; otherwise 503 naming what is missing.
+/// `/readyz`: 200 when PostgreSQL answers and, if the API needs the broker,
+/// the stream has a leader to take publishes (on a cluster that has lost
+/// its majority it has none); otherwise 503. The body names each check.
 pub async fn ready(checks: Readiness<'_>) -> Response {
     const CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
     let database =
         tokio::time::timeout(CHECK_TIMEOUT, sqlx::query("SELECT 1").execute(checks.pool))
             .await
             .is_ok_and(|r| r.is_ok());
-    let jetstream = checks.nats.connection_state() == async_nats::connection::State::Connected
-        && tokio::time::timeout(CHECK_TIMEOUT, checks.jetstream.get_stream(checks.stream))
-            .await
-            .is_ok_and(|r| r.is_ok());
-    let ready = database && jetstream;
+    let stream_leader = checks.nats.connection_state() == async_nats::connection::State::Connected
+        && tokio::time::timeout(
+            CHECK_TIMEOUT,
+            stream_has_leader(checks.jetstream, checks.stream),
+        )
+        .await
+        .unwrap_or(false);
+    let ready = database && (stream_leader || !checks.broker_required);
     let status = if ready {
         StatusCode::OK
     } else {
@@ -203,9 +210,25 @@ pub async fn ready(checks: Readiness<'_>) -> Response {
     };
     let body = serde_json::json!({
         "status": if ready { "ready" } else { "not_ready" },
-        "checks": { "database": database, "jetstream": jetstream },
+        "checks": { "database": database, "stream_leader": stream_leader },
+        "broker_required": checks.broker_required,
     });
     (status, Json(body)).into_response()
+}
+
+/// Whether the stream answers its info request and, on a cluster, names a
+/// leader. (Only the leader answers; a stream that has none times out.)
+async fn stream_has_leader(jetstream: &async_nats::jetstream::Context, stream: &str) -> bool {
+    let Ok(mut stream) = jetstream.get_stream(stream).await else {
+        return false;
+    };
+    match stream.info().await {
+        Ok(info) => info
+            .cluster
+            .as_ref()
+            .is_none_or(|cluster| cluster.leader.is_some()),
+        Err(_) => false,
+    }
 }
 
 /// `/metrics`: Prometheus text format.

@@ -18,6 +18,13 @@ use crate::startup::Core;
 /// A service's state, as the operator endpoints read it: its [`Core`].
 pub trait Ops: Clone + Send + Sync + 'static {
     fn core(&self) -> &Core;
+
+    /// Whether the API answers its requests without the broker, so that
+    /// `/readyz` need not wait for the stream's leader (the outbox and CDC
+    /// keep taking orders through a broker outage and publish them later).
+    fn serves_without_broker(&self) -> bool {
+        false
+    }
 }
 
 /// A service's routes, sorted by who may call them.
@@ -76,6 +83,7 @@ async fn ready<S: Ops>(State(state): State<S>) -> Response {
         nats: &core.nats,
         jetstream: &core.jetstream,
         stream: core.names.stream(),
+        broker_required: !state.serves_without_broker(),
     })
     .await
 }

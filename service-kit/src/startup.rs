@@ -19,8 +19,15 @@ pub struct ServiceArgs {
     /// PostgreSQL database owned by the service.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: String,
+    /// NATS server, or a comma-separated list of a cluster's servers (the
+    /// client connects to one and fails over to the others).
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
+    /// Copies of each stream on a NATS cluster (3 on three nodes); the
+    /// durable consumers inherit it. Applied at start-up, also to a stream
+    /// that exists with another count.
+    #[arg(long, env = "STREAM_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub stream_replicas: u8,
     /// Prefix of stream and subject names, to share one NATS between
     /// deployments; both services must use the same.
     #[arg(long, env = "EVENTS_PREFIX", default_value = "")]
@@ -110,6 +117,7 @@ pub async fn connect(
     let jetstream = async_nats::jetstream::new(nats.clone());
     let streams = StreamSettings {
         duplicate_window: args.duplicate_window,
+        replicas: usize::from(args.stream_replicas),
     };
     retry_until(deadline, "creating the JetStream streams", || {
         shared_events::jetstream::ensure_streams(&jetstream, &names, &streams)
@@ -149,14 +157,42 @@ pub async fn connect_database(
 }
 
 /// A NATS client that keeps reconnecting for as long as the process lives,
-/// including when the server is not up yet.
-pub async fn connect_nats(url: &str, name: &str) -> anyhow::Result<async_nats::Client> {
+/// including when the server is not up yet. `urls` is one server or a
+/// comma-separated list of a cluster's; the client picks one and fails
+/// over to the others (and to those the cluster announces).
+pub async fn connect_nats(urls: &str, name: &str) -> anyhow::Result<async_nats::Client> {
+    let servers = nats_servers(urls)?;
     async_nats::ConnectOptions::new()
         .name(name)
         .retry_on_initial_connect()
-        .connect(url)
+        .connect(servers)
         .await
-        .with_context(|| format!("connecting to NATS at {url}"))
+        .with_context(|| format!("connecting to NATS at {urls}"))
+}
+
+/// A NATS client for a command: like [`connect_nats`], but an error at once
+/// when no server of `urls` answers.
+pub async fn connect_nats_once(urls: &str, name: &str) -> anyhow::Result<async_nats::Client> {
+    async_nats::ConnectOptions::new()
+        .name(name)
+        .connect(nats_servers(urls)?)
+        .await
+        .with_context(|| format!("connecting to NATS at {urls}"))
+}
+
+/// The servers of `NATS_URL`: one URL or a comma-separated list.
+pub fn nats_servers(urls: &str) -> anyhow::Result<Vec<async_nats::ServerAddr>> {
+    let servers = urls
+        .split(',')
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .map(|url| {
+            url.parse::<async_nats::ServerAddr>()
+                .with_context(|| format!("NATS_URL: {url:?} is not a server address"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    anyhow::ensure!(!servers.is_empty(), "NATS_URL names no server");
+    Ok(servers)
 }
 
 /// Backoff for reconnecting to a dependency: from 100 ms, doubling up to

@@ -22,3 +22,11 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
         .install_recorder()
         .map_err(|e| anyhow::anyhow!("installing the Prometheus recorder: {e}"))
 }
+
+/// Counts PubAcks under `source`: `events_published_total` for each
+/// (duplicates included, as it happened) and
+/// `events_publish_duplicates_total` for those the stream already had.
+pub fn count_published(source: &'static str, new: u64, duplicates: u64) {
+    metrics::counter!("events_published_total", "source" => source).increment(new + duplicates);
+    metrics::counter!("events_publish_duplicates_total", "source" => source).increment(duplicates);
+}

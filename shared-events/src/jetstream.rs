@@ -22,12 +22,18 @@ pub struct StreamSettings {
     /// How long JetStream remembers a `Nats-Msg-Id` to drop a re-publish.
     /// It is a second line of defence only; consumers deduplicate for good.
     pub duplicate_window: Duration,
+    /// Copies of each stream across a cluster's servers (1 on a single
+    /// server; 3 on a three-node cluster survives the loss of one node).
+    /// Durable consumers inherit it. A stream created with another count is
+    /// updated to this one at start-up.
+    pub replicas: usize,
 }
 
 impl Default for StreamSettings {
     fn default() -> Self {
         Self {
             duplicate_window: Duration::from_secs(120),
+            replicas: 1,
         }
     }
 }
@@ -43,7 +49,9 @@ pub struct StreamSetupError {
 
 /// Creates the order stream and its dead-letter stream if they do not exist
 /// (file storage), then reads their configuration back: older servers drop
-/// fields they do not know instead of refusing them.
+/// fields they do not know instead of refusing them. A stream with another
+/// number of replicas is updated to `settings.replicas`, so that
+/// `STREAM_REPLICAS` can be raised (or lowered) by restarting a service.
 pub async fn ensure_streams(
     js: &Context,
     names: &Names,
@@ -56,6 +64,7 @@ pub async fn ensure_streams(
             subjects: vec![names.stream_subjects()],
             storage: StorageType::File,
             duplicate_window: settings.duplicate_window,
+            num_replicas: settings.replicas,
             ..Default::default()
         },
     )
@@ -67,6 +76,7 @@ pub async fn ensure_streams(
             subjects: vec![names.dead_letter_subjects()],
             storage: StorageType::File,
             duplicate_window: settings.duplicate_window,
+            num_replicas: settings.replicas,
             ..Default::default()
         },
     )
@@ -82,7 +92,26 @@ async fn ensure_stream(js: &Context, wanted: StreamConfig) -> Result<(), StreamS
         .get_or_create_stream(wanted.clone())
         .await
         .map_err(|e| fail(e.into()))?;
-    let actual = &stream.info().await.map_err(|e| fail(e.into()))?.config;
+    let actual = stream
+        .info()
+        .await
+        .map_err(|e| fail(e.into()))?
+        .config
+        .clone();
+    if actual.num_replicas != wanted.num_replicas {
+        tracing::info!(
+            stream = %wanted.name,
+            from = actual.num_replicas,
+            to = wanted.num_replicas,
+            "changing the stream's replicas"
+        );
+        js.update_stream(StreamConfig {
+            num_replicas: wanted.num_replicas,
+            ..actual.clone()
+        })
+        .await
+        .map_err(|e| fail(e.into()))?;
+    }
     if actual.subjects != wanted.subjects || actual.storage != wanted.storage {
         return Err(fail(
             format!(
@@ -228,6 +257,43 @@ impl PendingAck {
             duplicate: ack.duplicate,
         })
     }
+}
+
+/// What came back for a batch of publishes.
+#[derive(Debug, Default)]
+pub struct Confirmed {
+    /// PubAcks for events the stream stored anew.
+    pub new: u64,
+    /// PubAcks for events the stream already had (a retry of a publish
+    /// whose PubAck was lost, inside the duplicate window).
+    pub duplicates: u64,
+    /// The first publish that got no PubAck, if any did not.
+    pub failed: Option<PublishError>,
+}
+
+impl Confirmed {
+    /// `Ok` when every publish was acknowledged.
+    pub fn result(self) -> Result<(), PublishError> {
+        self.failed.map_or(Ok(()), Err)
+    }
+}
+
+/// Awaits the PubAck of every publish in `pending`, each of them even after
+/// one failed: a publish whose PubAck arrived happened, and its count must
+/// not hang on its neighbours' (the retry of the batch will meet it again
+/// as a duplicate).
+pub async fn confirm_all(pending: Vec<PendingAck>) -> Confirmed {
+    let mut confirmed = Confirmed::default();
+    for ack in pending {
+        match ack.confirmed().await {
+            Ok(published) if published.duplicate => confirmed.duplicates += 1,
+            Ok(_) => confirmed.new += 1,
+            Err(error) => {
+                confirmed.failed.get_or_insert(error);
+            }
+        }
+    }
+    confirmed
 }
 
 /// Sends one event and waits for its PubAck.

@@ -141,6 +141,10 @@ impl<'env> ServiceStart<'env> {
                 ("RELAY_POLL_INTERVAL", "500ms"),
             ]);
         }
+        let replicas = env.stream_replicas.map(|n| n.to_string());
+        if let Some(replicas) = &replicas {
+            vars.push(("STREAM_REPLICAS", replicas));
+        }
         if let Some(mode) = self.mode {
             vars.extend(mode.settings());
         }

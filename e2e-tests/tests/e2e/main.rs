@@ -7,6 +7,7 @@ mod bad_input;
 mod bench_smoke;
 mod cdc;
 mod chaos_smoke;
+mod cluster;
 mod dual_write;
 mod http_limits;
 mod outbox;

@@ -121,7 +121,7 @@ async fn with_nats_down_orders_are_refused_and_never_appear() {
     // so), a request is refused before anything is sent.
     eventually("order-service to see NATS down", CONVERGE, || async {
         let ready = get_json(&env.http, &format!("{}/readyz", orders.url())).await;
-        (ready["checks"]["jetstream"] == false).then_some(())
+        (ready["checks"]["stream_leader"] == false).then_some(())
     })
     .await;
     let started = Instant::now();

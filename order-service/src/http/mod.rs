@@ -81,6 +81,10 @@ impl Ops for AppState {
     fn core(&self) -> &Core {
         &self.core
     }
+
+    fn serves_without_broker(&self) -> bool {
+        !self.pattern.places_through_broker()
+    }
 }
 
 #[cfg(all(test, feature = "dual-write"))]

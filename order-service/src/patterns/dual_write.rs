@@ -38,10 +38,8 @@ impl DualWrite {
         .await
         {
             Ok(published) => {
-                metrics::counter!("events_published_total", "source" => "dual-write").increment(1);
-                if published.duplicate {
-                    metrics::counter!("events_publish_duplicates_total").increment(1);
-                }
+                let duplicate = u64::from(published.duplicate);
+                service_kit::telemetry::count_published("dual-write", 1 - duplicate, duplicate);
             }
             Err(error) => {
                 // This is the flaw the control exists to show: the order is

@@ -96,6 +96,22 @@ impl Pattern {
         })
     }
 
+    /// Whether placing an order waits on the broker (self-read and the
+    /// dual write publish on the request path); the outbox and CDC store
+    /// orders without it and publish later.
+    pub fn places_through_broker(&self) -> bool {
+        match self {
+            #[cfg(feature = "outbox")]
+            Self::Outbox(_) => false,
+            #[cfg(feature = "cdc")]
+            Self::Cdc(_) => false,
+            #[cfg(feature = "self-read")]
+            Self::SelfRead(_) => true,
+            #[cfg(feature = "dual-write")]
+            Self::DualWrite(_) => true,
+        }
+    }
+
     /// Stores (and, depending on the mode, announces) an order.
     pub async fn place(&self, placement: Placement) -> Result<Placed, PlaceError> {
         match self {

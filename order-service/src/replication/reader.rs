@@ -337,16 +337,9 @@ impl<C: Capture> Reader<C> {
         }
         let label = self.settings.label;
         Ok(Box::pin(async move {
-            let published = acks.len() as u64;
-            let mut duplicates = 0;
-            for ack in acks {
-                if ack.confirmed().await?.duplicate {
-                    duplicates += 1;
-                }
-            }
-            metrics::counter!("events_published_total", "source" => label).increment(published);
-            metrics::counter!("events_publish_duplicates_total", "source" => label)
-                .increment(duplicates);
+            let confirmed = jetstream::confirm_all(acks).await;
+            service_kit::telemetry::count_published(label, confirmed.new, confirmed.duplicates);
+            confirmed.result()?;
             Ok(end_lsn)
         }))
     }

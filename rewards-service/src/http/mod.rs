@@ -55,6 +55,11 @@ impl Ops for AppState {
     fn core(&self) -> &Core {
         &self.core
     }
+
+    /// The API reads the ledger only; the consumer catches up on its own.
+    fn serves_without_broker(&self) -> bool {
+        true
+    }
 }
 
 #[derive(Debug, Serialize)]

@@ -74,15 +74,11 @@ impl Relay {
                     .await?,
             );
         }
-        // Counted as each PubAck arrives, before anything can fail: a publish
-        // repeated after a failed DELETE is counted twice, as it happened.
-        for ack in pending {
-            let published = ack.confirmed().await?;
-            metrics::counter!("events_published_total", "source" => "outbox").increment(1);
-            if published.duplicate {
-                metrics::counter!("events_publish_duplicates_total").increment(1);
-            }
-        }
+        // Counted before anything can fail: a publish repeated after a
+        // failed DELETE is counted twice, as it happened.
+        let confirmed = jetstream::confirm_all(pending).await;
+        service_kit::telemetry::count_published("outbox", confirmed.new, confirmed.duplicates);
+        confirmed.result()?;
         crash_point("after_publish_before_mark");
 
         let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();

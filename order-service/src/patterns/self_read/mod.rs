@@ -119,6 +119,8 @@ impl SelfRead {
                 PlaceError::Unavailable if client_key => PlaceError::Unknown { key: key.clone() },
                 other => other,
             })?;
+        let duplicate = u64::from(published.duplicate);
+        service_kit::telemetry::count_published("self-read", 1 - duplicate, duplicate);
         if published.duplicate {
             let original = self
                 .original(published.stream_sequence)
@@ -139,7 +141,6 @@ impl SelfRead {
             }
         }
         crash_point("self_read_after_publish");
-        metrics::counter!("events_published_total", "source" => "self-read").increment(1);
         Ok(Placed::accepted(order, Outcome::New))
     }
 

@@ -1,0 +1,148 @@
+//! Clients that behave as they should: every order carries an
+//! `Idempotency-Key`, and a request that fails (the service is down, a 5xx,
+//! a 504 whose outcome is unknown) is retried with the same key until it is
+//! acknowledged. With several order-service instances, order `i` goes to
+//! instance `i mod n` and each retry to the next one, as a load balancer
+//! spreads them.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::api::{order, place_order};
+
+/// How many orders, how fast, and what the progress bar says.
+#[derive(Debug, Clone)]
+pub struct Load {
+    pub orders: usize,
+    /// Orders per second the clients aim at, together.
+    pub rate: f64,
+    /// Prefix of the keys, and the progress bar's label.
+    pub label: String,
+}
+
+/// Clients at work; [`finish`](Self::finish) waits for every order.
+pub struct Clients {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    acknowledged: Arc<Mutex<Vec<Uuid>>>,
+    /// Answers other than success, by status (0: no answer).
+    refusals: Arc<Mutex<BTreeMap<u16, usize>>>,
+}
+
+/// Order `i` of the clients labelled `label`: its body and its key.
+pub fn request(label: &str, i: usize) -> (Value, String) {
+    let body = order(
+        &format!("c{}", i % 40),
+        &[("SKU-1", 1, 100 + (i % 7) as i64 * 100)],
+    );
+    (body, format!("{label}-{i}"))
+}
+
+/// Concurrent clients.
+const CLIENTS: usize = 16;
+
+impl Clients {
+    /// Starts placing `load.orders` orders on the order-service instances
+    /// at `urls`.
+    pub fn start(http: &reqwest::Client, urls: &[String], load: &Load) -> Self {
+        assert!(!urls.is_empty(), "clients need an instance to talk to");
+        let total = load.orders;
+        let next = Arc::new(AtomicUsize::new(0));
+        let acknowledged = Arc::new(Mutex::new(Vec::with_capacity(total)));
+        let refusals = Arc::new(Mutex::new(BTreeMap::new()));
+        let pacer = {
+            let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / load.rate));
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            Arc::new(tokio::sync::Mutex::new(ticks))
+        };
+        let progress = ProgressBar::new(total as u64).with_style(
+            ProgressStyle::with_template(&format!(
+                "[{}] [{{bar:30}}] {{pos}}/{{len}} acknowledged",
+                load.label
+            ))
+            .expect("a valid template")
+            .progress_chars("#-"),
+        );
+        let urls: Arc<[String]> = urls.into();
+        let tasks = (0..CLIENTS)
+            .map(|_| {
+                let (http, urls, next, acknowledged, refusals, pacer, progress, label) = (
+                    http.clone(),
+                    urls.clone(),
+                    next.clone(),
+                    acknowledged.clone(),
+                    refusals.clone(),
+                    pacer.clone(),
+                    progress.clone(),
+                    load.label.clone(),
+                );
+                tokio::spawn(async move {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= total {
+                            return;
+                        }
+                        pacer.lock().await.tick().await;
+                        let (body, key) = request(&label, i);
+                        for attempt in 0.. {
+                            let url = &urls[(i + attempt) % urls.len()];
+                            let status = match place_order(&http, url, &body, Some(&key)).await {
+                                Ok(response) if response.status().is_success() => {
+                                    if let Ok(placed) = response.json::<Value>().await
+                                        && let Some(id) =
+                                            placed["id"].as_str().and_then(|id| id.parse().ok())
+                                    {
+                                        acknowledged.lock().expect("lock").push(id);
+                                        progress.inc(1);
+                                        break;
+                                    }
+                                    0
+                                }
+                                Ok(response) => response.status().as_u16(),
+                                Err(_) => 0,
+                            };
+                            *refusals.lock().expect("lock").entry(status).or_default() += 1;
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    }
+                })
+            })
+            .collect();
+        Self {
+            tasks,
+            acknowledged,
+            refusals,
+        }
+    }
+
+    /// Orders acknowledged so far.
+    pub fn acknowledged(&self) -> usize {
+        self.acknowledged.lock().expect("lock").len()
+    }
+
+    /// Waits until at least `n` orders are acknowledged.
+    pub async fn wait_for(&self, n: usize) {
+        crate::eventually(
+            &format!("{n} acknowledged orders"),
+            Duration::from_secs(120),
+            || async { (self.acknowledged() >= n).then_some(()) },
+        )
+        .await;
+    }
+
+    /// Waits for every order to be acknowledged; their ids, and the
+    /// answers that were not a success, by status (0: no answer).
+    pub async fn finish(self) -> anyhow::Result<(Vec<Uuid>, BTreeMap<u16, usize>)> {
+        for task in self.tasks {
+            task.await?;
+        }
+        let acknowledged = self.acknowledged.lock().expect("lock").clone();
+        let refusals = self.refusals.lock().expect("lock").clone();
+        Ok((acknowledged, refusals))
+    }
+}
