@@ -72,7 +72,18 @@ impl TestEnv {
     /// Like [`TestEnv::new`], on `cluster`: the services get its servers
     /// as `NATS_URL` and keep each stream on every node (`STREAM_REPLICAS`).
     pub async fn on_cluster(name: &str, cluster: &NatsCluster) -> Self {
-        let mut env = Self::create(name, Private::default(), Some(cluster.url())).await;
+        Self::on_cluster_with(name, cluster, Private::default()).await
+    }
+
+    /// Like [`TestEnv::on_cluster`], with a PostgreSQL of its own when
+    /// `private` asks for one (its `nats` is ignored: the cluster is the
+    /// test's own).
+    pub async fn on_cluster_with(name: &str, cluster: &NatsCluster, private: Private) -> Self {
+        let private = Private {
+            nats: false,
+            ..private
+        };
+        let mut env = Self::create(name, private, Some(cluster.url())).await;
         env.stream_replicas = Some(crate::cluster::NODES);
         env
     }
