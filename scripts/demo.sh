@@ -68,10 +68,12 @@ else
     instances=1
 fi
 
-# start_service NAME DATABASE [VAR=VALUE...]: prints the URL it listens on.
+# start_service VAR NAME DATABASE [VAR=VALUE...]: starts NAME and sets VAR to
+# the URL it listens on. (Not run in a $(...) subshell, so that its pid
+# reaches `pids` and the clean-up stops it.)
 start_service() {
-    local name=$1 db=$2 log
-    shift 2
+    local var=$1 name=$2 db=$3 log
+    shift 3
     log=$(mktemp "$work/$name.XXXX.log")
     env DATABASE_URL="postgres://postgres@127.0.0.1:$pg_port/$db" \
         NATS_URL="$nats_url" LISTEN_ADDR=127.0.0.1:0 "${replicas[@]}" "$@" \
@@ -79,15 +81,16 @@ start_service() {
     pids+=($!)
     wait_for_log "$log" "listening on http://" 60 \
         || { cat "$log" >&2; die "$name did not start"; }
-    grep -o 'listening on http://[0-9.:]*' "$log" | head -n 1 | sed 's/listening on //'
+    printf -v "$var" '%s' "$(grep -o 'listening on http://[0-9.:]*' "$log" | head -n 1 | sed 's/listening on //')"
 }
 
 log "starting $instances × order-service in $mode mode and $instances × rewards-service"
 orders_all=()
 for ((i = 0; i < instances; i++)); do
-    orders_all+=("$(start_service order-service orders ORDER_MODE="$mode")")
-    rewards=$(start_service rewards-service rewards)
-    echo "order-service:   ${orders_all[i]}"
+    start_service url order-service orders ORDER_MODE="$mode"
+    orders_all+=("$url")
+    start_service rewards rewards-service rewards
+    echo "order-service:   $url"
     echo "rewards-service: $rewards"
 done
 orders=${orders_all[0]}
