@@ -1,79 +1,96 @@
 //! The part of placing an order that every database-first pattern shares:
-//! claim the idempotency key and insert the order, in a transaction the
-//! pattern then finishes.
+//! claim the idempotency key, insert the order and (in the outbox) its event,
+//! in one statement, or find the order the key placed before.
 
 use anyhow::Context as _;
-use sqlx::{PgPool, Postgres, Transaction};
+use chrono::{SubsecRound as _, Utc};
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{PlaceError, Placement};
 use crate::db;
-use crate::db::idempotency::Claim;
+use crate::db::orders::{Inserted, KeyClaim, OutboxRow};
 use crate::domain::Order;
 
-pub(crate) enum Begun {
-    /// The key placed this order before; nothing was written.
-    Replayed(Order),
-    /// The order is inserted in the open transaction; the pattern adds its own
-    /// rows and commits.
-    New(Transaction<'static, Postgres>, Order),
-}
-
-pub(crate) async fn begin(pool: &PgPool, placement: Placement) -> Result<Begun, PlaceError> {
-    let mut tx = pool
-        .begin()
-        .await
-        .context("beginning the order transaction")?;
-    let id = Uuid::now_v7();
-    if let Some(key) = &placement.key {
-        let fingerprint = placement.order.fingerprint();
-        let claim = db::idempotency::claim(
-            &mut tx,
-            placement.order.customer_id(),
-            key,
-            &fingerprint,
-            id,
-        )
-        .await
-        .context("claiming the idempotency key")?;
-        if let Claim::Taken {
-            order_id,
-            request_hash,
-        } = claim
-        {
-            if request_hash != fingerprint {
-                return Err(PlaceError::KeyReused);
-            }
-            let order = db::orders::find(&mut tx, order_id)
-                .await
-                .context("loading the order of a replayed key")?
-                .context("an idempotency key points at a missing order")?;
-            return Ok(Begun::Replayed(order));
-        }
-    }
-    let order = db::orders::insert(&mut tx, id, &placement.order)
-        .await
-        .context("inserting the order")?;
-    Ok(Begun::New(tx, order))
-}
-
-/// Whether [`commit`] stored a new order or found the key's earlier one.
-#[cfg(any(feature = "cdc", feature = "dual-write"))]
+/// Whether [`insert`] stored a new order or found the key's earlier one.
 pub(crate) enum Stored {
     New(Order),
     Replayed(Order),
 }
 
-/// The order committed on its own, for the patterns whose transaction holds
-/// nothing else.
-#[cfg(any(feature = "cdc", feature = "dual-write"))]
-pub(crate) async fn commit(pool: &PgPool, placement: Placement) -> Result<Stored, PlaceError> {
-    match begin(pool, placement).await? {
-        Begun::Replayed(order) => Ok(Stored::Replayed(order)),
-        Begun::New(tx, order) => {
-            tx.commit().await.context("committing the order")?;
-            service_kit::crash::crash_point("after_commit_before_publish");
-            Ok(Stored::New(order))
+/// The order `placement` will be stored as: a new id, and the time now in
+/// microseconds, as PostgreSQL keeps it, so that what is answered and
+/// published reads back exactly.
+pub(crate) fn new_order(placement: &Placement) -> Order {
+    Order::new(
+        Uuid::now_v7(),
+        &placement.order,
+        Utc::now().trunc_subsecs(6),
+    )
+}
+
+/// Inserts `order` (with its key, and its outbox row when given) in one
+/// statement on `conn`; in autocommit that is the whole transaction. A key
+/// used before answers with its earlier order, or [`PlaceError::KeyReused`]
+/// when that order's request differed.
+pub(crate) async fn insert(
+    conn: &mut PgConnection,
+    placement: &Placement,
+    order: Order,
+    outbox: Option<OutboxRow<'_>>,
+) -> Result<Stored, PlaceError> {
+    let fingerprint = placement
+        .key
+        .as_ref()
+        .map(|_| placement.order.fingerprint());
+    let claim = placement
+        .key
+        .as_ref()
+        .zip(fingerprint.as_deref())
+        .map(|(key, request_hash)| KeyClaim { key, request_hash });
+    match db::orders::insert(conn, &order, claim, outbox)
+        .await
+        .context("inserting the order")?
+    {
+        Inserted::New => Ok(Stored::New(order)),
+        Inserted::KeyTaken => {
+            let (key, fingerprint) = placement
+                .key
+                .as_ref()
+                .zip(fingerprint)
+                .context("a key was taken, so there was one")?;
+            let (order_id, request_hash) =
+                db::idempotency::find(conn, placement.order.customer_id(), key)
+                    .await
+                    .context("reading a replayed key")?
+                    .context("a taken idempotency key is missing")?;
+            if request_hash != fingerprint {
+                return Err(PlaceError::KeyReused);
+            }
+            let order = db::orders::find(conn, order_id)
+                .await
+                .context("loading the order of a replayed key")?
+                .context("an idempotency key points at a missing order")?;
+            Ok(Stored::Replayed(order))
         }
     }
+}
+
+/// The order committed on its own (one statement in autocommit), for the
+/// patterns whose transaction holds nothing else.
+#[cfg(any(feature = "cdc", feature = "dual-write"))]
+pub(crate) async fn commit(
+    pool: &sqlx::PgPool,
+    placement: Placement,
+) -> Result<Stored, PlaceError> {
+    let mut conn = pool
+        .acquire()
+        .await
+        .context("acquiring a database connection")?;
+    let order = new_order(&placement);
+    let stored = insert(&mut conn, &placement, order, None).await?;
+    if matches!(stored, Stored::New(_)) {
+        service_kit::crash::crash_point("after_commit_before_publish");
+    }
+    Ok(stored)
 }

@@ -32,9 +32,10 @@ use shared_events::Envelope;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::store::{self, Begun};
+use super::store::{self, Stored};
 use super::{Deps, Outcome, PatternArgs, PlaceError, Placed, Placement, Worker};
 use crate::db;
+use crate::db::orders::OutboxRow;
 use service_kit::crash::crash_point;
 use service_kit::duration;
 
@@ -125,29 +126,49 @@ pub struct Outbox {
 }
 
 impl Outbox {
+    /// One statement writes the order, its lines, its key and its outbox
+    /// row. With the CDC relay the row is deleted again in the same
+    /// transaction: its insert stays in the WAL, and the table stays empty.
     pub async fn place(&self, placement: Placement) -> Result<Placed, PlaceError> {
-        let (mut tx, order) = match store::begin(&self.deps.pool, placement).await? {
-            Begun::Replayed(order) => return Ok(Placed::stored(order, Outcome::Replayed)),
-            Begun::New(tx, order) => (tx, order),
-        };
+        let order = store::new_order(&placement);
         let event = Envelope::new(Uuid::now_v7(), order.created_at, order.placed_event());
         let payload = serde_json::to_value(&event).context("serializing OrderPlaced")?;
-        db::outbox::insert(
-            &mut tx,
-            event.event_id,
-            &self.deps.names.order_placed_subject(),
-            &payload,
-        )
-        .await
-        .context("inserting the outbox row")?;
-        if self.relay_kind == RelayKind::Cdc {
-            // The WAL keeps the insert for the CDC relay; the table stays empty.
-            db::outbox::delete_event(&mut tx, event.event_id)
+        let subject = self.deps.names.order_placed_subject();
+        let row = OutboxRow {
+            event_id: event.event_id,
+            subject: &subject,
+            payload: &payload,
+        };
+        let stored = if self.relay_kind == RelayKind::Cdc {
+            let mut tx = self
+                .deps
+                .pool
+                .begin()
                 .await
-                .context("deleting the captured outbox row")?;
-        }
-        tx.commit().await.context("committing the order")?;
-        crash_point("after_commit_before_publish");
-        Ok(Placed::stored(order, Outcome::New))
+                .context("beginning the order transaction")?;
+            let stored = store::insert(&mut tx, &placement, order, Some(row)).await?;
+            if matches!(stored, Stored::New(_)) {
+                db::outbox::delete_event(&mut tx, event.event_id)
+                    .await
+                    .context("deleting the captured outbox row")?;
+            }
+            tx.commit().await.context("committing the order")?;
+            stored
+        } else {
+            let mut conn = self
+                .deps
+                .pool
+                .acquire()
+                .await
+                .context("acquiring a database connection")?;
+            store::insert(&mut conn, &placement, order, Some(row)).await?
+        };
+        Ok(match stored {
+            Stored::New(order) => {
+                crash_point("after_commit_before_publish");
+                Placed::stored(order, Outcome::New)
+            }
+            Stored::Replayed(order) => Placed::stored(order, Outcome::Replayed),
+        })
     }
 }
