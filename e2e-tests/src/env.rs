@@ -72,7 +72,20 @@ impl TestEnv {
     /// Like [`TestEnv::new`], on `cluster`: the services get its servers
     /// as `NATS_URL` and keep each stream on every node (`STREAM_REPLICAS`).
     pub async fn on_cluster(name: &str, cluster: &NatsCluster) -> Self {
-        let mut env = Self::create(name, Private::default(), Some(cluster.url())).await;
+        Self::on_cluster_with(name, cluster, Private::default()).await
+    }
+
+    /// Like [`TestEnv::on_cluster`], with the PostgreSQL `private` asks
+    /// for (a durable one, for a benchmark); the cluster is its NATS.
+    ///
+    /// # Panics
+    /// When `private.nats` is set: a private NATS would not be the cluster.
+    pub async fn on_cluster_with(name: &str, cluster: &NatsCluster, private: Private) -> Self {
+        assert!(
+            !private.nats,
+            "a TestEnv on a cluster uses the cluster's NATS, not a private one"
+        );
+        let mut env = Self::create(name, private, Some(cluster.url())).await;
         env.stream_replicas = Some(crate::cluster::NODES);
         env
     }
@@ -83,7 +96,7 @@ impl TestEnv {
     }
 
     async fn create(name: &str, private: Private, nats_url: Option<String>) -> Self {
-        let shared = (!private.nats || !private.postgres).then(shared);
+        let shared = ((nats_url.is_none() && !private.nats) || !private.postgres).then(shared);
         let private_postgres = private
             .postgres
             .then(|| Postgres::start_with(private.durable).expect("starting a private PostgreSQL"));

@@ -30,7 +30,8 @@ const MODES: [Mode; 3] = [Mode::Outbox, Mode::Cdc, Mode::SelfRead];
 const ORDERS: usize = 300;
 const RATE: f64 = 30.0;
 
-static ONE_CLUSTER_AT_A_TIME: Semaphore = Semaphore::const_new(1);
+/// Held while a test runs a cluster (the benchmark's smoke takes its turn too).
+pub(crate) static ONE_CLUSTER_AT_A_TIME: Semaphore = Semaphore::const_new(1);
 
 /// A cluster with every mode's fleet on it, its streams led by node 0.
 struct World {
