@@ -3,21 +3,26 @@
 # rewards-service (outbox mode unless --mode says otherwise), three orders
 # placed with curl, and the reward points they earned.
 #
-#   scripts/demo.sh [--mode outbox|cdc|self-read|dual-write] [--keep]
+#   scripts/demo.sh [--mode outbox|cdc|self-read|dual-write] [--cluster] [--keep]
 #
-# --keep leaves everything running until ctrl-c so that you can place orders
-# yourself; otherwise the demo cleans up when it is done.
+# --cluster runs three clustered nats-servers (each stream on all three) and
+# two instances of each service, kills one node, and places the orders over
+# both order-service instances. --keep leaves everything running until
+# ctrl-c so that you can place orders yourself; otherwise the demo cleans up
+# when it is done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
 mode=${ORDER_MODE:-outbox}
 keep=0
+cluster=0
 while [ $# -gt 0 ]; do
     case $1 in
         --mode) mode=$2; shift 2 ;;
+        --cluster) cluster=1; shift ;;
         --keep) keep=1; shift ;;
-        -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
         *) die "unknown argument $1 (see --help)" ;;
     esac
 done
@@ -45,33 +50,80 @@ for db in orders rewards; do
     "$(postgres_bindir)/psql" -q -h 127.0.0.1 -p "$pg_port" -U postgres -c "CREATE DATABASE $db" >/dev/null
 done
 
-nats_port=$(free_port)
-log "starting a private nats-server (JetStream) on port $nats_port"
-pids+=("$(start_nats "$work/nats" "$nats_port")")
+replicas=()
+if [ "$cluster" = 1 ]; then
+    nats_ports=("$(free_port)" "$(free_port)" "$(free_port)")
+    log "starting three clustered nats-servers (JetStream) on ports ${nats_ports[*]}"
+    mapfile -t nats_pids < <(start_nats_cluster "$work/nats" "${nats_ports[@]}")
+    pids+=("${nats_pids[@]}")
+    nats_url=$(printf 'nats://127.0.0.1:%s,' "${nats_ports[@]}")
+    nats_url=${nats_url%,}
+    replicas=(STREAM_REPLICAS=3)
+    instances=2
+else
+    nats_port=$(free_port)
+    log "starting a private nats-server (JetStream) on port $nats_port"
+    pids+=("$(start_nats "$work/nats" "$nats_port")")
+    nats_url="nats://127.0.0.1:$nats_port"
+    instances=1
+fi
 
-# start_service NAME DATABASE [VAR=VALUE...]: prints the URL it listens on.
+# start_service VAR NAME DATABASE [VAR=VALUE...]: starts NAME and sets VAR to
+# the URL it listens on. (Not run in a $(...) subshell, so that its pid
+# reaches `pids` and the clean-up stops it.)
 start_service() {
-    local name=$1 db=$2
-    shift 2
+    local var=$1 name=$2 db=$3 log
+    shift 3
+    log=$(mktemp "$work/$name.XXXX.log")
     env DATABASE_URL="postgres://postgres@127.0.0.1:$pg_port/$db" \
-        NATS_URL="nats://127.0.0.1:$nats_port" LISTEN_ADDR=127.0.0.1:0 "$@" \
-        "target/debug/$name" >"$work/$name.log" 2>&1 &
+        NATS_URL="$nats_url" LISTEN_ADDR=127.0.0.1:0 "${replicas[@]}" "$@" \
+        "target/debug/$name" >"$log" 2>&1 &
     pids+=($!)
-    wait_for_log "$work/$name.log" "listening on http://" 60 \
-        || { cat "$work/$name.log" >&2; die "$name did not start"; }
-    grep -o 'listening on http://[0-9.:]*' "$work/$name.log" | head -n 1 | sed 's/listening on //'
+    wait_for_log "$log" "listening on http://" 60 \
+        || { cat "$log" >&2; die "$name did not start"; }
+    printf -v "$var" '%s' "$(grep -o 'listening on http://[0-9.:]*' "$log" | head -n 1 | sed 's/listening on //')"
 }
 
-log "starting order-service in $mode mode and rewards-service"
-orders=$(start_service order-service orders ORDER_MODE="$mode")
-rewards=$(start_service rewards-service rewards)
-echo "order-service:   $orders"
-echo "rewards-service: $rewards"
+log "starting $instances × order-service in $mode mode and $instances × rewards-service"
+orders_all=()
+for ((i = 0; i < instances; i++)); do
+    start_service url order-service orders ORDER_MODE="$mode"
+    orders_all+=("$url")
+    start_service rewards rewards-service rewards
+    echo "order-service:   $url"
+    echo "rewards-service: $rewards"
+done
+orders=${orders_all[0]}
 
+if [ "$cluster" = 1 ]; then
+    log "killing nats-server n1 (kill -9): two of three nodes keep every stream"
+    kill -9 "${nats_pids[0]}"
+    for url in "${orders_all[@]}"; do
+        for ((i = 0; i < 300; i++)); do
+            curl -fs "$url/readyz" >/dev/null && break
+            sleep 0.1
+        done
+    done
+fi
+
+# place BODY: placed on the next order-service instance with a key of its
+# own, and sent again with that key while the answer is a 5xx (a leader
+# election, say): the order is placed once however often it is sent.
+placed=0
 place() {
-    local body=$1
-    echo "\$ curl -s -X POST $orders/orders -H 'content-type: application/json' -d '$body'"
-    curl -s -X POST "$orders/orders" -H 'content-type: application/json' -d "$body"
+    local body=$1 url key status
+    url=${orders_all[placed % ${#orders_all[@]}]}
+    key="demo-$placed-$$"
+    placed=$((placed + 1))
+    echo "\$ curl -s -X POST $url/orders -H 'content-type: application/json' -H 'Idempotency-Key: $key' -d '$body'"
+    for ((attempt = 0; attempt < 20; attempt++)); do
+        status=$(curl -s -o "$work/answer" -w '%{http_code}' -X POST "$url/orders" \
+            -H 'content-type: application/json' -H "Idempotency-Key: $key" -d "$body")
+        [ "${status:0:1}" = 5 ] || break
+        echo "($status: sending it again with the same key)"
+        sleep 0.5
+    done
+    cat "$work/answer"
     echo
 }
 log "placing three orders"

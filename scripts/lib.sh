@@ -135,6 +135,32 @@ start_nats() {
     echo $!
 }
 
+# start_nats_cluster DIR CLIENT_PORT... : one clustered nats-server per client
+# port (routes on ports of their own, `server_name` n1, n2, ...), flushing to
+# disk before every acknowledgement where the server supports it; prints
+# their pids.
+start_nats_cluster() {
+    local dir=$1 bin i routes="" route_ports=() sync=""
+    shift
+    bin=$(nats_server_bin)
+    nats_syncs_always "$bin" && sync=", sync_interval: always"
+    for ((i = 1; i <= $#; i++)); do
+        route_ports+=("$(free_port)")
+        routes+="${routes:+, }\"nats://127.0.0.1:${route_ports[i - 1]}\""
+    done
+    for ((i = 1; i <= $#; i++)); do
+        mkdir -p "$dir/n$i"
+        cat >"$dir/n$i/nats.conf" <<EOF_CONF
+server_name: n$i
+listen: "127.0.0.1:${!i}"
+jetstream { store_dir: "$dir/n$i/jetstream"$sync }
+cluster { name: demo, listen: "127.0.0.1:${route_ports[i - 1]}", routes: [$routes] }
+EOF_CONF
+        "$bin" -c "$dir/n$i/nats.conf" >"$dir/n$i/nats.log" 2>&1 &
+        echo $!
+    done
+}
+
 # wait_for_log FILE PATTERN SECONDS: waits until FILE contains PATTERN.
 wait_for_log() {
     local file=$1 pattern=$2 seconds=$3 i

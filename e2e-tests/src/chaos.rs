@@ -20,6 +20,7 @@ use uuid::Uuid;
 
 use crate::api::count;
 use crate::clients::{Clients, Load};
+use crate::cluster::{NODES, NatsCluster};
 use crate::env::{Private, TestEnv};
 use crate::mode::Mode;
 use crate::servers::free_port;
@@ -35,12 +36,17 @@ pub struct ChaosConfig {
     /// Orders per second the clients aim at.
     pub rate: f64,
     pub seed: u64,
+    /// On a three-node NATS cluster (streams on all three), with the
+    /// nodes' faults (kill, cut off, pause) instead of the one server's.
+    pub cluster: bool,
 }
 
 /// One mode's outcome.
 #[derive(Debug, Clone, Serialize)]
 pub struct ChaosResult {
     pub mode: &'static str,
+    /// NATS servers: 1, or 3 with `--cluster`.
+    pub nats_nodes: usize,
     /// Orders the clients were told about (201 or 202).
     pub acknowledged: usize,
     pub credited_once: usize,
@@ -69,22 +75,49 @@ enum Fault {
     KillRewardsService,
     KillNats,
     CrashPostgres,
+    /// Of a cluster node, picked at random.
+    KillNode(usize),
+    CutNode(usize),
+    PauseNode(usize),
 }
 
 impl Fault {
-    const ALL: [Fault; 4] = [
+    const ONE_SERVER: [Fault; 4] = [
         Fault::KillOrderService,
         Fault::KillRewardsService,
         Fault::KillNats,
         Fault::CrashPostgres,
     ];
 
-    fn name(self) -> &'static str {
+    /// A fault at random: on a cluster, a node's in place of the one
+    /// server's, cutting off only where the cluster can.
+    fn pick(random: &mut StdRng, cluster: Option<&NatsCluster>) -> Self {
+        let Some(cluster) = cluster else {
+            return Self::ONE_SERVER[random.random_range(0..Self::ONE_SERVER.len())];
+        };
+        let node = random.random_range(0..NODES);
+        let mut faults = vec![
+            Fault::KillOrderService,
+            Fault::KillRewardsService,
+            Fault::CrashPostgres,
+            Fault::KillNode(node),
+            Fault::PauseNode(node),
+        ];
+        if cluster.can_cut().is_ok() {
+            faults.push(Fault::CutNode(node));
+        }
+        faults[random.random_range(0..faults.len())]
+    }
+
+    fn name(self) -> String {
         match self {
-            Fault::KillOrderService => "kill -9 order-service",
-            Fault::KillRewardsService => "kill -9 rewards-service",
-            Fault::KillNats => "kill -9 nats-server",
-            Fault::CrashPostgres => "crash PostgreSQL",
+            Fault::KillOrderService => "kill -9 order-service".to_owned(),
+            Fault::KillRewardsService => "kill -9 rewards-service".to_owned(),
+            Fault::KillNats => "kill -9 nats-server".to_owned(),
+            Fault::CrashPostgres => "crash PostgreSQL".to_owned(),
+            Fault::KillNode(i) => format!("kill -9 node {}", i + 1),
+            Fault::CutNode(i) => format!("cut node {} off", i + 1),
+            Fault::PauseNode(i) => format!("SIGSTOP node {}", i + 1),
         }
     }
 }
@@ -106,15 +139,21 @@ struct Services {
 
 async fn run_mode(mode: Mode, config: &ChaosConfig, seed: u64) -> anyhow::Result<ChaosResult> {
     let name = mode.name();
-    let env = TestEnv::with_private(
-        &format!("chaos_{}", name.replace('-', "_")),
-        Private {
-            nats: true,
-            postgres: true,
-            durable: false,
-        },
-    )
-    .await;
+    let test_name = format!("chaos_{}", name.replace('-', "_"));
+    let mut cluster = if config.cluster {
+        Some(NatsCluster::start().await?)
+    } else {
+        None
+    };
+    let private = Private {
+        nats: cluster.is_none(),
+        postgres: true,
+        durable: false,
+    };
+    let env = match &cluster {
+        Some(cluster) => TestEnv::on_cluster_with(&test_name, cluster, private).await,
+        None => TestEnv::with_private(&test_name, private).await,
+    };
     // Fixed ports, so that clients find a restarted service where it was.
     let orders_addr = format!("127.0.0.1:{}", free_port());
     let rewards_addr = format!("127.0.0.1:{}", free_port());
@@ -141,7 +180,7 @@ async fn run_mode(mode: Mode, config: &ChaosConfig, seed: u64) -> anyhow::Result
         &Load {
             orders: config.orders,
             rate: config.rate,
-            label: format!("chaos {name}"),
+            label: format!("chaos-{name}"),
         },
     );
 
@@ -152,8 +191,11 @@ async fn run_mode(mode: Mode, config: &ChaosConfig, seed: u64) -> anyhow::Result
     let gap = Duration::from_secs_f64(expected_secs / (config.faults as f64 + 1.0));
     for _ in 0..config.faults {
         tokio::time::sleep(random.random_range(gap / 2..gap * 3 / 2)).await;
-        let fault = Fault::ALL[random.random_range(0..Fault::ALL.len())];
+        let fault = Fault::pick(&mut random, cluster.as_ref());
         let down = random.random_range(Duration::from_millis(100)..Duration::from_millis(800));
+        // A node cut off or paused long enough for the others to elect a
+        // new leader (their election timeout is a few seconds).
+        let stalled = random.random_range(Duration::from_secs(1)..Duration::from_secs(6));
         let mut running = services.lock().await;
         match fault {
             Fault::KillOrderService => {
@@ -174,9 +216,27 @@ async fn run_mode(mode: Mode, config: &ChaosConfig, seed: u64) -> anyhow::Result
             Fault::CrashPostgres => {
                 env.crash_postgres();
             }
+            Fault::KillNode(i) => {
+                let cluster = cluster.as_mut().expect("node faults come with a cluster");
+                cluster.kill(i);
+                tokio::time::sleep(down).await;
+                cluster.start_again(i).await?;
+            }
+            Fault::CutNode(i) => {
+                let cluster = cluster.as_ref().expect("node faults come with a cluster");
+                cluster.cut(i)?;
+                tokio::time::sleep(stalled).await;
+                cluster.heal(i)?;
+            }
+            Fault::PauseNode(i) => {
+                let cluster = cluster.as_mut().expect("node faults come with a cluster");
+                cluster.pause(i);
+                tokio::time::sleep(stalled).await;
+                cluster.resume(i);
+            }
         }
         drop(running);
-        faults.push(fault.name().to_owned());
+        faults.push(fault.name());
         eprintln!(
             "\n[chaos {name}] fault {}/{}: {}",
             faults.len(),
@@ -219,6 +279,7 @@ async fn run_mode(mode: Mode, config: &ChaosConfig, seed: u64) -> anyhow::Result
 
     let result = ChaosResult {
         mode: name,
+        nats_nodes: if cluster.is_some() { NODES } else { 1 },
         acknowledged: acknowledged.len(),
         credited_once,
         lost,
@@ -371,7 +432,7 @@ async fn audit(env: &TestEnv, services: &Services, extra: &[&str]) -> anyhow::Re
 /// The comparison table.
 pub fn table(results: &[ChaosResult]) -> String {
     let mut out = String::from(
-        "| mode | acknowledged | credited once | lost | doubled | wrong points | faults | converged after | audit |\n|---|---:|---:|---:|---:|---:|---:|---:|---|\n",
+        "| mode | NATS nodes | acknowledged | credited once | lost | doubled | wrong points | faults | converged after | audit |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
     );
     for r in results {
         let audit = match r.repaired {
@@ -381,8 +442,9 @@ pub fn table(results: &[ChaosResult]) -> String {
         };
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {:.1} s | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.1} s | {} |",
             r.mode,
+            r.nats_nodes,
             r.acknowledged,
             r.credited_once,
             r.lost,

@@ -1,14 +1,14 @@
 //! Clients that behave as they should: every order carries an
 //! `Idempotency-Key`, and a request that fails (the service is down, a 5xx,
 //! a 504 whose outcome is unknown) is retried with the same key until it is
-//! acknowledged. With several order-service instances, order `i` goes to
+//! acknowledged (a 4xx is a bug of the run, and fails it). With several order-service instances, order `i` goes to
 //! instance `i mod n` and each retry to the next one, as a load balancer
 //! spreads them.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
@@ -22,7 +22,7 @@ pub struct Load {
     pub orders: usize,
     /// Orders per second the clients aim at, together.
     pub rate: f64,
-    /// Prefix of the keys, and the progress bar's label.
+    /// Prefix of the keys (no spaces), and the progress bar's label.
     pub label: String,
 }
 
@@ -42,6 +42,9 @@ pub fn request(label: &str, i: usize) -> (Value, String) {
     );
     (body, format!("{label}-{i}"))
 }
+
+/// How long a client retries one order before the run fails.
+const GIVE_UP: Duration = Duration::from_secs(120);
 
 /// Concurrent clients.
 const CLIENTS: usize = 16;
@@ -89,7 +92,12 @@ impl Clients {
                         }
                         pacer.lock().await.tick().await;
                         let (body, key) = request(&label, i);
+                        let deadline = Instant::now() + GIVE_UP;
                         for attempt in 0.. {
+                            assert!(
+                                Instant::now() < deadline,
+                                "order {key} not acknowledged within {GIVE_UP:?}"
+                            );
                             let url = &urls[(i + attempt) % urls.len()];
                             let status = match place_order(&http, url, &body, Some(&key)).await {
                                 Ok(response) if response.status().is_success() => {
@@ -102,6 +110,11 @@ impl Clients {
                                         break;
                                     }
                                     0
+                                }
+                                Ok(response) if response.status().is_client_error() => {
+                                    let status = response.status();
+                                    let body = response.text().await.unwrap_or_default();
+                                    panic!("order {key} refused with {status}: {body}");
                                 }
                                 Ok(response) => response.status().as_u16(),
                                 Err(_) => 0,

@@ -32,6 +32,14 @@ use crate::servers::{
 /// Nodes in the cluster: a majority survives the loss of any one.
 pub const NODES: usize = 3;
 
+/// Tests with a cluster take turns, two at a time: each is some fifteen
+/// processes, mostly waiting (on elections, paced clients, a fault's
+/// duration), beside the rest of the suite.
+pub async fn take_turn() -> tokio::sync::SemaphorePermit<'static> {
+    static TURN: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+    TURN.acquire().await.expect("never closed")
+}
+
 /// A running cluster of [`NODES`] nats-servers with JetStream.
 pub struct NatsCluster {
     nodes: Vec<Node>,
@@ -419,6 +427,14 @@ impl Network {
 
     fn build(&self) -> anyhow::Result<()> {
         let bridge = self.bridge();
+        // Whoever held this index before is gone (its bridge was free), but
+        // what it left may not be: a namespace outlives its name while a
+        // process is inside, and with it the link's end on this side.
+        for i in 1..=NODES {
+            let (namespace, host_end) = self.node_names(i);
+            let _ = run_ip(&["netns", "del", &namespace]);
+            let _ = run_ip(&["link", "del", &host_end]);
+        }
         run_ip(&[
             "addr",
             "add",

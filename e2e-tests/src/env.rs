@@ -75,16 +75,14 @@ impl TestEnv {
         Self::on_cluster_with(name, cluster, Private::default()).await
     }
 
-    /// Like [`TestEnv::on_cluster`], with the PostgreSQL `private` asks
-    /// for (a durable one, for a benchmark); the cluster is its NATS.
-    ///
-    /// # Panics
-    /// When `private.nats` is set: a private NATS would not be the cluster.
+    /// Like [`TestEnv::on_cluster`], with a PostgreSQL of its own when
+    /// `private` asks for one (its `nats` is ignored: the cluster is the
+    /// test's own).
     pub async fn on_cluster_with(name: &str, cluster: &NatsCluster, private: Private) -> Self {
-        assert!(
-            !private.nats,
-            "a TestEnv on a cluster uses the cluster's NATS, not a private one"
-        );
+        let private = Private {
+            nats: false,
+            ..private
+        };
         let mut env = Self::create(name, private, Some(cluster.url())).await;
         env.stream_replicas = Some(crate::cluster::NODES);
         env
@@ -96,7 +94,7 @@ impl TestEnv {
     }
 
     async fn create(name: &str, private: Private, nats_url: Option<String>) -> Self {
-        let shared = ((nats_url.is_none() && !private.nats) || !private.postgres).then(shared);
+        let shared = (!private.nats || !private.postgres).then(shared);
         let private_postgres = private
             .postgres
             .then(|| Postgres::start_with(private.durable).expect("starting a private PostgreSQL"));

@@ -1,6 +1,6 @@
 //! One mode deployed the way a cluster runs it: several instances of
-//! order-service and of rewards-service on one [`TestEnv`], each on an
-//! address of its own that it keeps across a restart, and the verdict on
+//! order-service and of rewards-service on one [`TestEnv`], each on the
+//! address it bound first and keeps across a restart, and the verdict on
 //! what became of the orders the clients were told about.
 
 use serde::Serialize;
@@ -11,7 +11,6 @@ use crate::chaos::{Tally, converge, tally};
 use crate::clients::{Clients, Load};
 use crate::env::TestEnv;
 use crate::mode::Mode;
-use crate::servers::free_port;
 use crate::service::Service;
 
 /// A mode's services, `instances` of each.
@@ -25,20 +24,31 @@ pub struct Fleet {
 }
 
 struct Instance {
-    addr: String,
+    /// `host:port`: a free port at the first start, kept for restarts.
+    addr: Option<String>,
     service: Option<Service>,
 }
 
 impl Instance {
     fn new() -> Self {
         Self {
-            addr: format!("127.0.0.1:{}", free_port()),
+            addr: None,
             service: None,
         }
     }
 
+    fn listen_addr(&self) -> &str {
+        self.addr.as_deref().unwrap_or("127.0.0.1:0")
+    }
+
+    fn started(&mut self, service: Service) {
+        let url = service.url();
+        self.addr = Some(url.strip_prefix("http://").unwrap_or(url).to_owned());
+        self.service = Some(service);
+    }
+
     fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}", self.listen_addr())
     }
 }
 
@@ -65,10 +75,10 @@ impl Fleet {
         let service = self
             .env
             .order_service(self.mode)
-            .set("LISTEN_ADDR", &self.orders[i].addr)
+            .set("LISTEN_ADDR", self.orders[i].listen_addr())
             .start()
             .await;
-        self.orders[i].service = Some(service);
+        self.orders[i].started(service);
     }
 
     /// Starts rewards-service instance `i` (again) on its address.
@@ -76,10 +86,10 @@ impl Fleet {
         let service = self
             .env
             .rewards_service()
-            .set("LISTEN_ADDR", &self.rewards[i].addr)
+            .set("LISTEN_ADDR", self.rewards[i].listen_addr())
             .start()
             .await;
-        self.rewards[i].service = Some(service);
+        self.rewards[i].started(service);
     }
 
     /// SIGKILL of order-service instance `i`.

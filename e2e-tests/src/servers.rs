@@ -16,13 +16,15 @@ use anyhow::{Context as _, bail};
 
 /// Starts the server in the background and prints its pid. A line on stdin
 /// stops it (a restart follows); the end of stdin — the test process is gone —
-/// stops it and removes `$CLEANUP_DIR`.
+/// stops it and removes `$CLEANUP_DIR`. A server a test paused (SIGSTOP) is
+/// let run again after the stop signal, or it would never act on it.
 const WATCHDOG: &str = r#"
 "$@" </dev/null >>"$SERVER_LOG" 2>&1 &
 child=$!
 echo "$child"
 if read -r _; then cleanup=""; else cleanup="$CLEANUP_DIR"; fi
 kill -"$STOP_SIGNAL" "$child" 2>/dev/null
+kill -CONT "$child" 2>/dev/null
 wait "$child"
 if [ -n "$cleanup" ]; then rm -rf "$cleanup"; fi
 "#;

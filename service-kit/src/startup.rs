@@ -164,6 +164,11 @@ pub async fn connect_nats(urls: &str, name: &str) -> anyhow::Result<async_nats::
     let servers = nats_servers(urls)?;
     async_nats::ConnectOptions::new()
         .name(name)
+        // A server that is cut off or stalled sends nothing, not even a
+        // close: two unanswered pings mark the connection dead and the
+        // client moves to another server (the default, a minute between
+        // pings, leaves it on the dead one for minutes).
+        .ping_interval(NATS_PING_INTERVAL)
         .retry_on_initial_connect()
         .connect(servers)
         .await
@@ -179,6 +184,9 @@ pub async fn connect_nats_once(urls: &str, name: &str) -> anyhow::Result<async_n
         .await
         .with_context(|| format!("connecting to NATS at {urls}"))
 }
+
+/// How often the services ping their NATS server.
+const NATS_PING_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The servers of `NATS_URL`: one URL or a comma-separated list.
 pub fn nats_servers(urls: &str) -> anyhow::Result<Vec<async_nats::ServerAddr>> {

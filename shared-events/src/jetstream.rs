@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use async_nats::HeaderMap;
-use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
+use async_nats::jetstream::consumer::{AckPolicy, Config as ConsumerConfig, PullConsumer, pull};
 use async_nats::jetstream::context::{Context, PublishAckFuture};
 use async_nats::jetstream::stream::{Config as StreamConfig, StorageType};
 use chrono::{DateTime, Utc};
@@ -24,8 +24,8 @@ pub struct StreamSettings {
     pub duplicate_window: Duration,
     /// Copies of each stream across a cluster's servers (1 on a single
     /// server; 3 on a three-node cluster survives the loss of one node).
-    /// Durable consumers inherit it. A stream created with another count is
-    /// updated to this one at start-up.
+    /// Durable consumers keep as many ([`ensure_consumer`]). A stream created
+    /// with another count is updated to this one at start-up.
     pub replicas: usize,
 }
 
@@ -200,6 +200,9 @@ pub fn stored_at(unix_nanos: i128) -> DateTime<Utc> {
 /// Creates the durable pull consumer `durable` on `stream` (explicit acks,
 /// one filter subject) if it does not exist, and checks
 /// what the server kept: older servers silently drop fields they don't know.
+/// The consumer keeps as many copies as its stream: one created before the
+/// stream's replicas were raised stays at its old count unless told (the
+/// server does not carry it along), so it is updated here.
 pub async fn ensure_consumer(
     js: &Context,
     stream: &str,
@@ -211,6 +214,13 @@ pub async fn ensure_consumer(
         stream: stream.to_owned(),
         source,
     };
+    let mut stream = js.get_stream(stream).await.map_err(|e| fail(e.into()))?;
+    let replicas = stream
+        .info()
+        .await
+        .map_err(|e| fail(e.into()))?
+        .config
+        .num_replicas;
     let wanted = pull::Config {
         durable_name: Some(durable.to_owned()),
         filter_subject,
@@ -221,16 +231,19 @@ pub async fn ensure_consumer(
         // database is down (a server-side bound would drop those messages).
         max_deliver: -1,
         max_ack_pending: 1000,
+        num_replicas: replicas,
         ..Default::default()
     };
-    let mut consumer: PullConsumer = js
-        .get_stream(stream)
-        .await
-        .map_err(|e| fail(e.into()))?
+    let mut consumer: PullConsumer = stream
         .get_or_create_consumer(durable, wanted.clone())
         .await
         .map_err(|e| fail(e.into()))?;
-    let actual = &consumer.info().await.map_err(|e| fail(e.into()))?.config;
+    let actual = consumer
+        .info()
+        .await
+        .map_err(|e| fail(e.into()))?
+        .config
+        .clone();
     if actual.filter_subject != wanted.filter_subject || actual.ack_policy != AckPolicy::Explicit {
         return Err(fail(
             format!(
@@ -239,6 +252,22 @@ pub async fn ensure_consumer(
             )
             .into(),
         ));
+    }
+    if actual.num_replicas != replicas {
+        tracing::info!(
+            consumer = durable,
+            from = actual.num_replicas,
+            to = replicas,
+            "changing the consumer's replicas to its stream's"
+        );
+        let _: async_nats::jetstream::consumer::Consumer<ConsumerConfig> = stream
+            .update_consumer(ConsumerConfig {
+                num_replicas: replicas,
+                ..actual
+            })
+            .await
+            .map_err(|e| fail(e.into()))?;
+        consumer = stream.get_consumer(durable).await.map_err(fail)?;
     }
     Ok(consumer)
 }

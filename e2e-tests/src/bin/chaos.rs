@@ -5,6 +5,7 @@
 //! ```text
 //! cargo build --release --workspace --bins
 //! cargo run --release -p e2e-tests --bin chaos -- --modes all --orders 10000
+//! cargo run --release -p e2e-tests --bin chaos -- --cluster --modes outbox,cdc,self-read
 //! ```
 
 use clap::Parser;
@@ -29,6 +30,10 @@ struct Args {
     /// Seed of the fault schedule (default: the clock).
     #[arg(long)]
     seed: Option<u64>,
+    /// Run on a three-node NATS cluster (streams replicated to all three),
+    /// adding kills, cuts and pauses of its nodes to the random faults.
+    #[arg(long)]
+    cluster: bool,
     /// Also write the results as JSON here.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
@@ -63,6 +68,7 @@ async fn main() -> anyhow::Result<()> {
         faults: args.faults,
         rate: args.rate,
         seed,
+        cluster: args.cluster,
     })
     .await?;
     println!("{}", chaos::table(&results));

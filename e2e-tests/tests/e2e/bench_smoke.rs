@@ -7,8 +7,6 @@ use e2e_tests::Mode;
 use e2e_tests::bench::topology::{self, Topology};
 use e2e_tests::bench::{self, BenchConfig};
 
-use crate::cluster::ONE_CLUSTER_AT_A_TIME;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_benchmark_runs_every_mode_and_writes_its_report() {
     let config = BenchConfig {
@@ -31,7 +29,7 @@ async fn the_benchmark_runs_every_mode_and_writes_its_report() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_topology_comparison_runs_every_topology_and_writes_its_report() {
-    let _turn = ONE_CLUSTER_AT_A_TIME.acquire().await.expect("open");
+    let _turn = e2e_tests::cluster::take_turn().await;
     let config = BenchConfig {
         modes: vec![Mode::Outbox],
         duration: Duration::from_secs(1),

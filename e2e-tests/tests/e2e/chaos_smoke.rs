@@ -13,6 +13,7 @@ async fn under_random_faults_every_pattern_credits_each_acknowledged_order_once(
         faults: 3,
         rate: 150.0,
         seed: 20_261_127,
+        cluster: false,
     };
     let results = chaos::run(&config).await.expect("the chaos run");
     eprintln!("{}", chaos::table(&results));
@@ -33,5 +34,38 @@ async fn under_random_faults_every_pattern_credits_each_acknowledged_order_once(
             );
             assert!(r.audit_consistent, "{}", r.mode);
         }
+    }
+}
+
+/// The same on a three-node NATS cluster, with its nodes killed, cut off
+/// and paused among the faults.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_random_faults_on_a_cluster_every_pattern_credits_each_acknowledged_order_once() {
+    let _turn = e2e_tests::cluster::take_turn().await;
+    let config = ChaosConfig {
+        modes: vec![Mode::Outbox, Mode::Cdc, Mode::SelfRead],
+        orders: 150,
+        faults: 3,
+        rate: 50.0,
+        seed: 20_261_128,
+        cluster: true,
+    };
+    let results = chaos::run(&config).await.expect("the chaos run");
+    eprintln!("{}", chaos::table(&results));
+    for r in &results {
+        assert_eq!(
+            (
+                r.acknowledged,
+                r.credited_once,
+                r.lost,
+                r.doubled,
+                r.wrong_points,
+                r.not_in_history
+            ),
+            (150, 150, 0, 0, 0, 0),
+            "{}",
+            r.mode
+        );
+        assert!(r.audit_consistent, "{}", r.mode);
     }
 }

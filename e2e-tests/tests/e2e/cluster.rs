@@ -14,14 +14,14 @@
 
 use std::time::Duration;
 
-use e2e_tests::api::{get_json, place_order};
+use async_nats::jetstream::consumer::PullConsumer;
+use e2e_tests::api::{assert_credited_exactly, get_json, order, place_ok, place_order};
 use e2e_tests::clients::request;
-use e2e_tests::cluster::{NODES, NatsCluster};
+use e2e_tests::cluster::{self, NODES, NatsCluster};
 use e2e_tests::env::CONVERGE;
 use e2e_tests::fleet::{Fleet, Verdict};
 use e2e_tests::{Mode, TestEnv, eventually};
 use shared_events::Names;
-use tokio::sync::Semaphore;
 use uuid::Uuid;
 
 const MODES: [Mode; 3] = [Mode::Outbox, Mode::Cdc, Mode::SelfRead];
@@ -29,9 +29,6 @@ const MODES: [Mode; 3] = [Mode::Outbox, Mode::Cdc, Mode::SelfRead];
 /// which each fault falls.
 const ORDERS: usize = 300;
 const RATE: f64 = 30.0;
-
-/// Held while a test runs a cluster (the benchmark's smoke takes its turn too).
-pub(crate) static ONE_CLUSTER_AT_A_TIME: Semaphore = Semaphore::const_new(1);
 
 /// A cluster with every mode's fleet on it, its streams led by node 0.
 struct World {
@@ -118,7 +115,7 @@ impl World {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_streams_leader_node_loses_and_doubles_nothing() {
-    let _turn = ONE_CLUSTER_AT_A_TIME.acquire().await.expect("open");
+    let _turn = cluster::take_turn().await;
     let mut world = World::start("cluster_kill_leader").await;
     let verdicts = world
         .under("kill -9 the streams' leader", async |world| {
@@ -138,7 +135,7 @@ async fn killing_the_streams_leader_node_loses_and_doubles_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cutting_the_leader_off_for_ten_seconds_loses_and_doubles_nothing() {
-    let _turn = ONE_CLUSTER_AT_A_TIME.acquire().await.expect("open");
+    let _turn = cluster::take_turn().await;
     let mut world = World::start("cluster_cut_leader").await;
     if let Err(why) = world.cluster.can_cut() {
         eprintln!("skipped: cutting a node off needs its own network namespace ({why})");
@@ -159,7 +156,7 @@ async fn cutting_the_leader_off_for_ten_seconds_loses_and_doubles_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pausing_the_leader_past_the_ack_wait_loses_and_doubles_nothing() {
-    let _turn = ONE_CLUSTER_AT_A_TIME.acquire().await.expect("open");
+    let _turn = cluster::take_turn().await;
     let mut world = World::start("cluster_pause_leader").await;
     // The services' consumers wait 2 s for an ack (the harness's
     // CONSUMER_ACK_WAIT); the node stalls for longer.
@@ -178,7 +175,7 @@ async fn pausing_the_leader_past_the_ack_wait_loses_and_doubles_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_one_instance_of_each_service_loses_and_doubles_nothing() {
-    let _turn = ONE_CLUSTER_AT_A_TIME.acquire().await.expect("open");
+    let _turn = cluster::take_turn().await;
     let mut world = World::start("cluster_kill_instances").await;
     // The first order-service started holds the CDC slot; its standby
     // takes over.
@@ -197,7 +194,7 @@ async fn killing_one_instance_of_each_service_loses_and_doubles_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_of_the_nodes_loses_and_doubles_nothing() {
-    let _turn = ONE_CLUSTER_AT_A_TIME.acquire().await.expect("open");
+    let _turn = cluster::take_turn().await;
     let mut world = World::start("cluster_rolling_restart").await;
     let verdicts = world
         .under("restart the nodes one by one", async |world| {
@@ -221,7 +218,7 @@ const PROBES: usize = 20;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_majority_lost_outbox_and_cdc_take_orders_self_read_refuses_and_nothing_is_lost() {
-    let _turn = ONE_CLUSTER_AT_A_TIME.acquire().await.expect("open");
+    let _turn = cluster::take_turn().await;
     let mut world = World::start("cluster_majority_lost").await;
     let mut acknowledged = world
         .place_through(async |world| {
@@ -308,4 +305,56 @@ async fn probe(fleet: &Fleet) -> Vec<u16> {
         answers.push(answer);
     }
     answers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raising_stream_replicas_moves_the_stream_and_its_consumers_onto_every_node() {
+    let _turn = cluster::take_turn().await;
+    let cluster = NatsCluster::start().await.expect("starting the cluster");
+    let env = TestEnv::on_cluster("cluster_raise_replicas", &cluster).await;
+    let names = Names::new(env.events_prefix()).expect("a valid prefix");
+    let (orders, rewards) = (
+        env.order_service(Mode::Outbox).set("STREAM_REPLICAS", "1"),
+        env.rewards_service().set("STREAM_REPLICAS", "1"),
+    );
+    let (mut orders, mut rewards) = (orders.start().await, rewards.start().await);
+    place_ok(&env.http, orders.url(), &order("ana", &[("SKU-1", 1, 500)])).await;
+    assert_credited_exactly(&env, 1).await;
+    assert_eq!(copies(&env, names.stream(), None).await, (1, 1));
+
+    orders.terminate(Duration::from_secs(10)).await;
+    rewards.terminate(Duration::from_secs(10)).await;
+    let orders = env.order_service(Mode::Outbox).start().await;
+    let _rewards = env.rewards_service().start().await;
+    // The stream is updated at start-up, and its durable consumer with it
+    // (the server does not carry a consumer along with its stream).
+    assert_eq!(copies(&env, names.stream(), None).await, (3, 3));
+    assert_eq!(copies(&env, names.stream(), Some("rewards")).await, (3, 3));
+    place_ok(&env.http, orders.url(), &order("ana", &[("SKU-1", 1, 700)])).await;
+    assert_credited_exactly(&env, 2).await;
+}
+
+/// The replicas a stream (or its durable consumer) is configured with, and
+/// the copies the cluster keeps (its leader and the followers it reports),
+/// once every follower is current.
+async fn copies(env: &TestEnv, stream: &str, consumer: Option<&str>) -> (usize, usize) {
+    let js = env.jetstream().await;
+    eventually("every copy current", CONVERGE, || async {
+        let (configured, cluster) = match consumer {
+            None => {
+                let info = js.get_stream(stream).await.ok()?.info().await.ok()?.clone();
+                (info.config.num_replicas, info.cluster?)
+            }
+            Some(durable) => {
+                let mut consumer: PullConsumer =
+                    js.get_consumer_from_stream(durable, stream).await.ok()?;
+                let info = consumer.info().await.ok()?.clone();
+                (info.config.num_replicas, info.cluster?)
+            }
+        };
+        cluster.leader.as_ref()?;
+        let followers = cluster.replicas.iter().filter(|r| r.current).count();
+        (followers == cluster.replicas.len()).then_some((configured, followers + 1))
+    })
+    .await
 }

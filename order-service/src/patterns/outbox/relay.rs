@@ -18,6 +18,12 @@ use shared_events::jetstream;
 /// The channel the outbox trigger notifies at COMMIT.
 const CHANNEL: &str = "outbox_inserted";
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// The longest one step may take. Every publish is bounded by the JetStream
+/// ack timeout, but a send into a connection the client has not yet found
+/// dead (a broker node cut off) is not; and while a step waits, its
+/// transaction holds its rows and holds back every replication slot
+/// created on the server. Past this the step is dropped, rolling back.
+const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What one step did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,7 +126,14 @@ impl Relay {
             if listener.is_none() {
                 listener = self.listen().await;
             }
-            match self.relay_next_batch().await {
+            let step = tokio::time::timeout(STEP_TIMEOUT, self.relay_next_batch())
+                .await
+                .unwrap_or_else(|_| {
+                    Err(anyhow::anyhow!(
+                        "a relay step did not finish within {STEP_TIMEOUT:?}; rolled back"
+                    ))
+                });
+            match step {
                 Ok(Step::Published(_)) => pauses = service_kit::startup::pauses(MAX_BACKOFF),
                 Ok(Step::Empty) => {
                     pauses = service_kit::startup::pauses(MAX_BACKOFF);
