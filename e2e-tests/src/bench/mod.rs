@@ -15,9 +15,11 @@
 //! 4. Peak RSS of each service (`VmHWM`).
 //!
 //! [`report`] renders the results as Markdown and as an SVG chart;
-//! [`waiters`] measures what `?wait` readers cost the write path.
+//! [`waiters`] measures what `?wait` readers cost the write path;
+//! [`topology`] what replication and a second instance cost.
 
 mod report;
+pub mod topology;
 pub mod waiters;
 
 use std::sync::Arc;
@@ -133,29 +135,9 @@ async fn run_mode(mode: BenchMode, config: &BenchConfig) -> anyhow::Result<ModeR
     let orders = env.order_service(mode).start().await;
     let rewards = env.rewards_service().start().await;
     let rewards_db = env.rewards_db().await;
+    let urls = [orders.url().to_owned()];
 
-    let full = drive(
-        &env,
-        orders.url(),
-        config.concurrency,
-        config.duration,
-        None,
-        name,
-        "full speed",
-    )
-    .await;
-    wait_until_credited(&rewards_db, full.placed, name).await?;
-    let (credited, span): (i64, f64) = sqlx::query_as(
-        "SELECT count(*), COALESCE(EXTRACT(EPOCH FROM max(credited_at) - min(order_placed_at))::float8, 0)
-         FROM reward_ledger",
-    )
-    .fetch_one(&rewards_db)
-    .await?;
-    let throughput = if span > 0.0 {
-        credited as f64 / span
-    } else {
-        0.0
-    };
+    let (full, throughput) = full_speed(&env, &urls, &rewards_db, config, name).await?;
 
     let rate = (throughput / 2.0).max(1.0);
     let half_start: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT now()")
@@ -163,7 +145,7 @@ async fn run_mode(mode: BenchMode, config: &BenchConfig) -> anyhow::Result<ModeR
         .await?;
     let half = drive(
         &env,
-        orders.url(),
+        &urls,
         config.concurrency,
         config.duration / 2,
         Some(rate),
@@ -276,16 +258,54 @@ async fn baseline(url: &str, config: &BenchConfig, with_outbox: bool) -> anyhow:
     Ok(total as f64 / started.elapsed().as_secs_f64())
 }
 
+/// The full-speed phase: `config.concurrency` clients place orders on
+/// `urls` as fast as they can for `config.duration`, then every order is
+/// waited for until credited. Returns what was driven and the throughput,
+/// orders per second from the first order placed to the last credit.
+async fn full_speed(
+    env: &TestEnv,
+    urls: &[String],
+    rewards_db: &PgPool,
+    config: &BenchConfig,
+    label: &str,
+) -> anyhow::Result<(Driven, f64)> {
+    let full = drive(
+        env,
+        urls,
+        config.concurrency,
+        config.duration,
+        None,
+        label,
+        "full speed",
+    )
+    .await;
+    wait_until_credited(rewards_db, full.placed, label).await?;
+    let (credited, span): (i64, f64) = sqlx::query_as(
+        "SELECT count(*), COALESCE(EXTRACT(EPOCH FROM max(credited_at) - min(order_placed_at))::float8, 0)
+         FROM reward_ledger",
+    )
+    .fetch_one(rewards_db)
+    .await?;
+    let throughput = if span > 0.0 {
+        credited as f64 / span
+    } else {
+        0.0
+    };
+    Ok((full, throughput))
+}
+
 struct Driven {
     placed: u64,
     latencies_ms: Vec<f64>,
 }
 
 /// `concurrency` clients placing orders for `duration`, as fast as they can
-/// or, with `rate`, at that many orders per second in all.
+/// or, with `rate`, at that many orders per second in all. Each client
+/// takes `urls` in turn, starting at one of its own, so that the load is
+/// spread evenly over several instances.
 async fn drive(
     env: &TestEnv,
-    url: &str,
+    urls: &[String],
     concurrency: usize,
     duration: Duration,
     rate: Option<f64>,
@@ -321,9 +341,9 @@ async fn drive(
     };
     let mut workers = Vec::new();
     for worker in 0..concurrency {
-        let (http, url, placed, pacer) = (
+        let (http, urls, placed, pacer) = (
             env.http.clone(),
-            url.to_owned(),
+            urls.to_vec(),
             placed.clone(),
             pacer.clone(),
         );
@@ -341,6 +361,7 @@ async fn drive(
                     &format!("c{}", (worker * 7 + i) % 50),
                     &[("SKU-1", 1, 2500)],
                 );
+                let url = &urls[(worker + i) % urls.len()];
                 i += 1;
                 let sent = Instant::now();
                 let response = http.post(format!("{url}/orders")).json(&body).send().await;

@@ -1,8 +1,9 @@
-//! The benchmark's results as a Markdown table and an SVG chart.
+//! The benchmark's results as Markdown tables and an SVG chart.
 
 use std::fmt::Write as _;
 
 use super::Report;
+use super::topology::{Topology, TopologyReport};
 
 impl Report {
     /// The results as a Markdown table.
@@ -127,5 +128,41 @@ impl Report {
             width - left
         );
         svg
+    }
+}
+
+impl TopologyReport {
+    /// The results as a Markdown table, a row per mode and topology.
+    pub fn markdown(&self) -> String {
+        let mut out = format!(
+            "{} s at full speed per run, {} rounds (the rows forward, then backward), {} clients, {} cores; \
+             fresh servers for every run, PostgreSQL with fsync on, every NATS node flushing each write \
+             (`sync_interval: always`). Orders/s placed → credited: the mean of the rounds (each round's in brackets).\n\n",
+            self.duration_secs, self.rounds, self.concurrency, self.cores
+        );
+        let _ = writeln!(
+            out,
+            "| mode | topology | orders/s | × {} | HTTP p99 ms |",
+            Topology::ALL[0].label()
+        );
+        out.push_str("|---|---|---:|---:|---:|\n");
+        for r in &self.results {
+            let rounds = r
+                .round_throughputs
+                .iter()
+                .map(|t| format!("{t:.0}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let _ = writeln!(
+                out,
+                "| {} | {} | {:.0} ({rounds}) | {:.2} | {:.1} |",
+                r.mode,
+                r.topology.label(),
+                r.throughput,
+                r.ratio_to_single,
+                r.http_p99_ms
+            );
+        }
+        out
     }
 }

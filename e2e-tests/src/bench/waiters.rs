@@ -80,6 +80,7 @@ pub async fn run(config: &WaitersConfig) -> anyhow::Result<WaitersResult> {
     )
     .await;
     let orders = env.order_service(config.mode).start().await;
+    let urls = [orders.url().to_owned()];
     let finished = Arc::new(AtomicU64::new(0));
     let other = Arc::new(Mutex::new(BTreeMap::new()));
     let (mut without, mut with) = (0_u64, 0_u64);
@@ -104,7 +105,7 @@ pub async fn run(config: &WaitersConfig) -> anyhow::Result<WaitersResult> {
             };
             let placed = drive(
                 &env,
-                orders.url(),
+                &urls,
                 config.concurrency,
                 config.duration,
                 None,

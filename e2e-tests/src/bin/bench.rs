@@ -13,13 +13,23 @@
 //! ```text
 //! cargo run --release -p e2e-tests --bin bench -- --modes self-read --waiters 500 --duration 10s --rounds 4
 //! ```
+//!
+//! With `--topologies`, it measures instead what replication and a second
+//! instance cost: each of `--modes` at full speed on one NATS node and on a
+//! three-node cluster (R3), each with one and with two instances of each
+//! service, as ratios to the mode's one node, one instance row, in
+//! `--rounds` rounds that run the rows forward and backward in turn:
+//!
+//! ```text
+//! cargo run --release -p e2e-tests --bin bench -- --modes outbox,cdc,self-read --topologies --duration 8s
+//! ```
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
 use e2e_tests::bench::waiters::{self, WaitersConfig};
-use e2e_tests::bench::{self, BenchConfig, BenchMode};
+use e2e_tests::bench::{self, BenchConfig, BenchMode, topology};
 
 #[derive(Parser)]
 #[command(about = "Benchmark every mode against the database's own limit")]
@@ -36,10 +46,17 @@ struct Args {
     /// Compare placement with and without this many `?wait` readers instead.
     #[arg(long)]
     waiters: Option<usize>,
-    /// With `--waiters`: phases of each kind (each lasts `--duration`).
+    /// With `--waiters`: phases of each kind (each lasts `--duration`);
+    /// with `--topologies`: runs of each topology.
     #[arg(long, default_value_t = 2)]
     rounds: usize,
-    /// Where bench.md, bench.json and bench.svg (or waiters.md) are written.
+    /// Compare instead, per mode, the full-speed throughput on one NATS node
+    /// and on a three-node cluster (R3), with one and two instances of each
+    /// service.
+    #[arg(long, conflicts_with = "waiters")]
+    topologies: bool,
+    /// Where bench.md, bench.json and bench.svg (or waiters.md, or
+    /// topology.md and topology.json) are written.
     #[arg(long, default_value = "docs/bench")]
     out: PathBuf,
 }
@@ -76,6 +93,9 @@ async fn main() -> anyhow::Result<()> {
         duration: args.duration,
         concurrency: args.concurrency,
     };
+    if args.topologies {
+        return compare_topologies(&args, &config).await;
+    }
     let report = bench::run(&config).await?;
     std::fs::create_dir_all(&args.out)?;
     let markdown = report.markdown();
@@ -85,6 +105,20 @@ async fn main() -> anyhow::Result<()> {
         serde_json::to_string_pretty(&report)?,
     )?;
     std::fs::write(args.out.join("bench.svg"), report.svg())?;
+    println!("{markdown}");
+    eprintln!("written to {}", args.out.display());
+    Ok(())
+}
+
+async fn compare_topologies(args: &Args, config: &BenchConfig) -> anyhow::Result<()> {
+    let report = topology::run(config, args.rounds).await?;
+    std::fs::create_dir_all(&args.out)?;
+    let markdown = report.markdown();
+    std::fs::write(args.out.join("topology.md"), &markdown)?;
+    std::fs::write(
+        args.out.join("topology.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
     println!("{markdown}");
     eprintln!("written to {}", args.out.display());
     Ok(())

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use e2e_tests::Mode;
+use e2e_tests::bench::topology::{self, Topology};
 use e2e_tests::bench::{self, BenchConfig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -24,4 +25,33 @@ async fn the_benchmark_runs_every_mode_and_writes_its_report() {
     }
     assert_eq!(report.markdown().lines().count(), 2 + 2 + 5);
     assert!(report.svg().starts_with("<svg"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_topology_comparison_runs_every_topology_and_writes_its_report() {
+    let _turn = e2e_tests::cluster::take_turn().await;
+    let config = BenchConfig {
+        modes: vec![Mode::Outbox],
+        duration: Duration::from_secs(1),
+        concurrency: 2,
+    };
+    let report = topology::run(&config, 1)
+        .await
+        .expect("the comparison runs");
+    let rows: Vec<_> = report
+        .results
+        .iter()
+        .map(|r| (r.mode, r.topology))
+        .collect();
+    assert_eq!(rows, Topology::ALL.map(|t| ("outbox", t)));
+    assert_eq!(report.results[0].ratio_to_single, 1.0);
+    for result in &report.results {
+        assert_ne!(
+            result.orders,
+            0,
+            "{} placed no order",
+            result.topology.label()
+        );
+    }
+    assert_eq!(report.markdown().lines().count(), 2 + 2 + 4);
 }
