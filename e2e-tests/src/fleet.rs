@@ -130,12 +130,14 @@ impl Fleet {
         )
     }
 
-    /// The PubAcks the order-service instances counted, new and duplicate;
-    /// `None` once an instance was killed, taking its counts with it.
+    /// The PubAcks the order-service instances counted, new and duplicate,
+    /// once they have nothing left to publish; `None` once an instance was
+    /// killed, taking its counts with it.
     pub async fn published(&self) -> Option<Published> {
         if self.publisher_lost {
             return None;
         }
+        self.wait_for_publishers().await;
         let mut published = Published::default();
         for service in Self::running(&self.orders) {
             let (http, url) = (&self.env.http, service.url());
@@ -145,6 +147,32 @@ impl Fleet {
             published.duplicates += duplicates;
         }
         Some(published)
+    }
+
+    /// Waits until the publishers have nothing left: the outbox is empty and
+    /// every replication slot has confirmed the WAL written so far. (An
+    /// event can be credited while its publisher still retries it: its
+    /// first publish was stored, its PubAck lost.)
+    async fn wait_for_publishers(&self) {
+        let orders = self.env.orders_db().await;
+        let written: String = sqlx::query_scalar("SELECT pg_current_wal_lsn()::text")
+            .fetch_one(&orders)
+            .await
+            .expect("reading the WAL position");
+        crate::eventually("the publishers to finish", crate::env::CONVERGE, || async {
+            let outbox = crate::api::count(&orders, "outbox").await;
+            let behind: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_replication_slots
+                 WHERE database = current_database()
+                   AND (confirmed_flush_lsn IS NULL OR confirmed_flush_lsn < $1::pg_lsn)",
+            )
+            .bind(&written)
+            .fetch_one(&orders)
+            .await
+            .ok()?;
+            (outbox == 0 && behind == 0).then_some(())
+        })
+        .await;
     }
 
     /// Waits until every order of `acknowledged` is credited and the

@@ -171,6 +171,11 @@ pub(crate) fn find_program(
     })
 }
 
+/// `$PGBENCH_BIN`, or pgbench beside the newest PostgreSQL server.
+pub(crate) fn pgbench_bin() -> anyhow::Result<PathBuf> {
+    find_program("pgbench", "PGBENCH_BIN", &postgres_bin_dirs())
+}
+
 /// The newest PostgreSQL server binaries Debian's packages installed.
 fn postgres_bin_dirs() -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")

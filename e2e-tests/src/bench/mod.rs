@@ -60,9 +60,13 @@ pub struct BenchConfig {
 pub struct ModeResult {
     pub mode: &'static str,
     pub baseline_tps: f64,
+    /// The same statement run by pgbench (a C client) at the same
+    /// concurrency against the same server: the database's own limit.
+    pub pgbench_tps: f64,
     pub orders: u64,
     pub throughput: f64,
     pub ratio_to_baseline: f64,
+    pub ratio_to_pgbench: f64,
     /// 1 − throughput / dual-write's throughput, when dual-write ran too.
     pub cost_vs_dual_write: Option<f64>,
     pub http_p50_ms: f64,
@@ -131,6 +135,9 @@ async fn run_mode(mode: BenchMode, config: &BenchConfig) -> anyhow::Result<ModeR
     );
     let baseline_url = env.create_database("baseline").await;
     let baseline_tps = baseline(&baseline_url, config, mode.writes_outbox()).await?;
+    progress(name, "baseline: the same statement from pgbench");
+    let pgbench_url = env.create_database("baseline_pgbench").await;
+    let pgbench_tps = pgbench(&pgbench_url, config, mode.writes_outbox()).await?;
 
     let orders = env.order_service(mode).start().await;
     let rewards = env.rewards_service().start().await;
@@ -172,6 +179,8 @@ async fn run_mode(mode: BenchMode, config: &BenchConfig) -> anyhow::Result<ModeR
         orders: full.placed,
         throughput,
         ratio_to_baseline: throughput / baseline_tps,
+        pgbench_tps,
+        ratio_to_pgbench: throughput / pgbench_tps,
         cost_vs_dual_write: None,
         http_p50_ms: percentile(&full.latencies_ms, 0.5),
         http_p99_ms: percentile(&full.latencies_ms, 0.99),
@@ -188,10 +197,12 @@ async fn run_mode(mode: BenchMode, config: &BenchConfig) -> anyhow::Result<ModeR
     progress(
         name,
         &format!(
-            "{:.0} orders/s placed → credited ({:.2} × baseline {:.0} tps); lag p99 {:.1} ms at {:.0}/s",
+            "{:.0} orders/s placed → credited ({:.2} × the sqlx baseline of {:.0} tps, {:.2} × pgbench's {:.0} tps); lag p99 {:.1} ms at {:.0}/s",
             result.throughput,
             result.ratio_to_baseline,
             result.baseline_tps,
+            result.ratio_to_pgbench,
+            result.pgbench_tps,
             result.lag_p99_ms,
             rate
         ),
@@ -203,6 +214,90 @@ fn progress(mode: &str, message: &str) {
     eprintln!("[bench {mode}] {message}");
 }
 
+/// The mode's write as order-service issues it (one statement in
+/// autocommit, see `order-service/src/db/orders.rs`), for an order of one
+/// line without an idempotency key, as the benchmark's clients place them:
+/// the order and its lines, and the outbox row when `$3` is set.
+const WRITE: &str = "WITH new_order AS (
+        INSERT INTO orders (id, customer_id, currency, total_minor, created_at)
+        VALUES ($1, 'c1', 'EUR', 2500, $2) RETURNING id
+    ), new_lines AS (
+        INSERT INTO order_lines (order_id, line_no, sku, quantity, unit_price_minor)
+        SELECT new_order.id, line.* FROM new_order,
+               UNNEST('{1}'::int[], '{SKU-1}'::text[], '{1}'::bigint[], '{2500}'::bigint[]) AS line
+    ), new_event AS (
+        INSERT INTO outbox (event_id, subject, payload)
+        SELECT $3::uuid, 'orders.placed', $4::jsonb FROM new_order WHERE $3::uuid IS NOT NULL
+    )
+    SELECT 1";
+
+/// [`WRITE`] as a pgbench script: ids made from a random number (pgbench has
+/// no UUIDs), the customer from the client, the payload inline.
+fn pgbench_script(with_outbox: bool, payload: &serde_json::Value) -> String {
+    let event = if with_outbox {
+        format!(
+            ", new_event AS (INSERT INTO outbox (event_id, subject, payload) \
+             SELECT md5('e' || :n)::uuid, 'orders.placed', '{}'::jsonb FROM new_order)",
+            payload.to_string().replace('\'', "''")
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "\\set n random(1, 1000000000000)\n\
+         WITH new_order AS (INSERT INTO orders (id, customer_id, currency, total_minor, created_at) \
+         VALUES (md5('o' || :n)::uuid, 'c' || :client_id, 'EUR', 2500, now()) RETURNING id), \
+         new_lines AS (INSERT INTO order_lines (order_id, line_no, sku, quantity, unit_price_minor) \
+         SELECT new_order.id, line.* FROM new_order, \
+         UNNEST('{{1}}'::int[], '{{SKU-1}}'::text[], '{{1}}'::bigint[], '{{2500}}'::bigint[]) AS line)\
+         {event} SELECT 1;\n"
+    )
+}
+
+/// [`WRITE`] from pgbench at the same concurrency for the same time, against
+/// the database at `url` (migrated here); transactions per second.
+async fn pgbench(url: &str, config: &BenchConfig, with_outbox: bool) -> anyhow::Result<f64> {
+    let pool = PgPool::connect(url).await?;
+    sqlx::migrate!("../order-service/migrations")
+        .run(&pool)
+        .await?;
+    pool.close().await;
+    let script = tempfile::Builder::new()
+        .prefix("bench-")
+        .suffix(".sql")
+        .tempfile()?;
+    std::fs::write(script.path(), pgbench_script(with_outbox, &event_payload()))?;
+    let output = tokio::process::Command::new(crate::servers::pgbench_bin()?)
+        .args(["-n", "-j", "2", "-c"])
+        .arg(config.concurrency.to_string())
+        .arg("-T")
+        .arg(config.duration.as_secs().max(1).to_string())
+        .arg("-f")
+        .arg(script.path())
+        .arg(url)
+        .output()
+        .await
+        .context("running pgbench")?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    anyhow::ensure!(
+        output.status.success(),
+        "pgbench failed: {}{stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("tps = "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|tps| tps.parse().ok())
+        .with_context(|| format!("no tps in pgbench's output: {stdout}"))
+}
+
+/// The outbox payload both baselines write: an event the size of a
+/// one-line order's.
+fn event_payload() -> serde_json::Value {
+    serde_json::json!({ "payload": order("c1", &[("SKU-1", 1, 2500)]), "event_type": "OrderPlaced" })
+}
+
 /// The write transaction of the mode, straight into PostgreSQL, from
 /// `concurrency` connections for `duration`; transactions per second.
 async fn baseline(url: &str, config: &BenchConfig, with_outbox: bool) -> anyhow::Result<f64> {
@@ -211,7 +306,7 @@ async fn baseline(url: &str, config: &BenchConfig, with_outbox: bool) -> anyhow:
         .run(&pool)
         .await?;
     pool.close().await;
-    let payload = serde_json::json!({ "payload": order("c1", &[("SKU-1", 1, 2500)]), "event_type": "OrderPlaced" });
+    let payload = event_payload();
     let started = Instant::now();
     let deadline = started + config.duration;
     let mut workers = Vec::new();
@@ -221,31 +316,13 @@ async fn baseline(url: &str, config: &BenchConfig, with_outbox: bool) -> anyhow:
             let mut conn = PgConnection::connect(&url).await?;
             let mut done = 0_u64;
             while Instant::now() < deadline {
-                let mut tx = conn.begin().await?;
-                let id = Uuid::now_v7();
-                sqlx::query("INSERT INTO orders (id, customer_id, currency, total_minor) VALUES ($1, 'c1', 'EUR', 2500)")
-                    .bind(id)
-                    .execute(&mut *tx)
+                sqlx::query(WRITE)
+                    .bind(Uuid::now_v7())
+                    .bind(chrono::Utc::now())
+                    .bind(with_outbox.then(Uuid::now_v7))
+                    .bind(&payload)
+                    .execute(&mut conn)
                     .await?;
-                sqlx::query(
-                    "INSERT INTO order_lines (order_id, line_no, sku, quantity, unit_price_minor)
-                     SELECT $1, * FROM UNNEST($2::int[], $3::text[], $4::bigint[], $5::bigint[])",
-                )
-                .bind(id)
-                .bind(vec![1_i32])
-                .bind(vec!["SKU-1".to_owned()])
-                .bind(vec![1_i64])
-                .bind(vec![2500_i64])
-                .execute(&mut *tx)
-                .await?;
-                if with_outbox {
-                    sqlx::query("INSERT INTO outbox (event_id, subject, payload) VALUES ($1, 'orders.placed', $2)")
-                        .bind(Uuid::now_v7())
-                        .bind(&payload)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                tx.commit().await?;
                 done += 1;
             }
             Ok::<_, anyhow::Error>(done)

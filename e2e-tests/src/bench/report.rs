@@ -15,7 +15,7 @@ impl Report {
             self.concurrency,
             self.cores
         );
-        out.push_str("| mode | baseline tx/s | placed → credited /s | × baseline | cost vs dual-write | HTTP p50 / p99 ms | lag p50 / p99 / max ms (at /s) | publish p50 / p99 ms | RSS order / rewards MiB |\n");
+        out.push_str("| mode | baseline tx/s (sqlx / pgbench) | placed → credited /s | × sqlx / × pgbench | cost vs dual-write | HTTP p50 / p99 ms | lag p50 / p99 / max ms (at /s) | publish p50 / p99 ms | RSS order / rewards MiB |\n");
         out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
         for r in &self.results {
             let cost = r
@@ -23,11 +23,13 @@ impl Report {
                 .map_or_else(|| "—".to_owned(), |c| format!("{:+.0} %", c * 100.0));
             let _ = writeln!(
                 out,
-                "| {} | {:.0} | {:.0} | {:.2} | {} | {:.1} / {:.1} | {:.1} / {:.1} / {:.1} ({:.0}) | {:.1} / {:.1} | {:.0} / {:.0} |",
+                "| {} | {:.0} / {:.0} | {:.0} | {:.2} / {:.2} | {} | {:.1} / {:.1} | {:.1} / {:.1} / {:.1} ({:.0}) | {:.1} / {:.1} | {:.0} / {:.0} |",
                 r.mode,
                 r.baseline_tps,
+                r.pgbench_tps,
                 r.throughput,
                 r.ratio_to_baseline,
+                r.ratio_to_pgbench,
                 cost,
                 r.http_p50_ms,
                 r.http_p99_ms,
