@@ -231,22 +231,27 @@ const WRITE: &str = "WITH new_order AS (
     )
     SELECT 1";
 
-/// [`WRITE`] as a pgbench script: ids made from a random number (pgbench has
-/// no UUIDs), the customer from the client, the payload inline.
+/// [`WRITE`] as a pgbench script: the customer from the client, the payload
+/// inline, and ids that grow with time, as the service's UUIDv7 do (the
+/// microseconds, then a random number: pgbench has no UUIDs, and random ones
+/// would spread the inserts over the whole index, which the service's ids
+/// never do).
 fn pgbench_script(with_outbox: bool, payload: &serde_json::Value) -> String {
+    const ID: &str = "(lpad(to_hex((extract(epoch FROM clock_timestamp()) * 1000000)::bigint), 16, '0') \
+                      || lpad(to_hex(:n), 16, '0'))::uuid";
     let event = if with_outbox {
         format!(
             ", new_event AS (INSERT INTO outbox (event_id, subject, payload) \
-             SELECT md5('e' || :n)::uuid, 'orders.placed', '{}'::jsonb FROM new_order)",
+             SELECT {ID}, 'orders.placed', '{}'::jsonb FROM new_order)",
             payload.to_string().replace('\'', "''")
         )
     } else {
         String::new()
     };
     format!(
-        "\\set n random(1, 1000000000000)\n\
+        "\\set n random(1, 1000000000000000)\n\
          WITH new_order AS (INSERT INTO orders (id, customer_id, currency, total_minor, created_at) \
-         VALUES (md5('o' || :n)::uuid, 'c' || :client_id, 'EUR', 2500, now()) RETURNING id), \
+         VALUES ({ID}, 'c' || :client_id, 'EUR', 2500, now()) RETURNING id), \
          new_lines AS (INSERT INTO order_lines (order_id, line_no, sku, quantity, unit_price_minor) \
          SELECT new_order.id, line.* FROM new_order, \
          UNNEST('{{1}}'::int[], '{{SKU-1}}'::text[], '{{1}}'::bigint[], '{{2500}}'::bigint[]) AS line)\
@@ -257,11 +262,7 @@ fn pgbench_script(with_outbox: bool, payload: &serde_json::Value) -> String {
 /// [`WRITE`] from pgbench at the same concurrency for the same time, against
 /// the database at `url` (migrated here); transactions per second.
 async fn pgbench(url: &str, config: &BenchConfig, with_outbox: bool) -> anyhow::Result<f64> {
-    let pool = PgPool::connect(url).await?;
-    sqlx::migrate!("../order-service/migrations")
-        .run(&pool)
-        .await?;
-    pool.close().await;
+    migrate(url).await?;
     let script = tempfile::Builder::new()
         .prefix("bench-")
         .suffix(".sql")
@@ -292,6 +293,16 @@ async fn pgbench(url: &str, config: &BenchConfig, with_outbox: bool) -> anyhow::
         .with_context(|| format!("no tps in pgbench's output: {stdout}"))
 }
 
+/// Creates order-service's tables in the database at `url`.
+async fn migrate(url: &str) -> anyhow::Result<()> {
+    let pool = PgPool::connect(url).await?;
+    sqlx::migrate!("../order-service/migrations")
+        .run(&pool)
+        .await?;
+    pool.close().await;
+    Ok(())
+}
+
 /// The outbox payload both baselines write: an event the size of a
 /// one-line order's.
 fn event_payload() -> serde_json::Value {
@@ -301,11 +312,7 @@ fn event_payload() -> serde_json::Value {
 /// The write transaction of the mode, straight into PostgreSQL, from
 /// `concurrency` connections for `duration`; transactions per second.
 async fn baseline(url: &str, config: &BenchConfig, with_outbox: bool) -> anyhow::Result<f64> {
-    let pool = PgPool::connect(url).await?;
-    sqlx::migrate!("../order-service/migrations")
-        .run(&pool)
-        .await?;
-    pool.close().await;
+    migrate(url).await?;
     let payload = event_payload();
     let started = Instant::now();
     let deadline = started + config.duration;

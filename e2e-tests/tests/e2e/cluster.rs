@@ -71,10 +71,13 @@ impl World {
     }
 
     /// Places orders in every mode, runs `strike` once a quarter of them
-    /// are acknowledged, lets the clients finish, and counts.
-    async fn under(&mut self, fault: &str, strike: impl AsyncFnOnce(&mut Self)) -> Vec<Verdict> {
+    /// are acknowledged, lets the clients finish, and asserts each mode's
+    /// exact outcome.
+    async fn survives(&mut self, fault: &str, strike: impl AsyncFnOnce(&mut Self)) {
         let acknowledged = self.place_through(strike).await;
-        self.judge(fault, acknowledged).await
+        for verdict in self.judge(fault, acknowledged).await {
+            verdict.assert_exact(ORDERS);
+        }
     }
 
     /// The orders each mode acknowledged, placed while `strike` ran.
@@ -117,8 +120,8 @@ impl World {
 async fn killing_the_streams_leader_node_loses_and_doubles_nothing() {
     let _turn = cluster::take_turn().await;
     let mut world = World::start("cluster_kill_leader").await;
-    let verdicts = world
-        .under("kill -9 the streams' leader", async |world| {
+    world
+        .survives("kill -9 the streams' leader", async |world| {
             world.cluster.kill(0);
             tokio::time::sleep(Duration::from_secs(3)).await;
             world
@@ -128,9 +131,6 @@ async fn killing_the_streams_leader_node_loses_and_doubles_nothing() {
                 .expect("restarting the node");
         })
         .await;
-    for verdict in verdicts {
-        verdict.assert_exact(ORDERS);
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,17 +141,14 @@ async fn cutting_the_leader_off_for_ten_seconds_loses_and_doubles_nothing() {
         eprintln!("skipped: cutting a node off needs its own network namespace ({why})");
         return;
     }
-    let verdicts = world
-        .under("cut the leader off for 10 s", async |world| {
+    world
+        .survives("cut the leader off for 10 s", async |world| {
             world.cluster.cut(0).expect("cutting the node off");
             tokio::time::sleep(Duration::from_secs(10)).await;
             world.cluster.heal(0).expect("healing");
             world.cluster.wait_healthy(0).await;
         })
         .await;
-    for verdict in verdicts {
-        verdict.assert_exact(ORDERS);
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -160,17 +157,14 @@ async fn pausing_the_leader_past_the_ack_wait_loses_and_doubles_nothing() {
     let mut world = World::start("cluster_pause_leader").await;
     // The services' consumers wait 2 s for an ack (the harness's
     // CONSUMER_ACK_WAIT); the node stalls for longer.
-    let verdicts = world
-        .under("SIGSTOP the leader for 5 s", async |world| {
+    world
+        .survives("SIGSTOP the leader for 5 s", async |world| {
             world.cluster.pause(0);
             tokio::time::sleep(Duration::from_secs(5)).await;
             world.cluster.resume(0);
             world.cluster.wait_healthy(0).await;
         })
         .await;
-    for verdict in verdicts {
-        verdict.assert_exact(ORDERS);
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -179,25 +173,22 @@ async fn killing_one_instance_of_each_service_loses_and_doubles_nothing() {
     let mut world = World::start("cluster_kill_instances").await;
     // The first order-service started holds the CDC slot; its standby
     // takes over.
-    let verdicts = world
-        .under("kill -9 one instance of each service", async |world| {
+    world
+        .survives("kill -9 one instance of each service", async |world| {
             for fleet in &mut world.fleets {
                 fleet.kill_order_service(0).await;
                 fleet.kill_rewards_service(0).await;
             }
         })
         .await;
-    for verdict in verdicts {
-        verdict.assert_exact(ORDERS);
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_of_the_nodes_loses_and_doubles_nothing() {
     let _turn = cluster::take_turn().await;
     let mut world = World::start("cluster_rolling_restart").await;
-    let verdicts = world
-        .under("restart the nodes one by one", async |world| {
+    world
+        .survives("restart the nodes one by one", async |world| {
             for i in 0..NODES {
                 world.cluster.stop(i);
                 world
@@ -208,9 +199,6 @@ async fn a_rolling_restart_of_the_nodes_loses_and_doubles_nothing() {
             }
         })
         .await;
-    for verdict in verdicts {
-        verdict.assert_exact(ORDERS);
-    }
 }
 
 /// Orders placed once each while the majority is down.
