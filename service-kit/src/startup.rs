@@ -23,9 +23,9 @@ pub struct ServiceArgs {
     /// client connects to one and fails over to the others).
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
-    /// Copies of each stream on a NATS cluster (3 on three nodes); the
-    /// durable consumers inherit it. Applied at start-up, also to a stream
-    /// that exists with another count.
+    /// Copies of each stream on a NATS cluster (3 on three nodes), and of
+    /// each durable consumer. Applied at start-up, also to a stream or
+    /// consumer that exists with another count.
     #[arg(long, env = "STREAM_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
     pub stream_replicas: u8,
     /// Prefix of stream and subject names, to share one NATS between
