@@ -70,6 +70,19 @@ impl World {
         }
     }
 
+    /// Waits until every mode's stream has elected a leader other than
+    /// node `i`: the failover a fault of that node forces.
+    async fn wait_for_leaders_off(&self, i: usize) {
+        for stream in self.streams() {
+            eventually(
+                &format!("{stream} to elect a leader off node {}", i + 1),
+                CONVERGE,
+                || async { (self.cluster.leader_of(&stream).await != i).then_some(()) },
+            )
+            .await;
+        }
+    }
+
     /// Places orders in every mode, runs `strike` once a quarter of them
     /// are acknowledged, lets the clients finish, and asserts each mode's
     /// exact outcome.
@@ -123,7 +136,8 @@ async fn killing_the_streams_leader_node_loses_and_doubles_nothing() {
     world
         .survives("kill -9 the streams' leader", async |world| {
             world.cluster.kill(0);
-            tokio::time::sleep(Duration::from_secs(3)).await;
+            // Down until the others have taken over every stream.
+            world.wait_for_leaders_off(0).await;
             world
                 .cluster
                 .start_again(0)
