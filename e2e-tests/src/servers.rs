@@ -352,6 +352,11 @@ pub(crate) fn nats_server_bin() -> anyhow::Result<PathBuf> {
 
 /// Whether `bin` is nats-server 2.10 or newer, which knows `sync_interval`.
 pub(crate) fn syncs_always(bin: &Path) -> bool {
+    nats_server_version(bin).is_some_and(|version| version >= (2, 10))
+}
+
+/// The major and minor version of the nats-server `bin`, if it says.
+pub fn nats_server_version(bin: &Path) -> Option<(u32, u32)> {
     let version = Command::new(bin)
         .arg("--version")
         .output()
@@ -365,7 +370,10 @@ pub(crate) fn syncs_always(bin: &Path) -> bool {
         .split('.')
         .filter_map(|n| n.parse().ok())
         .collect();
-    matches!(numbers.as_slice(), [major, minor, ..] if (*major, *minor) >= (2, 10))
+    match numbers.as_slice() {
+        [major, minor, ..] => Some((*major, *minor)),
+        _ => None,
+    }
 }
 
 /// A private `nats-server` with JetStream.
@@ -378,7 +386,16 @@ pub struct Nats {
 
 impl Nats {
     pub fn start() -> anyhow::Result<Self> {
-        let bin = nats_server_bin()?;
+        Self::start_program(nats_server_bin()?)
+    }
+
+    /// The nats-server the harness uses (`$NATS_SERVER_BIN`, `.tools/`, `PATH`).
+    pub fn program() -> anyhow::Result<PathBuf> {
+        nats_server_bin()
+    }
+
+    /// A private server run by the nats-server binary `bin`.
+    pub fn start_program(bin: PathBuf) -> anyhow::Result<Self> {
         let dir = server_dir("order-events-nats-", None)?;
         let mut nats = Self {
             port: free_port(),

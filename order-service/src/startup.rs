@@ -37,6 +37,7 @@ impl Application {
             database_url: config.service.database_url.clone(),
             nats: core.nats.clone(),
             jetstream: core.jetstream.clone(),
+            publisher: core.publisher.clone(),
             names: core.names.clone(),
             startup_deadline: deadline,
         };

@@ -17,10 +17,11 @@ use uuid::Uuid;
 async fn relay_to_new_stream(pool: &PgPool) -> anyhow::Result<(Nats, Relay, Names)> {
     let nats = tokio::task::spawn_blocking(Nats::start).await??;
     let client = async_nats::connect(nats.url()).await?;
-    let js = async_nats::jetstream::new(client);
+    let js = async_nats::jetstream::new(client.clone());
     let names = Names::new("relay")?;
-    jetstream::ensure_streams(&js, &names, &StreamSettings::default()).await?;
-    let relay = Relay::new(pool.clone(), js, 100, Duration::from_secs(1));
+    let features = jetstream::ensure_streams(&js, &names, &StreamSettings::default()).await?;
+    let publisher = jetstream::Publisher::new(client, features.atomic_batches);
+    let relay = Relay::new(pool.clone(), publisher, 100, Duration::from_secs(1));
     Ok((nats, relay, names))
 }
 

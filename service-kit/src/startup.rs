@@ -3,6 +3,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use backon::{BackoffBuilder as _, ExponentialBuilder, Retryable as _};
+use shared_events::jetstream::Publisher;
 use shared_events::{Names, StreamSettings};
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
@@ -35,6 +36,11 @@ pub struct ServiceArgs {
     /// JetStream's duplicate window of the order stream (used when creating it).
     #[arg(long, env = "DUPLICATE_WINDOW", default_value = "2m", value_parser = crate::duration::parse)]
     pub duplicate_window: Duration,
+    /// Publish what is already a batch (a relay's claimed rows, the CDC
+    /// reader's committed transactions) as one atomic batch where the server
+    /// takes them (nats-server 2.12+); `false` publishes message by message.
+    #[arg(long, env = "ATOMIC_BATCHES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub atomic_batches: bool,
     #[arg(long, env = "DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
     /// How long a request waits for a database connection before it is
@@ -56,6 +62,8 @@ pub struct Core {
     pub pool: PgPool,
     pub nats: async_nats::Client,
     pub jetstream: async_nats::jetstream::Context,
+    /// Publishes in batches where the stream takes them.
+    pub publisher: Publisher,
     pub names: Names,
     pub metrics: PrometheusHandle,
 }
@@ -76,6 +84,7 @@ impl Core {
                 .connect_lazy("postgres://postgres@127.0.0.1:1/nowhere")
                 .expect("a valid URL"),
             jetstream: async_nats::jetstream::new(nats.clone()),
+            publisher: Publisher::new(nats.clone(), false),
             nats,
             names: Names::new("unreachable").expect("a valid prefix"),
             metrics: metrics_exporter_prometheus::PrometheusBuilder::new()
@@ -118,16 +127,24 @@ pub async fn connect(
     let streams = StreamSettings {
         duplicate_window: args.duplicate_window,
         replicas: usize::from(args.stream_replicas),
+        atomic_batches: args.atomic_batches,
     };
-    retry_until(deadline, "creating the JetStream streams", || {
+    let features = retry_until(deadline, "creating the JetStream streams", || {
         shared_events::jetstream::ensure_streams(&jetstream, &names, &streams)
     })
     .await?;
+    tracing::info!(
+        server = %nats.server_info().version,
+        atomic_batches = features.atomic_batches,
+        "JetStream streams ready"
+    );
+    let publisher = Publisher::new(nats.clone(), features.atomic_batches);
     Ok(Connected {
         core: Core {
             pool,
             nats,
             jetstream,
+            publisher,
             names,
             metrics,
         },

@@ -14,6 +14,10 @@ use uuid::Uuid;
 
 use crate::names::Names;
 
+mod batch;
+
+pub use batch::{MAX_ATOMIC_BATCH, Outgoing, PendingBatch, Publisher};
+
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// How the streams are created.
@@ -27,6 +31,9 @@ pub struct StreamSettings {
     /// Durable consumers keep as many ([`ensure_consumer`]). A stream created
     /// with another count is updated to this one at start-up.
     pub replicas: usize,
+    /// Whether to let the order stream take atomic batches (`allow_atomic`,
+    /// nats-server 2.12+), which [`Publisher`] then sends.
+    pub atomic_batches: bool,
 }
 
 impl Default for StreamSettings {
@@ -34,8 +41,16 @@ impl Default for StreamSettings {
         Self {
             duplicate_window: Duration::from_secs(120),
             replicas: 1,
+            atomic_batches: true,
         }
     }
+}
+
+/// What the streams turned out to accept, once set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamFeatures {
+    /// The order stream takes atomic batches.
+    pub atomic_batches: bool,
 }
 
 /// The streams could not be created or do not have the shape we need.
@@ -52,11 +67,13 @@ pub struct StreamSetupError {
 /// fields they do not know instead of refusing them. A stream with another
 /// number of replicas is updated to `settings.replicas`, so that
 /// `STREAM_REPLICAS` can be raised (or lowered) by restarting a service.
+/// With `settings.atomic_batches`, the order stream is let take atomic
+/// batches where the server can ([`allow_atomic_batches`]).
 pub async fn ensure_streams(
     js: &Context,
     names: &Names,
     settings: &StreamSettings,
-) -> Result<(), StreamSetupError> {
+) -> Result<StreamFeatures, StreamSetupError> {
     ensure_stream(
         js,
         StreamConfig {
@@ -80,7 +97,53 @@ pub async fn ensure_streams(
             ..Default::default()
         },
     )
-    .await
+    .await?;
+    let atomic_batches = settings.atomic_batches
+        && allow_atomic_batches(js, names.stream())
+            .await
+            .map_err(|source| StreamSetupError {
+                stream: names.stream().to_owned(),
+                source,
+            })?;
+    Ok(StreamFeatures { atomic_batches })
+}
+
+/// Sets `allow_atomic` on `stream` unless set, and says whether the server
+/// kept it. async-nats 0.42 does not know the option, so the stream's
+/// configuration is read and written as JSON: every field the server sent
+/// goes back unchanged. A server older than 2.12 drops the field it does not
+/// know (or refuses the update), and the answer is `false`: publish message
+/// by message there.
+async fn allow_atomic_batches(js: &Context, stream: &str) -> Result<bool, BoxError> {
+    use async_nats::jetstream::response::Response;
+    use serde_json::{Value, json};
+
+    const OPTION: &str = "allow_atomic";
+    let info: Response<Value> = js
+        .request(format!("STREAM.INFO.{stream}"), &json!({}))
+        .await?;
+    let mut config = match info {
+        Response::Ok(info) => info["config"].clone(),
+        Response::Err { error } => return Err(error.into()),
+    };
+    if config[OPTION] == Value::Bool(true) {
+        return Ok(true);
+    }
+    config[OPTION] = Value::Bool(true);
+    let updated: Response<Value> = js
+        .request(format!("STREAM.UPDATE.{stream}"), &config)
+        .await?;
+    let kept = match updated {
+        Response::Ok(info) => info["config"][OPTION] == Value::Bool(true),
+        Response::Err { error } => {
+            tracing::info!(%stream, %error, "the server refused atomic batches");
+            false
+        }
+    };
+    if !kept {
+        tracing::info!(%stream, "this server takes no atomic batches: publishing message by message");
+    }
+    Ok(kept)
 }
 
 async fn ensure_stream(js: &Context, wanted: StreamConfig) -> Result<(), StreamSetupError> {
@@ -157,6 +220,12 @@ pub enum PublishError {
     Send { event_id: Uuid, source: BoxError },
     #[error("JetStream did not acknowledge event {event_id}: {source}")]
     Ack { event_id: Uuid, source: BoxError },
+    #[error("JetStream did not store the batch of {count} events from {first}: {reason}")]
+    Batch {
+        first: Uuid,
+        count: usize,
+        reason: String,
+    },
 }
 
 /// Sends one event with `Nats-Msg-Id` = `event_id`; await the returned
@@ -165,7 +234,7 @@ pub async fn send(
     js: &Context,
     subject: String,
     event_id: Uuid,
-    payload: Vec<u8>,
+    payload: impl Into<bytes::Bytes>,
 ) -> Result<PendingAck, PublishError> {
     send_with_headers(js, subject, event_id, HeaderMap::new(), payload).await
 }
@@ -175,7 +244,7 @@ async fn send_with_headers(
     subject: String,
     event_id: Uuid,
     mut headers: HeaderMap,
-    payload: Vec<u8>,
+    payload: impl Into<bytes::Bytes>,
 ) -> Result<PendingAck, PublishError> {
     headers.insert(
         async_nats::header::NATS_MESSAGE_ID,
@@ -301,6 +370,15 @@ pub struct Confirmed {
 }
 
 impl Confirmed {
+    /// Adds the PubAcks of another batch; the first failure is kept.
+    pub fn add(&mut self, other: Confirmed) {
+        self.new += other.new;
+        self.duplicates += other.duplicates;
+        if let Some(error) = other.failed {
+            self.failed.get_or_insert(error);
+        }
+    }
+
     /// `Ok` when every publish was acknowledged.
     pub fn result(self) -> Result<(), PublishError> {
         self.failed.map_or(Ok(()), Err)

@@ -16,7 +16,7 @@ pub mod names;
 pub mod order;
 
 pub use envelope::{Envelope, Event};
-pub use jetstream::{PendingAck, PublishError, Published, StreamSettings};
+pub use jetstream::{PendingAck, PublishError, Published, StreamFeatures, StreamSettings};
 pub use money::Currency;
 pub use names::Names;
 pub use order::{ID_NAMESPACE, OrderPlaced, OrderPlacedLine, placed_event_id};

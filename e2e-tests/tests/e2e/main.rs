@@ -12,6 +12,7 @@ mod dual_write;
 mod http_limits;
 mod outbox;
 mod poison;
+mod publish_batches;
 mod self_read;
 mod self_read_adversity;
 mod switching;

@@ -30,6 +30,7 @@ async fn app(separate_admin: bool) -> Router {
         database_url: String::new(),
         nats: core.nats.clone(),
         jetstream: core.jetstream.clone(),
+        publisher: core.publisher.clone(),
         names: core.names.clone(),
         startup_deadline: tokio::time::Instant::now(),
     };

@@ -14,6 +14,8 @@ pub struct Deps {
     pub database_url: String,
     pub nats: async_nats::Client,
     pub jetstream: async_nats::jetstream::Context,
+    /// Publishes a relay's or a reader's events as one batch.
+    pub publisher: shared_events::jetstream::Publisher,
     pub names: shared_events::Names,
     /// When start-up gives up, draining what a switch left included.
     pub startup_deadline: tokio::time::Instant,

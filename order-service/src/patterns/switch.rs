@@ -170,25 +170,25 @@ async fn retire(deps: &Deps, settings: &PatternArgs, slot: RememberedSlot) -> an
         publication: slot.publication,
         ..settings.replication.settings(deps, label).await?
     };
-    let (pool, jetstream) = (deps.pool.clone(), deps.jetstream.clone());
+    let (pool, publisher) = (deps.pool.clone(), deps.publisher.clone());
     if label == "orders" {
         let capture = super::cdc::OrdersCapture::new(deps.names.order_placed_subject());
-        return Reader::new(pool, jetstream, cdc, capture)
+        return Reader::new(pool, publisher, cdc, capture)
             .retire(deadline)
             .await;
     }
-    retire_outbox_slot(pool, jetstream, cdc, deadline).await
+    retire_outbox_slot(pool, publisher, cdc, deadline).await
 }
 
 #[cfg(all(feature = "cdc", feature = "outbox"))]
 async fn retire_outbox_slot(
     pool: sqlx::PgPool,
-    jetstream: async_nats::jetstream::Context,
+    publisher: shared_events::jetstream::Publisher,
     cdc: crate::replication::CdcSettings,
     deadline: tokio::time::Instant,
 ) -> anyhow::Result<()> {
     let capture = super::outbox::cdc_relay::OutboxCapture::default();
-    crate::replication::Reader::new(pool, jetstream, cdc, capture)
+    crate::replication::Reader::new(pool, publisher, cdc, capture)
         .retire(deadline)
         .await
 }
@@ -196,7 +196,7 @@ async fn retire_outbox_slot(
 #[cfg(all(feature = "cdc", not(feature = "outbox")))]
 async fn retire_outbox_slot(
     _: sqlx::PgPool,
-    _: async_nats::jetstream::Context,
+    _: shared_events::jetstream::Publisher,
     cdc: crate::replication::CdcSettings,
     _: tokio::time::Instant,
 ) -> anyhow::Result<()> {

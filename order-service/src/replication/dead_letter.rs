@@ -31,7 +31,7 @@ impl<C: Capture> Reader<C> {
             original_stream_sequence: end_lsn.as_u64(),
         };
         jetstream::publish_dead_letter(
-            &self.jetstream,
+            self.publisher.jetstream(),
             &self.settings.names,
             &letter,
             rejected.payload,

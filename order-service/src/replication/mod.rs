@@ -26,7 +26,6 @@ pub mod slot;
 use std::collections::HashMap;
 
 use anyhow::bail;
-use uuid::Uuid;
 
 pub use reader::{CdcSettings, Reader};
 
@@ -43,11 +42,13 @@ pub struct Args {
     /// How often the reader writes a heartbeat to the WAL and checks its slot.
     #[arg(long = "cdc-heartbeat-interval", env = "CDC_HEARTBEAT_INTERVAL", default_value = "1s", value_parser = service_kit::duration::parse)]
     pub heartbeat_interval: std::time::Duration,
-    /// Committed transactions whose PubAcks may be awaited at once.
+    /// Batches of committed transactions whose PubAcks may be awaited at
+    /// once. While that many are on their way, further commits gather into
+    /// the next batch: fewer means larger batches under load.
     #[arg(
         long = "cdc-max-in-flight",
         env = "CDC_MAX_IN_FLIGHT",
-        default_value_t = 1000
+        default_value_t = 4
     )]
     pub max_in_flight: usize,
 }
@@ -83,12 +84,7 @@ impl Args {
 }
 
 /// An event to publish, derived from captured rows.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outgoing {
-    pub subject: String,
-    pub event_id: Uuid,
-    pub payload: Vec<u8>,
-}
+pub use shared_events::jetstream::Outgoing;
 
 /// Captured rows that cannot form an event: they go to the dead-letter
 /// stream with the reason, and are counted per table.

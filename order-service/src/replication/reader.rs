@@ -1,9 +1,13 @@
 //! The CDC reader: one replication session at a time on one slot.
 //!
-//! - Events of a transaction are published when its Commit arrives; the slot
-//!   is confirmed at the Commit's end LSN only after every PubAck of that
-//!   transaction and of all before it (acks are awaited in order, up to
-//!   `max_in_flight` transactions at once, so publishing is pipelined).
+//! - Events of a transaction are published once its Commit arrived, in one
+//!   batch with those of the transactions committed beside it: a batch is
+//!   sent as soon as fewer than `max_in_flight` batches await their PubAcks,
+//!   so under light load each transaction goes alone, and under heavy load
+//!   the commits that arrive while batches are on their way gather into the
+//!   next one (an atomic batch: one flush on the broker for all of them). The
+//!   slot is confirmed at a batch's last end LSN only after every PubAck of
+//!   that batch and of all before it (batches are settled in order).
 //! - Idle: with no transaction open and nothing in flight, the position of a
 //!   keepalive or of our own heartbeat message is confirmed, so WAL retained
 //!   by the slot stays bounded while other tables are busy.
@@ -46,7 +50,7 @@ pub struct CdcSettings {
     pub publication: String,
     /// How often the reader writes a heartbeat message and reads the slot's status.
     pub heartbeat_interval: Duration,
-    /// Committed transactions whose PubAcks may be awaited at once.
+    /// Batches of committed transactions whose PubAcks may be awaited at once.
     pub max_in_flight: usize,
     /// Crash point between the PubAcks and the confirmation.
     pub crash_point: &'static str,
@@ -111,7 +115,7 @@ fn classify(slot_name: &str, error: PgWireError) -> SessionError {
 
 pub struct Reader<C> {
     pub(super) pool: PgPool,
-    pub(super) jetstream: async_nats::jetstream::Context,
+    pub(super) publisher: jetstream::Publisher,
     pub(super) settings: CdcSettings,
     capture: C,
 }
@@ -122,7 +126,7 @@ impl<C: Capture> Reader<C> {
     /// write that must be captured: a slot sees only what comes after it.
     pub async fn prepare(
         pool: PgPool,
-        jetstream: async_nats::jetstream::Context,
+        publisher: jetstream::Publisher,
         settings: CdcSettings,
         capture: C,
     ) -> anyhow::Result<Self> {
@@ -131,19 +135,19 @@ impl<C: Capture> Reader<C> {
         publication::ensure(&pool, &settings.publication, capture.tables()).await?;
         slot::ensure_remembered(&pool, &settings.slot, settings.label, &settings.publication)
             .await?;
-        Ok(Self::new(pool, jetstream, settings, capture))
+        Ok(Self::new(pool, publisher, settings, capture))
     }
 
     /// A reader of an existing slot, with no set-up (to drain it).
     pub fn new(
         pool: PgPool,
-        jetstream: async_nats::jetstream::Context,
+        publisher: jetstream::Publisher,
         settings: CdcSettings,
         capture: C,
     ) -> Self {
         Self {
             pool,
-            jetstream,
+            publisher,
             settings,
             capture,
         }
@@ -240,10 +244,16 @@ impl<C: Capture> Reader<C> {
         let slot_name = self.settings.slot.clone();
         let classify = |e| classify(&slot_name, e);
         let mut in_flight: FuturesOrdered<InFlight> = FuturesOrdered::new();
+        let mut gathered = Gathered::default();
         let mut in_transaction = false;
         let mut confirmed = None;
         let mut marker = None;
         loop {
+            if in_flight.len() < self.settings.max_in_flight
+                && let Some((events, end_lsn)) = gathered.take()
+            {
+                in_flight.push_back(self.publish(events, end_lsn).await.map_err(retry)?);
+            }
             tokio::select! {
                 biased;
                 Some(done) = in_flight.next() => {
@@ -253,11 +263,11 @@ impl<C: Capture> Reader<C> {
                     confirmed = Some(lsn);
                 }
                 () = shutdown.cancelled() => break,
-                event = client.recv(), if in_flight.len() < self.settings.max_in_flight => {
+                event = client.recv(), if gathered.has_room() => {
                     let event = event
                         .map_err(classify)?
                         .ok_or_else(|| SessionError::Retry(anyhow::anyhow!("the replication stream ended")))?;
-                    let idle = !in_transaction && in_flight.is_empty();
+                    let idle = !in_transaction && in_flight.is_empty() && gathered.is_empty();
                     match event {
                         ReplicationEvent::Begin { .. } => in_transaction = true,
                         ReplicationEvent::XLogData { data, .. } => self.change(&data)?,
@@ -267,7 +277,7 @@ impl<C: Capture> Reader<C> {
                             if let Some(rejected) = self.capture.rejected() {
                                 self.dead_letter(rejected, end_lsn).await.map_err(retry)?;
                             }
-                            in_flight.push_back(self.publish(events, end_lsn).await.map_err(retry)?);
+                            gathered.add(events, end_lsn);
                         }
                         ReplicationEvent::KeepAlive { wal_end, .. } if idle => {
                             client.update_applied_lsn(wal_end);
@@ -289,6 +299,9 @@ impl<C: Capture> Reader<C> {
                     }
                 }
             }
+        }
+        if let Some((events, end_lsn)) = gathered.take() {
+            in_flight.push_back(self.publish(events, end_lsn).await.map_err(retry)?);
         }
         while let Some(done) = in_flight.next().await {
             let lsn = done.map_err(retry)?;
@@ -316,32 +329,51 @@ impl<C: Capture> Reader<C> {
         }
     }
 
-    /// Sends a transaction's events; the returned future completes with the
-    /// position to confirm once every PubAck arrived.
+    /// Sends the events of committed transactions as one batch; the returned
+    /// future completes with the position to confirm once every PubAck arrived.
     async fn publish(
         &self,
         events: Vec<super::Outgoing>,
         end_lsn: Lsn,
     ) -> Result<InFlight, PublishError> {
-        let mut acks = Vec::with_capacity(events.len());
-        for event in events {
-            acks.push(
-                jetstream::send(
-                    &self.jetstream,
-                    event.subject,
-                    event.event_id,
-                    event.payload,
-                )
-                .await?,
-            );
-        }
+        let sent = self.publisher.send_batch(events).await?;
         let label = self.settings.label;
         Ok(Box::pin(async move {
-            let confirmed = jetstream::confirm_all(acks).await;
+            let confirmed = sent.confirmed().await;
             service_kit::telemetry::count_published(label, confirmed.new, confirmed.duplicates);
             confirmed.result()?;
             Ok(end_lsn)
         }))
+    }
+}
+
+/// The events of transactions that committed and are not sent yet, and the
+/// end of the last of them (a transaction without events moves it too).
+#[derive(Default)]
+struct Gathered {
+    events: Vec<super::Outgoing>,
+    end_lsn: Option<Lsn>,
+}
+
+impl Gathered {
+    fn add(&mut self, events: Vec<super::Outgoing>, end_lsn: Lsn) {
+        self.events.extend(events);
+        self.end_lsn = Some(end_lsn);
+    }
+
+    fn take(&mut self) -> Option<(Vec<super::Outgoing>, Lsn)> {
+        let end_lsn = self.end_lsn.take()?;
+        Some((std::mem::take(&mut self.events), end_lsn))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.end_lsn.is_none()
+    }
+
+    /// Whether another transaction may join: one atomic batch holds
+    /// [`jetstream::MAX_ATOMIC_BATCH`] messages.
+    fn has_room(&self) -> bool {
+        self.events.len() < jetstream::MAX_ATOMIC_BATCH
     }
 }
 

@@ -42,7 +42,7 @@ pub async fn start(
 ) -> anyhow::Result<(Cdc, Option<Worker>)> {
     let reader = Reader::prepare(
         deps.pool.clone(),
-        deps.jetstream.clone(),
+        deps.publisher.clone(),
         args.settings(&deps, "orders").await?,
         OrdersCapture::new(deps.names.order_placed_subject()),
     )

@@ -24,11 +24,13 @@
 pub mod cdc_relay;
 pub mod relay;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use futures::FutureExt as _;
 use shared_events::Envelope;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -45,7 +47,8 @@ use service_kit::duration;
 #[command(next_help_heading = "Outbox")]
 pub struct Args {
     /// How the outbox is relayed: `polling` (FOR UPDATE SKIP LOCKED, woken by
-    /// LISTEN/NOTIFY) or `cdc` (logical replication of the outbox's inserts).
+    /// this process's commits) or `cdc` (logical replication of the outbox's
+    /// inserts).
     #[arg(long = "outbox-relay", env = "OUTBOX_RELAY", value_enum, default_value_t = RelayKind::Polling)]
     pub relay: RelayKind,
     /// Most outbox rows one relay step publishes.
@@ -55,7 +58,9 @@ pub struct Args {
         default_value_t = 200
     )]
     pub batch_size: i64,
-    /// How often the relay looks at the outbox when no notification woke it.
+    /// How often the relay looks at the outbox when no commit of this
+    /// process woke it: the longest a row written by another instance that
+    /// died before relaying it waits.
     #[arg(long = "relay-poll-interval", env = "RELAY_POLL_INTERVAL", default_value = "1s", value_parser = duration::parse)]
     pub poll_interval: Duration,
 }
@@ -63,7 +68,7 @@ pub struct Args {
 /// How the outbox is relayed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum RelayKind {
-    /// Claim rows with `FOR UPDATE SKIP LOCKED`, woken by LISTEN/NOTIFY.
+    /// Claim rows with `FOR UPDATE SKIP LOCKED`, woken by this process's commits.
     Polling,
     /// Tail the outbox's inserts through logical replication (needs the `cdc` feature).
     Cdc,
@@ -76,13 +81,18 @@ pub async fn start(
     args: &PatternArgs,
     shutdown: CancellationToken,
 ) -> anyhow::Result<(Outbox, Option<Worker>)> {
-    let outbox = Outbox {
-        deps: deps.clone(),
-        relay_kind: args.outbox.relay,
+    let (worker, wake_relay) = match args.outbox.relay {
+        RelayKind::Polling => {
+            let relay = relay(&deps, &args.outbox);
+            let wake = relay.waker();
+            (relay.run(shutdown).map(Ok).boxed(), Some(wake))
+        }
+        RelayKind::Cdc => (cdc_relay(deps.clone(), args, shutdown).await?, None),
     };
-    let worker = match args.outbox.relay {
-        RelayKind::Polling => relay(&deps, &args.outbox).run(shutdown).map(Ok).boxed(),
-        RelayKind::Cdc => cdc_relay(deps, args, shutdown).await?,
+    let outbox = Outbox {
+        deps,
+        relay_kind: args.outbox.relay,
+        wake_relay,
     };
     Ok((outbox, Some(worker)))
 }
@@ -91,7 +101,7 @@ pub async fn start(
 pub fn relay(deps: &Deps, args: &Args) -> relay::Relay {
     relay::Relay::new(
         deps.pool.clone(),
-        deps.jetstream.clone(),
+        deps.publisher.clone(),
         args.batch_size,
         args.poll_interval,
     )
@@ -107,7 +117,7 @@ async fn cdc_relay(
     let settings = args.replication.settings(&deps, "outbox").await?;
     let reader = crate::replication::Reader::prepare(
         deps.pool.clone(),
-        deps.jetstream.clone(),
+        deps.publisher.clone(),
         settings,
         cdc_relay::OutboxCapture::default(),
     )
@@ -123,6 +133,8 @@ async fn cdc_relay(_: Deps, _: &PatternArgs, _: CancellationToken) -> anyhow::Re
 pub struct Outbox {
     deps: Deps,
     relay_kind: RelayKind,
+    /// The polling relay's wake-up, notified after each committed order.
+    wake_relay: Option<Arc<Notify>>,
 }
 
 impl Outbox {
@@ -165,6 +177,9 @@ impl Outbox {
         };
         Ok(match stored {
             Stored::New(order) => {
+                if let Some(wake) = &self.wake_relay {
+                    wake.notify_one();
+                }
                 crash_point("after_commit_before_publish");
                 Placed::stored(order, Outcome::New)
             }

@@ -1,22 +1,30 @@
 //! The outbox relay: one step publishes one batch; [`Relay::run`] loops the
-//! step, sleeping on LISTEN/NOTIFY (with a poll as a fallback) when the outbox
-//! is empty.
+//! step, and when the outbox is empty sleeps until this process commits an
+//! order ([`Relay::waker`]) or the poll interval passes.
+//!
+//! Why not LISTEN/NOTIFY: a `NOTIFY` in the order's transaction takes a
+//! lock on the server's notification queue at COMMIT, which serialises every
+//! commit of the database behind it (measured: about 3,200 commits/s with the
+//! trigger, 9,000 without, the same statement at the same concurrency). The
+//! relay lives in the process that writes the orders, so that process wakes
+//! it directly. Rows written by another instance are relayed by that
+//! instance's relay; rows left by an instance that died are picked up by
+//! the next step of any relay, at the latest after the poll interval.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use sqlx::PgPool;
-use sqlx::postgres::PgListener;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::db;
 use service_kit::crash::crash_point;
 use service_kit::startup::{pauses, retry_until};
-use shared_events::jetstream;
+use shared_events::jetstream::{Outgoing, Publisher};
 
-/// The channel the outbox trigger notifies at COMMIT.
-const CHANNEL: &str = "outbox_inserted";
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// The longest one step may take. Every publish is bounded by the JetStream
 /// ack timeout, but a send into a connection the client has not yet found
@@ -36,28 +44,37 @@ pub enum Step {
 
 pub struct Relay {
     pool: PgPool,
-    jetstream: async_nats::jetstream::Context,
+    publisher: Publisher,
     batch_size: i64,
     poll_interval: Duration,
+    wake: Arc<Notify>,
 }
 
 impl Relay {
     pub fn new(
         pool: PgPool,
-        jetstream: async_nats::jetstream::Context,
+        publisher: Publisher,
         batch_size: i64,
         poll_interval: Duration,
     ) -> Self {
         Self {
             pool,
-            jetstream,
+            publisher,
             batch_size,
             poll_interval,
+            wake: Arc::new(Notify::new()),
         }
     }
 
-    /// Claims a batch, publishes it (all sends first, then all acks, so the
-    /// round trips overlap), and deletes it in the claiming transaction.
+    /// What the write path notifies after committing an outbox row. A
+    /// notification while the relay is busy is kept, so none is lost.
+    pub fn waker(&self) -> Arc<Notify> {
+        Arc::clone(&self.wake)
+    }
+
+    /// Claims a batch, publishes it (one atomic batch where the stream takes
+    /// them, else all sends first, then all acks), and deletes it in the
+    /// claiming transaction.
     /// On any error the transaction rolls back and the rows wait for a retry.
     pub async fn relay_next_batch(&self) -> anyhow::Result<Step> {
         let mut tx = self
@@ -71,18 +88,18 @@ impl Relay {
         if rows.is_empty() {
             return Ok(Step::Empty);
         }
-        let mut pending = Vec::with_capacity(rows.len());
+        let mut events = Vec::with_capacity(rows.len());
         for row in &rows {
-            let payload =
-                serde_json::to_vec(&row.payload).context("serializing an outbox payload")?;
-            pending.push(
-                jetstream::send(&self.jetstream, row.subject.clone(), row.event_id, payload)
-                    .await?,
-            );
+            events.push(Outgoing {
+                subject: row.subject.clone(),
+                event_id: row.event_id,
+                payload: serde_json::to_vec(&row.payload)
+                    .context("serializing an outbox payload")?,
+            });
         }
         // Counted before anything can fail: a publish repeated after a
         // failed DELETE is counted twice, as it happened.
-        let confirmed = jetstream::confirm_all(pending).await;
+        let confirmed = self.publisher.send_batch(events).await?.confirmed().await;
         service_kit::telemetry::count_published("outbox", confirmed.new, confirmed.duplicates);
         confirmed.result()?;
         crash_point("after_publish_before_mark");
@@ -120,12 +137,8 @@ impl Relay {
     /// publishes are bounded by the JetStream ack timeout) before returning.
     pub async fn run(self, shutdown: CancellationToken) {
         tracing::info!(batch_size = self.batch_size, "outbox relay started");
-        let mut listener = None;
         let mut pauses = pauses(MAX_BACKOFF);
         while !shutdown.is_cancelled() {
-            if listener.is_none() {
-                listener = self.listen().await;
-            }
             let step = tokio::time::timeout(STEP_TIMEOUT, self.relay_next_batch())
                 .await
                 .unwrap_or_else(|_| {
@@ -137,19 +150,10 @@ impl Relay {
                 Ok(Step::Published(_)) => pauses = service_kit::startup::pauses(MAX_BACKOFF),
                 Ok(Step::Empty) => {
                     pauses = service_kit::startup::pauses(MAX_BACKOFF);
-                    let woken = async {
-                        match listener.as_mut() {
-                            Some(l) => l.recv().await.map(drop),
-                            None => std::future::pending().await,
-                        }
-                    };
                     tokio::select! {
                         () = shutdown.cancelled() => {}
                         () = tokio::time::sleep(self.poll_interval) => {}
-                        result = woken => if let Err(error) = result {
-                            tracing::warn!(%error, "outbox listener failed; polling until it reconnects");
-                            listener = None;
-                        },
+                        () = self.wake.notified() => {}
                     }
                 }
                 Err(error) => {
@@ -164,20 +168,5 @@ impl Relay {
             }
         }
         tracing::info!("outbox relay stopped");
-    }
-
-    async fn listen(&self) -> Option<PgListener> {
-        let attempt = async {
-            let mut listener = PgListener::connect_with(&self.pool).await?;
-            listener.listen(CHANNEL).await?;
-            Ok::<_, sqlx::Error>(listener)
-        };
-        match attempt.await {
-            Ok(listener) => Some(listener),
-            Err(error) => {
-                tracing::warn!(%error, "cannot LISTEN for outbox inserts; polling");
-                None
-            }
-        }
     }
 }
