@@ -68,13 +68,13 @@ pub struct StreamSetupError {
 /// number of replicas is updated to `settings.replicas`, so that
 /// `STREAM_REPLICAS` can be raised (or lowered) by restarting a service.
 /// With `settings.atomic_batches`, the order stream is let take atomic
-/// batches where the server can ([`allow_atomic_batches`]).
+/// batches where the server can.
 pub async fn ensure_streams(
     js: &Context,
     names: &Names,
     settings: &StreamSettings,
 ) -> Result<StreamFeatures, StreamSetupError> {
-    ensure_stream(
+    let atomic_batches = ensure_stream(
         js,
         StreamConfig {
             name: names.stream().to_owned(),
@@ -84,6 +84,7 @@ pub async fn ensure_streams(
             num_replicas: settings.replicas,
             ..Default::default()
         },
+        settings.atomic_batches,
     )
     .await?;
     ensure_stream(
@@ -96,57 +97,32 @@ pub async fn ensure_streams(
             num_replicas: settings.replicas,
             ..Default::default()
         },
+        false,
     )
     .await?;
-    let atomic_batches = settings.atomic_batches
-        && allow_atomic_batches(js, names.stream())
-            .await
-            .map_err(|source| StreamSetupError {
-                stream: names.stream().to_owned(),
-                source,
-            })?;
     Ok(StreamFeatures { atomic_batches })
 }
 
-/// Sets `allow_atomic` on `stream` unless set, and says whether the server
-/// kept it. async-nats 0.42 does not know the option, so the stream's
-/// configuration is read and written as JSON: every field the server sent
-/// goes back unchanged. A server older than 2.12 drops the field it does not
-/// know (or refuses the update), and the answer is `false`: publish message
-/// by message there.
-async fn allow_atomic_batches(js: &Context, stream: &str) -> Result<bool, BoxError> {
+/// The stream option that lets a stream take atomic batches (2.12+).
+const ALLOW_ATOMIC: &str = "allow_atomic";
+
+/// Creates the stream unless it exists, checks its shape, and updates its
+/// replicas (and, with `atomic`, sets [`ALLOW_ATOMIC`]) in one update.
+/// Returns whether the stream takes atomic batches.
+///
+/// async-nats 0.42 does not know `allow_atomic`, so an update is written as
+/// the configuration the server sent, as JSON, with only those fields
+/// changed: every field the server knows goes back as it was (a typed
+/// update would clear the option). A server older than 2.12 drops the
+/// field it does not know, or refuses it; then the answer is `false`.
+async fn ensure_stream(
+    js: &Context,
+    wanted: StreamConfig,
+    atomic: bool,
+) -> Result<bool, StreamSetupError> {
     use async_nats::jetstream::response::Response;
     use serde_json::{Value, json};
 
-    const OPTION: &str = "allow_atomic";
-    let info: Response<Value> = js
-        .request(format!("STREAM.INFO.{stream}"), &json!({}))
-        .await?;
-    let mut config = match info {
-        Response::Ok(info) => info["config"].clone(),
-        Response::Err { error } => return Err(error.into()),
-    };
-    if config[OPTION] == Value::Bool(true) {
-        return Ok(true);
-    }
-    config[OPTION] = Value::Bool(true);
-    let updated: Response<Value> = js
-        .request(format!("STREAM.UPDATE.{stream}"), &config)
-        .await?;
-    let kept = match updated {
-        Response::Ok(info) => info["config"][OPTION] == Value::Bool(true),
-        Response::Err { error } => {
-            tracing::info!(%stream, %error, "the server refused atomic batches");
-            false
-        }
-    };
-    if !kept {
-        tracing::info!(%stream, "this server takes no atomic batches: publishing message by message");
-    }
-    Ok(kept)
-}
-
-async fn ensure_stream(js: &Context, wanted: StreamConfig) -> Result<(), StreamSetupError> {
     let fail = |source: BoxError| StreamSetupError {
         stream: wanted.name.clone(),
         source,
@@ -161,20 +137,6 @@ async fn ensure_stream(js: &Context, wanted: StreamConfig) -> Result<(), StreamS
         .map_err(|e| fail(e.into()))?
         .config
         .clone();
-    if actual.num_replicas != wanted.num_replicas {
-        tracing::info!(
-            stream = %wanted.name,
-            from = actual.num_replicas,
-            to = wanted.num_replicas,
-            "changing the stream's replicas"
-        );
-        js.update_stream(StreamConfig {
-            num_replicas: wanted.num_replicas,
-            ..actual.clone()
-        })
-        .await
-        .map_err(|e| fail(e.into()))?;
-    }
     if actual.subjects != wanted.subjects || actual.storage != wanted.storage {
         return Err(fail(
             format!(
@@ -192,7 +154,65 @@ async fn ensure_stream(js: &Context, wanted: StreamConfig) -> Result<(), StreamS
             "stream exists with another duplicate window; keeping it"
         );
     }
-    Ok(())
+
+    let info: Response<Value> = js
+        .request(format!("STREAM.INFO.{}", wanted.name), &json!({}))
+        .await
+        .map_err(|e| fail(e.into()))?;
+    let mut config = match info {
+        Response::Ok(info) => info["config"].clone(),
+        Response::Err { error } => return Err(fail(error.into())),
+    };
+    let atomic_now = config[ALLOW_ATOMIC] == Value::Bool(true);
+    let add_atomic = atomic && !atomic_now;
+    let replicas = actual.num_replicas != wanted.num_replicas;
+    if !add_atomic && !replicas {
+        return Ok(atomic && atomic_now);
+    }
+    if replicas {
+        tracing::info!(
+            stream = %wanted.name,
+            from = actual.num_replicas,
+            to = wanted.num_replicas,
+            "changing the stream's replicas"
+        );
+        config["num_replicas"] = json!(wanted.num_replicas);
+    }
+    if add_atomic {
+        config[ALLOW_ATOMIC] = Value::Bool(true);
+    }
+    let updated: Response<Value> = js
+        .request(format!("STREAM.UPDATE.{}", wanted.name), &config)
+        .await
+        .map_err(|e| fail(e.into()))?;
+    let atomic_kept = match updated {
+        Response::Ok(info) => atomic && info["config"][ALLOW_ATOMIC] == Value::Bool(true),
+        // Refused for the option alone: change the replicas without it.
+        Response::Err { error } if add_atomic => {
+            tracing::info!(stream = %wanted.name, %error, "the server refused atomic batches");
+            if replicas {
+                if let Some(fields) = config.as_object_mut() {
+                    fields.remove(ALLOW_ATOMIC);
+                }
+                let retried: Response<Value> = js
+                    .request(format!("STREAM.UPDATE.{}", wanted.name), &config)
+                    .await
+                    .map_err(|e| fail(e.into()))?;
+                if let Response::Err { error } = retried {
+                    return Err(fail(error.into()));
+                }
+            }
+            false
+        }
+        Response::Err { error } => return Err(fail(error.into())),
+    };
+    if atomic && !atomic_kept {
+        tracing::info!(
+            stream = %wanted.name,
+            "this server takes no atomic batches: publishing message by message"
+        );
+    }
+    Ok(atomic_kept)
 }
 
 /// A publish that was sent and whose PubAck has not been awaited yet.
@@ -370,37 +390,25 @@ pub struct Confirmed {
 }
 
 impl Confirmed {
-    /// Adds the PubAcks of another batch; the first failure is kept.
-    pub fn add(&mut self, other: Confirmed) {
-        self.new += other.new;
-        self.duplicates += other.duplicates;
-        if let Some(error) = other.failed {
-            self.failed.get_or_insert(error);
+    /// Counts `answers`, keeping the first failure.
+    pub fn of(answers: impl IntoIterator<Item = Result<Published, PublishError>>) -> Self {
+        let mut confirmed = Confirmed::default();
+        for answer in answers {
+            match answer {
+                Ok(published) if published.duplicate => confirmed.duplicates += 1,
+                Ok(_) => confirmed.new += 1,
+                Err(error) => {
+                    confirmed.failed.get_or_insert(error);
+                }
+            }
         }
+        confirmed
     }
 
     /// `Ok` when every publish was acknowledged.
     pub fn result(self) -> Result<(), PublishError> {
         self.failed.map_or(Ok(()), Err)
     }
-}
-
-/// Awaits the PubAck of every publish in `pending`, each of them even after
-/// one failed: a publish whose PubAck arrived happened, and its count must
-/// not hang on its neighbours' (the retry of the batch will meet it again
-/// as a duplicate).
-pub async fn confirm_all(pending: Vec<PendingAck>) -> Confirmed {
-    let mut confirmed = Confirmed::default();
-    for ack in pending {
-        match ack.confirmed().await {
-            Ok(published) if published.duplicate => confirmed.duplicates += 1,
-            Ok(_) => confirmed.new += 1,
-            Err(error) => {
-                confirmed.failed.get_or_insert(error);
-            }
-        }
-    }
-    confirmed
 }
 
 /// Sends one event and waits for its PubAck.

@@ -18,6 +18,7 @@
 //! [`waiters`] measures what `?wait` readers cost the write path;
 //! [`topology`] what replication and a second instance cost.
 
+pub mod broker;
 mod report;
 pub mod topology;
 pub mod waiters;

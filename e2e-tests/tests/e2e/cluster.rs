@@ -332,8 +332,22 @@ async fn raising_stream_replicas_moves_the_stream_and_its_consumers_onto_every_n
     // (the server does not carry a consumer along with its stream).
     assert_eq!(copies(&env, names.stream(), None).await, (3, 3));
     assert_eq!(copies(&env, names.stream(), Some("rewards")).await, (3, 3));
+    // The one update that moved the stream kept its atomic batches.
+    assert!(takes_atomic_batches(&env, names.stream()).await);
     place_ok(&env.http, orders.url(), &order("ana", &[("SKU-1", 1, 700)])).await;
     assert_credited_exactly(&env, 2).await;
+}
+
+/// Whether `stream` has `allow_atomic` set, read as the server's JSON (the
+/// client's typed configuration does not know the option).
+async fn takes_atomic_batches(env: &TestEnv, stream: &str) -> bool {
+    let info: serde_json::Value = env
+        .jetstream()
+        .await
+        .request(format!("STREAM.INFO.{stream}"), &serde_json::json!({}))
+        .await
+        .expect("the stream's info");
+    info["config"]["allow_atomic"] == serde_json::Value::Bool(true)
 }
 
 /// The replicas a stream (or its durable consumer) is configured with, and

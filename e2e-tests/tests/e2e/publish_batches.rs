@@ -98,10 +98,25 @@ async fn an_atomic_batch_stores_each_event_once_in_order() {
     // More than one atomic batch holds: it goes as three, in order.
     let sent = ids(jetstream::MAX_ATOMIC_BATCH * 2 + 500);
 
-    let confirmed = publish(&publisher, events(&names, &sent)).await;
+    let answers = publisher
+        .send_batch(events(&names, &sent))
+        .await
+        .unwrap()
+        .each()
+        .await;
 
-    assert_eq!((confirmed.new, confirmed.duplicates), (2500, 0));
-    assert!(confirmed.failed.is_none());
+    // Each event is answered with the sequence the stream stored it at.
+    let answered: Vec<(Uuid, u64, bool)> = answers
+        .into_iter()
+        .map(|answer| answer.map(|p| (p.event_id, p.stream_sequence, p.duplicate)))
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let expected: Vec<(Uuid, u64, bool)> = sent
+        .iter()
+        .zip(1..)
+        .map(|(id, seq)| (*id, seq, false))
+        .collect();
+    assert_eq!(answered, expected);
     assert_eq!(stored(&publisher, &names).await, sent);
 }
 

@@ -30,7 +30,7 @@ use futures::StreamExt as _;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::{Confirmed, PendingAck, PublishError, confirm_all, send};
+use super::{Confirmed, PendingAck, PublishError, Published, send};
 
 /// Most messages the server takes in one atomic batch.
 pub const MAX_ATOMIC_BATCH: usize = 1000;
@@ -201,25 +201,37 @@ impl From<Outgoing> for Message {
 }
 
 impl PendingBatch {
-    /// Awaits every PubAck, all of them even after one failed (as
-    /// [`confirm_all`] does), and counts what the stream stored anew and
-    /// what it already had.
+    /// Awaits every PubAck and counts what the stream stored anew and what
+    /// it already had: each of them even after one failed, since a publish
+    /// whose PubAck arrived happened, and its count must not hang on its
+    /// neighbours' (the retry of the batch meets it again as a duplicate).
     pub async fn confirmed(self) -> Confirmed {
-        let mut confirmed = Confirmed::default();
+        Confirmed::of(self.each().await)
+    }
+
+    /// The answer for each event, in the order sent. An atomic batch is
+    /// stored at consecutive stream sequences ending at its PubAck's.
+    pub async fn each(self) -> Vec<Result<Published, PublishError>> {
+        let mut answers = Vec::new();
         for part in self.parts {
-            let outcome = match part {
-                Part::Pipelined(acks) => confirm_all(acks).await,
-                Part::Atomic(batch) => self.publisher.settle(batch).await,
-            };
-            confirmed.add(outcome);
+            match part {
+                Part::Pipelined(acks) => {
+                    for ack in acks {
+                        answers.push(ack.confirmed().await);
+                    }
+                }
+                Part::Atomic(batch) => answers.extend(self.publisher.settle(batch).await),
+            }
         }
-        confirmed
+        answers
     }
 }
 
 /// The answer to a batch's commit: its PubAck or an API error.
 #[derive(Debug, Deserialize)]
 struct CommitAnswer {
+    #[serde(default)]
+    seq: u64,
     #[serde(default)]
     batch: String,
     #[serde(default)]
@@ -236,18 +248,21 @@ struct ApiError {
 }
 
 impl Publisher {
-    /// The outcome of one atomic batch: all new, or (refused for a
-    /// duplicate) each message published on its own, or failed.
-    async fn settle(&self, mut batch: AtomicBatch) -> Confirmed {
+    /// The answers for one atomic batch: all stored anew, or (refused for a
+    /// duplicate) each message published on its own, or all failed.
+    async fn settle(&self, mut batch: AtomicBatch) -> Vec<Result<Published, PublishError>> {
         let first = batch.messages[0].event_id;
         let count = batch.messages.len();
-        let failed = |reason: String| Confirmed {
-            failed: Some(PublishError::Batch {
-                first,
-                count,
-                reason,
-            }),
-            ..Confirmed::default()
+        let failed = |reason: String| {
+            (0..count)
+                .map(|_| {
+                    Err(PublishError::Batch {
+                        first,
+                        count,
+                        reason: reason.clone(),
+                    })
+                })
+                .collect()
         };
         let answer = match tokio::time::timeout(self.ack_timeout, batch.reply.next()).await {
             Err(_) => return failed(format!("no answer within {:?}", self.ack_timeout)),
@@ -257,12 +272,24 @@ impl Publisher {
         match serde_json::from_slice::<CommitAnswer>(&answer.payload) {
             Ok(CommitAnswer {
                 error: None,
+                seq: last,
                 batch: id,
                 count: stored,
-            }) if id == batch.batch_id && stored == count => Confirmed {
-                new: count as u64,
-                ..Confirmed::default()
-            },
+            }) if id == batch.batch_id && stored == count && last >= count as u64 => {
+                let first_sequence = last + 1 - count as u64;
+                batch
+                    .messages
+                    .iter()
+                    .zip(first_sequence..)
+                    .map(|(message, stream_sequence)| {
+                        Ok(Published {
+                            event_id: message.event_id,
+                            stream_sequence,
+                            duplicate: false,
+                        })
+                    })
+                    .collect()
+            }
             Ok(CommitAnswer {
                 error: Some(error), ..
             }) if error.err_code == DUPLICATE_IN_BATCH => self.one_by_one(batch.messages).await,
@@ -281,10 +308,18 @@ impl Publisher {
     }
 
     /// Publishes a refused batch's messages one at a time, pipelined.
-    async fn one_by_one(&self, messages: Vec<Message>) -> Confirmed {
+    async fn one_by_one(&self, messages: Vec<Message>) -> Vec<Result<Published, PublishError>> {
         let mut acks = Vec::with_capacity(messages.len());
-        let mut unsent = None;
+        let mut unsent = Vec::new();
         for message in messages {
+            if !unsent.is_empty() {
+                // Not sent after an earlier send failed: each fails alike.
+                unsent.push(PublishError::Send {
+                    event_id: message.event_id,
+                    source: "an earlier send of its batch failed".into(),
+                });
+                continue;
+            }
             match send(
                 &self.jetstream,
                 message.subject,
@@ -294,16 +329,14 @@ impl Publisher {
             .await
             {
                 Ok(ack) => acks.push(ack),
-                Err(error) => {
-                    unsent = Some(error);
-                    break;
-                }
+                Err(error) => unsent.push(error),
             }
         }
-        let mut confirmed = confirm_all(acks).await;
-        if let Some(error) = unsent {
-            confirmed.failed.get_or_insert(error);
+        let mut answers = Vec::with_capacity(acks.len() + unsent.len());
+        for ack in acks {
+            answers.push(ack.confirmed().await);
         }
-        confirmed
+        answers.extend(unsent.into_iter().map(Err));
+        answers
     }
 }

@@ -37,6 +37,7 @@
 //! timeout; the projector stays the guarantee (its inbox makes the second
 //! application a no-op).
 
+mod group;
 pub mod projector;
 
 use std::future::Future;
@@ -47,7 +48,7 @@ use anyhow::Context as _;
 use chrono::{SubsecRound as _, Utc};
 use futures::FutureExt as _;
 use service_kit::duration;
-use shared_events::jetstream::{self, PublishError};
+use shared_events::jetstream::{Outgoing, PublishError};
 use shared_events::{Envelope, ID_NAMESPACE, OrderPlaced, Published, placed_event_id};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -80,6 +81,7 @@ pub fn start(deps: Deps, args: &Args, shutdown: CancellationToken) -> (SelfRead,
     let projector = projector::consumer(&deps, args);
     let worker = projector.run(shutdown).map(Ok).boxed();
     let self_read = SelfRead {
+        group: group::GroupPublisher::start(deps.publisher.clone()),
         deps,
         publish_timeout: args.publish_timeout,
     };
@@ -88,6 +90,8 @@ pub fn start(deps: Deps, args: &Args, shutdown: CancellationToken) -> (SelfRead,
 
 pub struct SelfRead {
     deps: Deps,
+    /// Concurrent requests' events share one publish.
+    group: group::GroupPublisher,
     publish_timeout: Duration,
 }
 
@@ -210,21 +214,21 @@ impl SelfRead {
         }
     }
 
-    /// Sends the event's bytes under its id; the returned future is its PubAck.
+    /// Sends the event's bytes under its id, with those of concurrent
+    /// requests; the returned future is its PubAck.
     async fn send(
         &self,
         event_id: Uuid,
         payload: &[u8],
     ) -> Result<impl Future<Output = Result<Published, PublishError>> + Send + 'static, PublishError>
     {
-        let pending = jetstream::send(
-            &self.deps.jetstream,
-            self.deps.names.order_placed_subject(),
-            event_id,
-            payload.to_vec(),
-        )
-        .await?;
-        Ok(pending.confirmed())
+        self.group
+            .send(Outgoing {
+                subject: self.deps.names.order_placed_subject(),
+                event_id,
+                payload: payload.to_vec(),
+            })
+            .await
     }
 
     /// The stored event at `sequence`: the original of a duplicate publish.
