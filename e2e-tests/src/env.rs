@@ -227,6 +227,20 @@ impl TestEnv {
             .expect("postgres lock")
     }
 
+    /// The pid of the test's private PostgreSQL's postmaster, while it runs.
+    pub fn postgres_pid(&self) -> Option<u32> {
+        self.private_postgres
+            .as_ref()?
+            .lock()
+            .expect("postgres lock")
+            .pid()
+    }
+
+    /// The pid of the test's private nats-server, while it runs.
+    pub fn nats_pid(&self) -> Option<u32> {
+        self.private_nats.as_ref()?.lock().expect("nats lock").pid()
+    }
+
     /// Restarts the test's private PostgreSQL (fast shutdown: clients are
     /// disconnected), on the same port and data; starts a stopped one.
     pub fn restart_postgres(&self) {

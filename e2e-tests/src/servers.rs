@@ -296,6 +296,12 @@ impl Postgres {
         wait_for_port(self.port, "PostgreSQL", &log)
     }
 
+    /// The postmaster's pid, while the server runs: the parent of every
+    /// backend and background worker.
+    pub fn pid(&self) -> Option<u32> {
+        self.server.as_ref().map(|server| server.pid)
+    }
+
     /// A URL for `database` as the superuser.
     pub fn url(&self, database: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
@@ -440,6 +446,11 @@ impl Nats {
 
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The server's pid, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.server.as_ref().map(|server| server.pid)
     }
 
     /// Stops and starts again on the same port and store.

@@ -1,24 +1,39 @@
 //! The benchmark: what consistency costs in each mode, and how stale
 //! rewards-service gets, as ratios to limits measured in the same run.
 //!
-//! For each mode, on fresh private servers (PostgreSQL with fsync ON):
+//! Each mode runs `runs` times, each time on fresh private servers
+//! (PostgreSQL with fsync ON, NATS flushing every write), and a run is:
 //! 1. **Baseline**: the mode's own write transaction (order + lines, plus the
 //!    outbox row where the mode writes one) issued directly against the same
-//!    PostgreSQL at the same concurrency, for the same time.
+//!    PostgreSQL at the same concurrency, for the same time, from sqlx and
+//!    from pgbench.
 //! 2. **Full speed**: `concurrency` clients `POST /orders` as fast as they can;
 //!    then the run waits until every placed order is credited.
 //!    Throughput = orders / (last credit − first order), placed → credited.
+//!    Over this phase, the CPU time of each process ([`cpu`]): the
+//!    services, PostgreSQL with all its backends, nats-server and the load
+//!    generator, per 1,000 orders.
 //! 3. **Half load**: an open loop at half that throughput, to measure the
 //!    consistency lag (order committed or accepted → reward committed, both
 //!    stamped by the one PostgreSQL server's clock) and the publish lag
 //!    (order → stored in JetStream, both clocks of this machine).
 //! 4. Peak RSS of each service (`VmHWM`).
 //!
+//! The runs are interleaved: round `r` runs every mode once, forward in odd
+//! rounds and backward in even ones, so that a drift over the whole
+//! benchmark (a neighbour's build, a growing page cache) falls on every mode
+//! alike rather than on the modes that happened to run last. Each figure
+//! reported is the median over a mode's runs, with its min–max beside it;
+//! a ratio is computed within each run (against that run's own baselines,
+//! and against the dual-write run of the same round) before the median is
+//! taken. Every percentile comes from an hdrhistogram ([`percentiles`]).
+//!
 //! [`report`] renders the results as Markdown and as an SVG chart;
 //! [`waiters`] measures what `?wait` readers cost the write path;
 //! [`topology`] what replication and a second instance cost.
 
 pub mod broker;
+mod cpu;
 mod report;
 pub mod topology;
 pub mod waiters;
@@ -33,6 +48,7 @@ use sqlx::{Connection as _, PgConnection, PgPool};
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
+pub use self::cpu::Processes;
 use crate::api::{count, order};
 use crate::env::{Private, TestEnv};
 use crate::service::Service;
@@ -54,33 +70,144 @@ pub struct BenchConfig {
     /// phase lasts half of it.
     pub duration: Duration,
     pub concurrency: usize,
+    /// Runs of each mode, each on fresh servers. (The topology comparison
+    /// has rounds of its own and ignores this.)
+    pub runs: usize,
 }
 
-/// One mode's numbers. Latencies in milliseconds, memory in MiB.
+/// A mode's figures: of one run, or a statistic of each over the runs
+/// (`f64` for the median, `[min, max]` for the spread). Latencies in
+/// milliseconds, memory in MiB.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Figures<T> {
+    /// The mode's write from sqlx, as order-service issues it.
+    pub baseline_tps: T,
+    /// The same statement run by pgbench (a C client) at the same
+    /// concurrency against the same server: the database's own limit.
+    pub pgbench_tps: T,
+    /// Orders placed at full speed.
+    pub orders: T,
+    /// Orders per second at full speed, placed → credited.
+    pub throughput: T,
+    pub ratio_to_baseline: T,
+    pub ratio_to_pgbench: T,
+    /// 1 − throughput / dual-write's throughput in the same round, when
+    /// dual-write ran too.
+    pub cost_vs_dual_write: Option<T>,
+    /// `POST /orders` at full speed.
+    pub http_p50_ms: T,
+    pub http_p99_ms: T,
+    pub half_load_rate: T,
+    pub half_load_orders: T,
+    pub lag_p50_ms: T,
+    pub lag_p99_ms: T,
+    pub lag_max_ms: T,
+    pub publish_p50_ms: T,
+    pub publish_p99_ms: T,
+    pub order_service_rss_mib: T,
+    pub rewards_service_rss_mib: T,
+    /// CPU seconds each process used in the full-speed phase (placing, then
+    /// waiting for the last credit), per 1,000 orders placed.
+    pub cpu_seconds_per_1000_orders: Processes<T>,
+    /// Their sum.
+    pub cpu_seconds_per_1000_orders_total: T,
+    /// What the machine had to give in that phase: its cores × the phase's
+    /// wall time, per 1,000 orders. The total's shortfall is idle time,
+    /// work no process is charged for (softirq), and other work on the
+    /// machine.
+    pub cpu_seconds_available_per_1000_orders: T,
+}
+
+impl Figures<f64> {
+    /// Each figure's `stat` over `runs`.
+    fn over_runs<T>(runs: &[&Figures<f64>], stat: impl Fn(Vec<f64>) -> T) -> Figures<T> {
+        let of = |figure: fn(&Figures<f64>) -> f64| stat(runs.iter().map(|r| figure(r)).collect());
+        let cpu = |process: fn(&Processes<f64>) -> f64| {
+            stat(
+                runs.iter()
+                    .map(|r| process(&r.cpu_seconds_per_1000_orders))
+                    .collect(),
+            )
+        };
+        Figures {
+            baseline_tps: of(|f| f.baseline_tps),
+            pgbench_tps: of(|f| f.pgbench_tps),
+            orders: of(|f| f.orders),
+            throughput: of(|f| f.throughput),
+            ratio_to_baseline: of(|f| f.ratio_to_baseline),
+            ratio_to_pgbench: of(|f| f.ratio_to_pgbench),
+            // Only when every run had a control to compare with.
+            cost_vs_dual_write: runs
+                .iter()
+                .map(|r| r.cost_vs_dual_write)
+                .collect::<Option<Vec<f64>>>()
+                .map(&stat),
+            http_p50_ms: of(|f| f.http_p50_ms),
+            http_p99_ms: of(|f| f.http_p99_ms),
+            half_load_rate: of(|f| f.half_load_rate),
+            half_load_orders: of(|f| f.half_load_orders),
+            lag_p50_ms: of(|f| f.lag_p50_ms),
+            lag_p99_ms: of(|f| f.lag_p99_ms),
+            lag_max_ms: of(|f| f.lag_max_ms),
+            publish_p50_ms: of(|f| f.publish_p50_ms),
+            publish_p99_ms: of(|f| f.publish_p99_ms),
+            order_service_rss_mib: of(|f| f.order_service_rss_mib),
+            rewards_service_rss_mib: of(|f| f.rewards_service_rss_mib),
+            cpu_seconds_per_1000_orders: Processes {
+                order_service: cpu(|p| p.order_service),
+                rewards_service: cpu(|p| p.rewards_service),
+                postgres: cpu(|p| p.postgres),
+                nats_server: cpu(|p| p.nats_server),
+                load_generator: cpu(|p| p.load_generator),
+            },
+            cpu_seconds_per_1000_orders_total: of(|f| f.cpu_seconds_per_1000_orders_total),
+            cpu_seconds_available_per_1000_orders: of(|f| f.cpu_seconds_available_per_1000_orders),
+        }
+    }
+}
+
+/// The median of `values`: the middle one, or the mean of the two middle
+/// ones when there is an even number of them.
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+/// The smallest and the largest of `values`.
+fn min_max(values: Vec<f64>) -> [f64; 2] {
+    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if values.is_empty() {
+        [0.0, 0.0]
+    } else {
+        [min, max]
+    }
+}
+
+/// One run of one mode, as it came out.
+#[derive(Debug, Clone, Serialize)]
+pub struct Run {
+    pub mode: &'static str,
+    /// The round it ran in, from 1.
+    pub round: usize,
+    #[serde(flatten)]
+    pub figures: Figures<f64>,
+}
+
+/// One mode over its runs.
 #[derive(Debug, Clone, Serialize)]
 pub struct ModeResult {
     pub mode: &'static str,
-    pub baseline_tps: f64,
-    /// The same statement run by pgbench (a C client) at the same
-    /// concurrency against the same server: the database's own limit.
-    pub pgbench_tps: f64,
-    pub orders: u64,
-    pub throughput: f64,
-    pub ratio_to_baseline: f64,
-    pub ratio_to_pgbench: f64,
-    /// 1 − throughput / dual-write's throughput, when dual-write ran too.
-    pub cost_vs_dual_write: Option<f64>,
-    pub http_p50_ms: f64,
-    pub http_p99_ms: f64,
-    pub half_load_rate: f64,
-    pub half_load_orders: u64,
-    pub lag_p50_ms: f64,
-    pub lag_p99_ms: f64,
-    pub lag_max_ms: f64,
-    pub publish_p50_ms: f64,
-    pub publish_p99_ms: f64,
-    pub order_service_rss_mib: f64,
-    pub rewards_service_rss_mib: f64,
+    /// The median of each figure over the runs (of a ratio, the median of
+    /// the per-run ratios).
+    #[serde(flatten)]
+    pub median: Figures<f64>,
+    /// The smallest and the largest value of each figure over the runs.
+    pub spread: Figures<[f64; 2]>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -88,40 +215,108 @@ pub struct Report {
     pub duration_secs: f64,
     pub concurrency: usize,
     pub cores: usize,
+    pub runs_per_mode: usize,
+    /// Clock ticks per second of `/proc/<pid>/stat`'s CPU times, whose
+    /// granularity bounds the CPU table's.
+    pub clock_ticks_per_second: f64,
+    /// Per mode, in the order given.
     pub results: Vec<ModeResult>,
+    /// Every run, in the order they ran.
+    pub runs: Vec<Run>,
 }
 
-/// Runs every configured mode in turn, reporting progress on stderr.
+/// Runs every configured mode `config.runs` times, interleaved (see the
+/// module's comment), reporting progress on stderr.
 pub async fn run(config: &BenchConfig) -> anyhow::Result<Report> {
-    let mut results = Vec::new();
-    for &mode in &config.modes {
-        results.push(
-            run_mode(mode, config)
+    anyhow::ensure!(config.runs > 0, "the benchmark needs at least one run");
+    let ticks_per_second = cpu::ticks_per_second();
+    let mut runs: Vec<Run> = Vec::new();
+    for round in 1..=config.runs {
+        for mode in round_order(&config.modes, round) {
+            let label = format!("{} run {round}/{}", mode.name(), config.runs);
+            let figures = run_mode(mode, config, &label, ticks_per_second)
                 .await
-                .with_context(|| format!("benchmarking {}", mode.name()))?,
-        );
-    }
-    if let Some(control) = results
-        .iter()
-        .find(|r| r.mode == "dual-write")
-        .map(|r| r.throughput)
-    {
-        for result in &mut results {
-            result.cost_vs_dual_write = Some(1.0 - result.throughput / control);
+                .with_context(|| format!("benchmarking {label}"))?;
+            runs.push(Run {
+                mode: mode.name(),
+                round,
+                figures,
+            });
         }
     }
+    compare_with_control(&mut runs);
     Ok(Report {
         duration_secs: config.duration.as_secs_f64(),
         concurrency: config.concurrency,
-        cores: std::thread::available_parallelism().map_or(1, usize::from),
-        results,
+        cores: cores(),
+        runs_per_mode: config.runs,
+        clock_ticks_per_second: ticks_per_second,
+        results: summarize(&config.modes, &runs),
+        runs,
     })
 }
 
-async fn run_mode(mode: BenchMode, config: &BenchConfig) -> anyhow::Result<ModeResult> {
-    let name = mode.name();
+/// The modes in the order round `round` (from 1) runs them: as given in
+/// odd rounds, reversed in even ones.
+fn round_order(modes: &[BenchMode], round: usize) -> Vec<BenchMode> {
+    let mut order = modes.to_vec();
+    if round.is_multiple_of(2) {
+        order.reverse();
+    }
+    order
+}
+
+/// Sets each run's cost against the dual-write run of its round, when
+/// dual-write ran: a drift between rounds then cancels out of the ratio.
+fn compare_with_control(runs: &mut [Run]) {
+    let rounds = runs.iter().map(|r| r.round).max().unwrap_or(0);
+    for round in 1..=rounds {
+        let control = runs
+            .iter()
+            .find(|r| r.round == round && r.mode == BenchMode::DualWrite.name())
+            .map(|r| r.figures.throughput);
+        if let Some(control) = control {
+            for run in runs.iter_mut().filter(|r| r.round == round) {
+                run.figures.cost_vs_dual_write = Some(1.0 - run.figures.throughput / control);
+            }
+        }
+    }
+}
+
+/// Each of `modes` over its runs: the median and the min–max of every figure.
+fn summarize(modes: &[BenchMode], runs: &[Run]) -> Vec<ModeResult> {
+    modes
+        .iter()
+        .map(|mode| {
+            let of_mode: Vec<&Figures<f64>> = runs
+                .iter()
+                .filter(|r| r.mode == mode.name())
+                .map(|r| &r.figures)
+                .collect();
+            ModeResult {
+                mode: mode.name(),
+                median: Figures::over_runs(&of_mode, median),
+                spread: Figures::over_runs(&of_mode, min_max),
+            }
+        })
+        .collect()
+}
+
+/// The cores this process may run on.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+/// One run of `mode` on fresh servers; `label` names it in the progress
+/// lines.
+async fn run_mode(
+    mode: BenchMode,
+    config: &BenchConfig,
+    label: &str,
+    ticks_per_second: f64,
+) -> anyhow::Result<Figures<f64>> {
     let env = TestEnv::with_private(
-        &format!("bench_{}", name.replace('-', "_")),
+        &format!("bench_{}", mode.name().replace('-', "_")),
         Private {
             nats: true,
             postgres: true,
@@ -131,12 +326,12 @@ async fn run_mode(mode: BenchMode, config: &BenchConfig) -> anyhow::Result<ModeR
     .await;
 
     progress(
-        name,
+        label,
         "baseline: the write transaction straight into PostgreSQL",
     );
     let baseline_url = env.create_database("baseline").await;
     let baseline_tps = baseline(&baseline_url, config, mode.writes_outbox()).await?;
-    progress(name, "baseline: the same statement from pgbench");
+    progress(label, "baseline: the same statement from pgbench");
     let pgbench_url = env.create_database("baseline_pgbench").await;
     let pgbench_tps = pgbench(&pgbench_url, config, mode.writes_outbox()).await?;
 
@@ -145,7 +340,19 @@ async fn run_mode(mode: BenchMode, config: &BenchConfig) -> anyhow::Result<ModeR
     let rewards_db = env.rewards_db().await;
     let urls = [orders.url().to_owned()];
 
-    let (full, throughput) = full_speed(&env, &urls, &rewards_db, config, name).await?;
+    let watched = cpu::Watched {
+        order_service: orders.pid().context("order-service has exited")?,
+        rewards_service: rewards.pid().context("rewards-service has exited")?,
+        postmaster: env.postgres_pid().context("PostgreSQL is not running")?,
+        nats_server: env.nats_pid().context("nats-server is not running")?,
+    };
+    let cpu_before = watched.ticks()?;
+    let phase_started = Instant::now();
+    let (full, throughput) = full_speed(&env, &urls, &rewards_db, config, label).await?;
+    let cpu_used = watched.ticks()? - cpu_before;
+    let phase_secs = phase_started.elapsed().as_secs_f64();
+    let per_1000_orders = |seconds: f64| seconds / full.placed.max(1) as f64 * 1000.0;
+    let cpu = cpu_used.map(|ticks| per_1000_orders(ticks as f64 / ticks_per_second));
 
     let rate = (throughput / 2.0).max(1.0);
     let half_start: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT now()")
@@ -157,62 +364,79 @@ async fn run_mode(mode: BenchMode, config: &BenchConfig) -> anyhow::Result<ModeR
         config.concurrency,
         config.duration / 2,
         Some(rate),
-        name,
+        label,
         "half load",
     )
     .await;
-    wait_until_credited(&rewards_db, full.placed + half.placed, name).await?;
-    let (lag_p50, lag_p99, lag_max): (f64, f64, f64) = sqlx::query_as(
-        "SELECT COALESCE(percentile_cont(0.5) WITHIN GROUP (ORDER BY lag), 0),
-                COALESCE(percentile_cont(0.99) WITHIN GROUP (ORDER BY lag), 0),
-                COALESCE(max(lag), 0)
-         FROM (SELECT EXTRACT(EPOCH FROM credited_at - order_placed_at)::float8 * 1000 AS lag
-               FROM reward_ledger WHERE order_placed_at >= $1) AS lags",
+    wait_until_credited(&rewards_db, full.placed + half.placed, label).await?;
+    let lags: Vec<f64> = sqlx::query_scalar(
+        "SELECT EXTRACT(EPOCH FROM credited_at - order_placed_at)::float8 * 1000
+         FROM reward_ledger WHERE order_placed_at >= $1",
     )
     .bind(half_start)
-    .fetch_one(&rewards_db)
+    .fetch_all(&rewards_db)
     .await?;
+    let [lag_p50_ms, lag_p99_ms, lag_max_ms] = percentiles(&lags, [0.5, 0.99, 1.0]);
     let publish = publish_lags(&env, &rewards_db, half_start).await?;
+    let [publish_p50_ms, publish_p99_ms] = percentiles(&publish, [0.5, 0.99]);
+    let [http_p50_ms, http_p99_ms] = percentiles(&full.latencies_ms, [0.5, 0.99]);
 
-    let result = ModeResult {
-        mode: name,
+    let figures = Figures {
         baseline_tps,
-        orders: full.placed,
+        pgbench_tps,
+        orders: full.placed as f64,
         throughput,
         ratio_to_baseline: throughput / baseline_tps,
-        pgbench_tps,
         ratio_to_pgbench: throughput / pgbench_tps,
         cost_vs_dual_write: None,
-        http_p50_ms: percentile(&full.latencies_ms, 0.5),
-        http_p99_ms: percentile(&full.latencies_ms, 0.99),
+        http_p50_ms,
+        http_p99_ms,
         half_load_rate: rate,
-        half_load_orders: half.placed,
-        lag_p50_ms: lag_p50,
-        lag_p99_ms: lag_p99,
-        lag_max_ms: lag_max,
-        publish_p50_ms: percentile(&publish, 0.5),
-        publish_p99_ms: percentile(&publish, 0.99),
+        half_load_orders: half.placed as f64,
+        lag_p50_ms,
+        lag_p99_ms,
+        lag_max_ms,
+        publish_p50_ms,
+        publish_p99_ms,
         order_service_rss_mib: peak_rss_mib(&orders),
         rewards_service_rss_mib: peak_rss_mib(&rewards),
+        cpu_seconds_per_1000_orders: cpu,
+        cpu_seconds_per_1000_orders_total: cpu.total(),
+        cpu_seconds_available_per_1000_orders: per_1000_orders(phase_secs * cores() as f64),
     };
     progress(
-        name,
+        label,
         &format!(
             "{:.0} orders/s placed → credited ({:.2} × the sqlx baseline of {:.0} tps, {:.2} × pgbench's {:.0} tps); lag p99 {:.1} ms at {:.0}/s",
-            result.throughput,
-            result.ratio_to_baseline,
-            result.baseline_tps,
-            result.ratio_to_pgbench,
-            result.pgbench_tps,
-            result.lag_p99_ms,
+            figures.throughput,
+            figures.ratio_to_baseline,
+            figures.baseline_tps,
+            figures.ratio_to_pgbench,
+            figures.pgbench_tps,
+            figures.lag_p99_ms,
             rate
         ),
     );
-    Ok(result)
+    progress(
+        label,
+        &format!(
+            "CPU s per 1,000 orders at full speed: order-service {:.2}, rewards-service {:.2}, \
+             PostgreSQL {:.2}, nats-server {:.2}, load generator {:.2}; {:.2} of the {:.2} the cores had",
+            cpu.order_service,
+            cpu.rewards_service,
+            cpu.postgres,
+            cpu.nats_server,
+            cpu.load_generator,
+            figures.cpu_seconds_per_1000_orders_total,
+            figures.cpu_seconds_available_per_1000_orders
+        ),
+    );
+    Ok(figures)
 }
 
-fn progress(mode: &str, message: &str) {
-    eprintln!("[bench {mode}] {message}");
+/// A line on stderr about the run `label` names.
+fn progress(label: &str, message: &str) {
+    eprintln!("[bench {label}] {message}");
 }
 
 /// The mode's write as order-service issues it (one statement in
@@ -404,7 +628,7 @@ async fn drive(
     concurrency: usize,
     duration: Duration,
     rate: Option<f64>,
-    mode: &str,
+    label: &str,
     phase: &str,
 ) -> Driven {
     let placed = Arc::new(AtomicU64::new(0));
@@ -416,7 +640,7 @@ async fn drive(
     let started = Instant::now();
     let deadline = started + duration;
     let reporter = {
-        let (placed, mode, phase) = (placed.clone(), mode.to_owned(), phase.to_owned());
+        let (placed, label, phase) = (placed.clone(), label.to_owned(), phase.to_owned());
         tokio::spawn(async move {
             let mut second = tokio::time::interval(Duration::from_secs(1));
             second.tick().await;
@@ -424,7 +648,7 @@ async fn drive(
                 second.tick().await;
                 let elapsed = started.elapsed().as_secs_f64().min(duration.as_secs_f64());
                 progress(
-                    &mode,
+                    &label,
                     &format!(
                         "{phase}: {elapsed:.0}/{:.0} s, {} orders placed",
                         duration.as_secs_f64(),
@@ -479,7 +703,7 @@ async fn drive(
     }
 }
 
-async fn wait_until_credited(rewards_db: &PgPool, placed: u64, mode: &str) -> anyhow::Result<()> {
+async fn wait_until_credited(rewards_db: &PgPool, placed: u64, label: &str) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut last_report = Instant::now();
     loop {
@@ -492,7 +716,7 @@ async fn wait_until_credited(rewards_db: &PgPool, placed: u64, mode: &str) -> an
             "only {credited} of {placed} orders credited after 180 s"
         );
         if last_report.elapsed() >= Duration::from_secs(1) {
-            progress(mode, &format!("waiting for credits: {credited}/{placed}"));
+            progress(label, &format!("waiting for credits: {credited}/{placed}"));
             last_report = Instant::now();
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -523,8 +747,11 @@ async fn publish_lags(
     Ok(lags)
 }
 
-/// The `q` quantile of `values_ms`, to three significant digits of a microsecond.
-fn percentile(values_ms: &[f64], q: f64) -> f64 {
+/// The `quantiles` of `values_ms`, from an hdrhistogram to three
+/// significant digits of a microsecond (0 when there are no values). Every
+/// percentile of the report is computed here, the HTTP latencies measured
+/// by the clients as well as the lags read from the databases.
+fn percentiles<const N: usize>(values_ms: &[f64], quantiles: [f64; N]) -> [f64; N] {
     let mut histogram =
         hdrhistogram::Histogram::<u64>::new(3).expect("3 significant digits are supported");
     for value in values_ms {
@@ -535,10 +762,13 @@ fn percentile(values_ms: &[f64], q: f64) -> f64 {
             .record(micros)
             .expect("a benchmark time fits the histogram");
     }
-    if histogram.is_empty() {
-        return 0.0;
-    }
-    histogram.value_at_quantile(q) as f64 / 1000.0
+    quantiles.map(|q| {
+        if histogram.is_empty() {
+            0.0
+        } else {
+            histogram.value_at_quantile(q) as f64 / 1000.0
+        }
+    })
 }
 
 /// The process's peak resident set (`VmHWM`), in MiB.
@@ -557,19 +787,93 @@ fn peak_rss_mib(service: &Service) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use super::percentile;
+    use super::{
+        BenchMode, Figures, Run, compare_with_control, median, min_max, percentiles, round_order,
+        summarize,
+    };
 
     #[test]
     fn percentiles_are_within_a_thousandth_of_the_exact_rank() {
         let values: Vec<f64> = (1..=1000).map(f64::from).collect();
-        for (q, exact) in [(0.5, 500.0), (0.99, 990.0), (1.0, 1000.0)] {
-            let got = percentile(&values, q);
-            assert!(
-                (got - exact).abs() <= exact / 1000.0,
-                "p{q}: {got} vs {exact}"
-            );
+        let exact = [500.0, 990.0, 1000.0];
+        let got = percentiles(&values, [0.5, 0.99, 1.0]);
+        for (got, exact) in got.into_iter().zip(exact) {
+            assert!((got - exact).abs() <= exact / 1000.0, "{got} vs {exact}");
         }
-        assert_eq!(percentile(&[], 0.5), 0.0);
-        assert_eq!(percentile(&[-0.2], 0.5), 0.0);
+        assert_eq!(percentiles(&[], [0.5]), [0.0]);
+        assert_eq!(percentiles(&[-0.2], [0.5]), [0.0]);
+    }
+
+    #[test]
+    fn medians_and_spreads() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median(vec![7.0]), 7.0);
+        assert_eq!(min_max(vec![3.0, 1.0, 2.0]), [1.0, 3.0]);
+        assert_eq!(min_max(vec![7.0]), [7.0, 7.0]);
+    }
+
+    #[test]
+    fn rounds_run_the_modes_forward_then_backward() {
+        let modes = [BenchMode::Outbox, BenchMode::Cdc, BenchMode::DualWrite];
+        assert_eq!(round_order(&modes, 1), modes);
+        assert_eq!(
+            round_order(&modes, 2),
+            [BenchMode::DualWrite, BenchMode::Cdc, BenchMode::Outbox]
+        );
+        assert_eq!(round_order(&modes, 3), modes);
+    }
+
+    /// A run of `mode` in `round` with `throughput`, and the order-service
+    /// CPU time and HTTP p99 set to the same number to follow them through.
+    fn run(mode: BenchMode, round: usize, throughput: f64) -> Run {
+        let mut figures = Figures::<f64> {
+            throughput,
+            http_p99_ms: throughput,
+            ..Figures::default()
+        };
+        figures.cpu_seconds_per_1000_orders.order_service = throughput;
+        Run {
+            mode: mode.name(),
+            round,
+            figures,
+        }
+    }
+
+    #[test]
+    fn a_mode_reports_the_median_and_spread_of_its_runs_and_of_its_per_round_ratios() {
+        use BenchMode::{DualWrite, Outbox};
+        let mut runs = vec![
+            run(Outbox, 1, 100.0),
+            run(DualWrite, 1, 200.0),
+            run(DualWrite, 2, 200.0),
+            run(Outbox, 2, 300.0),
+            run(Outbox, 3, 200.0),
+            run(DualWrite, 3, 400.0),
+        ];
+        compare_with_control(&mut runs);
+        let results = summarize(&[Outbox, DualWrite], &runs);
+        let outbox = &results[0];
+        assert_eq!(outbox.mode, "outbox");
+        assert_eq!(outbox.median.throughput, 200.0);
+        assert_eq!(outbox.spread.throughput, [100.0, 300.0]);
+        assert_eq!(outbox.median.http_p99_ms, 200.0);
+        assert_eq!(
+            outbox.spread.cpu_seconds_per_1000_orders.order_service,
+            [100.0, 300.0]
+        );
+        // Per round 1 − 100/200, 1 − 300/200, 1 − 200/400: not 1 − 200/200.
+        assert_eq!(outbox.median.cost_vs_dual_write, Some(0.5));
+        assert_eq!(outbox.spread.cost_vs_dual_write, Some([-0.5, 0.5]));
+        assert_eq!(results[1].median.cost_vs_dual_write, Some(0.0));
+    }
+
+    #[test]
+    fn without_a_control_there_is_no_cost() {
+        let mut runs = vec![run(BenchMode::Outbox, 1, 100.0)];
+        compare_with_control(&mut runs);
+        let results = summarize(&[BenchMode::Outbox], &runs);
+        assert_eq!(results[0].median.cost_vs_dual_write, None);
+        assert_eq!(results[0].spread.cost_vs_dual_write, None);
     }
 }

@@ -6,58 +6,158 @@ use super::Report;
 use super::topology::{Topology, TopologyReport};
 
 impl Report {
-    /// The results as a Markdown table.
+    /// The results as Markdown tables: full speed, half load, CPU time per
+    /// 1,000 orders, and memory.
     pub fn markdown(&self) -> String {
+        let f = Format {
+            spread: self.runs_per_mode > 1,
+        };
+        let runs = if self.runs_per_mode == 1 {
+            "1 run of each mode".to_owned()
+        } else {
+            format!(
+                "{} runs of each mode (interleaved: every mode once per round, forward, then backward); \
+                 each figure is the median of the runs, with their min–max in brackets, and a ratio is \
+                 the median of the per-run ratios",
+                self.runs_per_mode
+            )
+        };
         let mut out = format!(
-            "{} s at full speed then {} s at half load per mode, {} clients, {} cores, PostgreSQL with fsync on.\n\n",
+            "{} s at full speed then {} s at half load per run, {runs}. {} clients, {} cores, \
+             fresh servers for every run, PostgreSQL with fsync on.\n\n",
             self.duration_secs,
             self.duration_secs / 2.0,
             self.concurrency,
             self.cores
         );
-        out.push_str("| mode | baseline tx/s (sqlx / pgbench) | placed → credited /s | × sqlx / × pgbench | cost vs dual-write | HTTP p50 / p99 ms | lag p50 / p99 / max ms (at /s) | publish p50 / p99 ms | RSS order / rewards MiB |\n");
+
+        out.push_str(
+            "**Full speed**: the baselines run the mode's write straight into PostgreSQL; \
+             placed → credited is the services' throughput; HTTP latencies are `POST /orders`'s.\n\n",
+        );
+        out.push_str("| mode | sqlx baseline tx/s | pgbench tx/s | placed → credited /s | × sqlx | × pgbench | cost vs dual-write | HTTP p50 ms | HTTP p99 ms |\n");
         out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
         for r in &self.results {
-            let cost = r
-                .cost_vs_dual_write
-                .map_or_else(|| "—".to_owned(), |c| format!("{:+.0} %", c * 100.0));
+            let (m, s) = (&r.median, &r.spread);
+            let cost = match (m.cost_vs_dual_write, s.cost_vs_dual_write) {
+                (Some(median), Some(spread)) => f.percent(median, spread),
+                _ => "—".to_owned(),
+            };
             let _ = writeln!(
                 out,
-                "| {} | {:.0} / {:.0} | {:.0} | {:.2} / {:.2} | {} | {:.1} / {:.1} | {:.1} / {:.1} / {:.1} ({:.0}) | {:.1} / {:.1} | {:.0} / {:.0} |",
+                "| {} | {} | {} | {} | {} | {} | {cost} | {} | {} |",
                 r.mode,
-                r.baseline_tps,
-                r.pgbench_tps,
-                r.throughput,
-                r.ratio_to_baseline,
-                r.ratio_to_pgbench,
-                cost,
-                r.http_p50_ms,
-                r.http_p99_ms,
-                r.lag_p50_ms,
-                r.lag_p99_ms,
-                r.lag_max_ms,
-                r.half_load_rate,
-                r.publish_p50_ms,
-                r.publish_p99_ms,
-                r.order_service_rss_mib,
-                r.rewards_service_rss_mib
+                f.figure(m.baseline_tps, s.baseline_tps, 0),
+                f.figure(m.pgbench_tps, s.pgbench_tps, 0),
+                f.figure(m.throughput, s.throughput, 0),
+                f.figure(m.ratio_to_baseline, s.ratio_to_baseline, 2),
+                f.figure(m.ratio_to_pgbench, s.ratio_to_pgbench, 2),
+                f.figure(m.http_p50_ms, s.http_p50_ms, 1),
+                f.figure(m.http_p99_ms, s.http_p99_ms, 1),
+            );
+        }
+
+        out.push_str(
+            "\n**Half load**: consistency lag, order committed or accepted → reward committed \
+             (both stamped by PostgreSQL's clock); publish lag, order → stored in JetStream.\n\n",
+        );
+        out.push_str("| mode | orders/s | lag p50 ms | lag p99 ms | lag max ms | publish p50 ms | publish p99 ms |\n");
+        out.push_str("|---|---:|---:|---:|---:|---:|---:|\n");
+        for r in &self.results {
+            let (m, s) = (&r.median, &r.spread);
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} |",
+                r.mode,
+                f.figure(m.half_load_rate, s.half_load_rate, 0),
+                f.figure(m.lag_p50_ms, s.lag_p50_ms, 1),
+                f.figure(m.lag_p99_ms, s.lag_p99_ms, 1),
+                f.figure(m.lag_max_ms, s.lag_max_ms, 1),
+                f.figure(m.publish_p50_ms, s.publish_p50_ms, 1),
+                f.figure(m.publish_p99_ms, s.publish_p99_ms, 1),
+            );
+        }
+
+        let _ = write!(
+            out,
+            "\n**CPU seconds per 1,000 orders at full speed**, from placing the first order to the last \
+             credit: user + system time from `/proc` ({} ticks a second). PostgreSQL is the postmaster \
+             and every backend and worker it ran; the load generator is the benchmark process (the HTTP \
+             clients, and the reads that wait for the credits). *Available* is the cores × the phase's \
+             wall time: what the total leaves of it is idle, kernel work no process is charged for, or \
+             other work on the machine.\n\n",
+            self.clock_ticks_per_second
+        );
+        out.push_str("| mode | order-service | rewards-service | PostgreSQL | nats-server | load generator | total | available |\n");
+        out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|\n");
+        for r in &self.results {
+            let (m, s) = (
+                &r.median.cpu_seconds_per_1000_orders,
+                &r.spread.cpu_seconds_per_1000_orders,
+            );
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                r.mode,
+                f.figure(m.order_service, s.order_service, 2),
+                f.figure(m.rewards_service, s.rewards_service, 2),
+                f.figure(m.postgres, s.postgres, 2),
+                f.figure(m.nats_server, s.nats_server, 2),
+                f.figure(m.load_generator, s.load_generator, 2),
+                f.figure(
+                    r.median.cpu_seconds_per_1000_orders_total,
+                    r.spread.cpu_seconds_per_1000_orders_total,
+                    2
+                ),
+                f.figure(
+                    r.median.cpu_seconds_available_per_1000_orders,
+                    r.spread.cpu_seconds_available_per_1000_orders,
+                    2
+                ),
+            );
+        }
+
+        out.push_str("\n**Peak RSS** (`VmHWM`), MiB.\n\n");
+        out.push_str("| mode | order-service | rewards-service |\n");
+        out.push_str("|---|---:|---:|\n");
+        for r in &self.results {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} |",
+                r.mode,
+                f.figure(
+                    r.median.order_service_rss_mib,
+                    r.spread.order_service_rss_mib,
+                    0
+                ),
+                f.figure(
+                    r.median.rewards_service_rss_mib,
+                    r.spread.rewards_service_rss_mib,
+                    0
+                ),
             );
         }
         out
     }
 
-    /// Throughput (with the baseline) and lag p99 per mode, as an SVG chart.
+    /// Throughput (with the sqlx baseline) and lag p99 per mode, as an SVG
+    /// chart: the medians as bars, each run's min–max as a line across.
     pub fn svg(&self) -> String {
         let (width, height, top, bottom, left) = (900.0, 360.0, 40.0, 60.0, 60.0);
         let panel = (width - 2.0 * left) / 2.0 - 20.0;
         let plot_height = height - top - bottom;
         let n = self.results.len().max(1) as f64;
         let slot = panel / n;
+        let runs = if self.runs_per_mode > 1 {
+            format!(", median of {} runs", self.runs_per_mode)
+        } else {
+            String::new()
+        };
         let mut svg = format!(
             r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">
 <rect width="100%" height="100%" fill="white"/>
-<text x="{}" y="20" text-anchor="middle" font-size="14">placed → credited per second (grey: baseline tx/s)</text>
-<text x="{}" y="20" text-anchor="middle" font-size="14">consistency lag p99 at half load (ms)</text>
+<text x="{}" y="20" text-anchor="middle" font-size="14">placed → credited per second{runs} (grey: baseline tx/s)</text>
+<text x="{}" y="20" text-anchor="middle" font-size="14">consistency lag p99 at half load (ms){runs}</text>
 "#,
             left + panel / 2.0,
             width - left - panel / 2.0
@@ -65,54 +165,73 @@ impl Report {
         let max_tps = self
             .results
             .iter()
-            .map(|r| r.baseline_tps.max(r.throughput))
+            .map(|r| r.median.baseline_tps.max(r.spread.throughput[1]))
             .fold(1.0, f64::max);
         let max_lag = self
             .results
             .iter()
-            .map(|r| r.lag_p99_ms)
+            .map(|r| r.spread.lag_p99_ms[1])
             .fold(1.0, f64::max);
+        // A bar's height, and the y of a value, on a scale up to `max`.
+        let height_of = |value: f64, max: f64| value / max * plot_height;
+        let y_of = |value: f64, max: f64| top + plot_height - height_of(value, max);
+        // One run has no spread to draw.
+        let spread = |x: f64, y_min: f64, y_max: f64| {
+            if self.runs_per_mode > 1 {
+                whisker(x, y_min, y_max)
+            } else {
+                String::new()
+            }
+        };
         for (i, r) in self.results.iter().enumerate() {
+            let (m, s) = (&r.median, &r.spread);
             let x = left + i as f64 * slot;
-            let base_h = r.baseline_tps / max_tps * plot_height;
-            let tps_h = r.throughput / max_tps * plot_height;
             let _ = write!(
                 svg,
                 r##"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="#d0d0d0"/>
 <rect x="{:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="#3b6ea5"/>
-<text x="{:.1}" y="{:.1}" text-anchor="middle">{:.0}</text>
+{}<text x="{:.1}" y="{:.1}" text-anchor="middle">{:.0}</text>
 <text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>
 "##,
                 x + slot * 0.1,
-                top + plot_height - base_h,
+                y_of(m.baseline_tps, max_tps),
                 slot * 0.8,
-                base_h,
+                height_of(m.baseline_tps, max_tps),
                 x + slot * 0.25,
-                top + plot_height - tps_h,
+                y_of(m.throughput, max_tps),
                 slot * 0.5,
-                tps_h,
+                height_of(m.throughput, max_tps),
+                spread(
+                    x + slot / 2.0,
+                    y_of(s.throughput[0], max_tps),
+                    y_of(s.throughput[1], max_tps)
+                ),
                 x + slot / 2.0,
-                top + plot_height - tps_h - 4.0,
-                r.throughput,
+                y_of(s.throughput[1].max(m.throughput), max_tps) - 4.0,
+                m.throughput,
                 x + slot / 2.0,
                 height - bottom + 16.0,
                 r.mode
             );
             let lx = width - left - panel + i as f64 * slot;
-            let lag_h = r.lag_p99_ms / max_lag * plot_height;
             let _ = write!(
                 svg,
                 r##"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="#c0504d"/>
-<text x="{:.1}" y="{:.1}" text-anchor="middle">{:.1}</text>
+{}<text x="{:.1}" y="{:.1}" text-anchor="middle">{:.1}</text>
 <text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>
 "##,
                 lx + slot * 0.25,
-                top + plot_height - lag_h,
+                y_of(m.lag_p99_ms, max_lag),
                 slot * 0.5,
-                lag_h,
+                height_of(m.lag_p99_ms, max_lag),
+                spread(
+                    lx + slot / 2.0,
+                    y_of(s.lag_p99_ms[0], max_lag),
+                    y_of(s.lag_p99_ms[1], max_lag)
+                ),
                 lx + slot / 2.0,
-                top + plot_height - lag_h - 4.0,
-                r.lag_p99_ms,
+                y_of(s.lag_p99_ms[1].max(m.lag_p99_ms), max_lag) - 4.0,
+                m.lag_p99_ms,
                 lx + slot / 2.0,
                 height - bottom + 16.0,
                 r.mode
@@ -130,6 +249,77 @@ impl Report {
             width - left
         );
         svg
+    }
+}
+
+/// A vertical line from `y_min` to `y_max` at `x`, with short caps: the
+/// runs' min–max over a bar.
+fn whisker(x: f64, y_min: f64, y_max: f64) -> String {
+    let cap = 4.0;
+    format!(
+        r##"<path d="M{x:.1} {y_min:.1} V{y_max:.1} M{:.1} {y_min:.1} H{:.1} M{:.1} {y_max:.1} H{:.1}" stroke="black" fill="none"/>
+"##,
+        x - cap,
+        x + cap,
+        x - cap,
+        x + cap
+    )
+}
+
+/// How the tables write a figure.
+struct Format {
+    /// Whether to write the min–max beside the median (not for one run,
+    /// where both are the median).
+    spread: bool,
+}
+
+impl Format {
+    /// `2,067 (1,980–2,120)`: a median and its min–max, to `decimals` places.
+    fn figure(&self, median: f64, [min, max]: [f64; 2], decimals: usize) -> String {
+        let median = thousands(median, decimals);
+        if !self.spread {
+            return median;
+        }
+        let (min, max) = (thousands(min, decimals), thousands(max, decimals));
+        // A dash between negative numbers would read as a minus.
+        if min.starts_with('-') || max.starts_with('-') {
+            format!("{median} ({min} to {max})")
+        } else {
+            format!("{median} ({min}–{max})")
+        }
+    }
+
+    /// A fraction as a signed percentage: `-16 % (-21 to -12 %)`.
+    fn percent(&self, median: f64, [min, max]: [f64; 2]) -> String {
+        let median = format!("{:+.0} %", median * 100.0);
+        if !self.spread {
+            return median;
+        }
+        format!("{median} ({:+.0} to {:+.0} %)", min * 100.0, max * 100.0)
+    }
+}
+
+/// `value` to `decimals` places, with a comma between thousands.
+fn thousands(value: f64, decimals: usize) -> String {
+    let text = format!("{value:.decimals$}");
+    let (sign, unsigned) = match text.strip_prefix('-') {
+        Some(rest) => ("-", rest),
+        None => ("", text.as_str()),
+    };
+    let (whole, fraction) = match unsigned.split_once('.') {
+        Some((whole, fraction)) => (whole, Some(fraction)),
+        None => (unsigned, None),
+    };
+    let mut grouped = String::new();
+    for (i, digit) in whole.chars().enumerate() {
+        if i > 0 && (whole.len() - i) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(digit);
+    }
+    match fraction {
+        Some(fraction) => format!("{sign}{grouped}.{fraction}"),
+        None => format!("{sign}{grouped}"),
     }
 }
 
@@ -166,5 +356,38 @@ impl TopologyReport {
             );
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Format, thousands};
+
+    #[test]
+    fn thousands_are_separated() {
+        assert_eq!(thousands(2067.4, 0), "2,067");
+        assert_eq!(thousands(1234567.891, 2), "1,234,567.89");
+        assert_eq!(thousands(999.0, 0), "999");
+        assert_eq!(thousands(-16234.0, 0), "-16,234");
+        assert_eq!(thousands(0.123, 2), "0.12");
+    }
+
+    #[test]
+    fn a_figure_carries_its_spread_when_there_is_one() {
+        let three_runs = Format { spread: true };
+        assert_eq!(
+            three_runs.figure(2067.0, [1980.0, 2120.0], 0),
+            "2,067 (1,980–2,120)"
+        );
+        assert_eq!(
+            three_runs.figure(-1.5, [-2.0, 1.0], 1),
+            "-1.5 (-2.0 to 1.0)"
+        );
+        assert_eq!(
+            three_runs.percent(-0.16, [-0.21, 0.05]),
+            "-16 % (-21 to +5 %)"
+        );
+        let one_run = Format { spread: false };
+        assert_eq!(one_run.figure(2067.0, [2067.0, 2067.0], 0), "2,067");
     }
 }

@@ -13,7 +13,7 @@
 use anyhow::Context as _;
 use serde::Serialize;
 
-use super::{BenchConfig, BenchMode, Driven, full_speed, percentile, progress};
+use super::{BenchConfig, BenchMode, Driven, full_speed, percentiles, progress};
 use crate::cluster::{NODES, NatsCluster};
 use crate::env::{Private, TestEnv};
 use crate::fleet::Fleet;
@@ -144,7 +144,7 @@ pub async fn run(config: &BenchConfig, rounds: usize) -> anyhow::Result<Topology
         duration_secs: config.duration.as_secs_f64(),
         rounds,
         concurrency: config.concurrency,
-        cores: std::thread::available_parallelism().map_or(1, usize::from),
+        cores: super::cores(),
         results,
     })
 }
@@ -171,14 +171,15 @@ impl Row {
     /// The row's result, its throughput over `single`'s.
     fn result(self, mode: BenchMode, topology: Topology, single: f64) -> TopologyResult {
         let throughput = self.mean();
+        let [http_p50_ms, http_p99_ms] = percentiles(&self.latencies_ms, [0.5, 0.99]);
         TopologyResult {
             mode: mode.name(),
             topology,
             orders: self.orders,
             throughput,
             ratio_to_single: throughput / single,
-            http_p50_ms: percentile(&self.latencies_ms, 0.5),
-            http_p99_ms: percentile(&self.latencies_ms, 0.99),
+            http_p50_ms,
+            http_p99_ms,
             round_throughputs: self.throughputs,
         }
     }

@@ -1,10 +1,16 @@
 //! Throughput and consistency lag of every mode, against the database's own
-//! limit, on private PostgreSQL (fsync on) and NATS servers.
+//! limit, on private PostgreSQL (fsync on) and NATS servers, with the CPU
+//! time each process spends per 1,000 orders.
 //!
 //! ```text
 //! cargo build --release --workspace --bins
-//! cargo run --release -p e2e-tests --bin bench -- --modes all --duration 30s --concurrency 16
+//! cargo run --release -p e2e-tests --bin bench -- --modes all --duration 30s --concurrency 16 --runs 3
 //! ```
+//!
+//! Each mode runs `--runs` times on fresh servers, the modes interleaved
+//! (every mode once per round, forward then backward), and every figure is
+//! the median of its runs, with the min–max beside it (see
+//! `e2e_tests::bench` and `docs/benchmark.md`).
 //!
 //! With `--waiters N`, it measures instead what N concurrent
 //! `GET /orders/{id}?wait=10s` readers cost placement, in each of `--modes`
@@ -43,6 +49,11 @@ struct Args {
     /// Concurrent clients.
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
+    /// Runs of each mode, each on fresh servers; a figure is the median of
+    /// its runs. (Not for `--waiters` and `--topologies`, which have
+    /// `--rounds`.)
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
     /// Compare placement with and without this many `?wait` readers instead.
     #[arg(long)]
     waiters: Option<usize>,
@@ -92,6 +103,7 @@ async fn main() -> anyhow::Result<()> {
         modes: parse_modes(&args.modes)?,
         duration: args.duration,
         concurrency: args.concurrency,
+        runs: args.runs,
     };
     if args.topologies {
         return compare_topologies(&args, &config).await;

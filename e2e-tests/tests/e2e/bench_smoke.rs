@@ -13,6 +13,7 @@ async fn the_benchmark_runs_every_mode_and_writes_its_report() {
         modes: Mode::ALL.to_vec(),
         duration: Duration::from_secs(1),
         concurrency: 2,
+        runs: 1,
     };
     let report = bench::run(&config).await.expect("the benchmark runs");
     let modes: Vec<_> = report.results.iter().map(|r| r.mode).collect();
@@ -21,9 +22,12 @@ async fn the_benchmark_runs_every_mode_and_writes_its_report() {
         ["outbox", "outbox-cdc", "cdc", "self-read", "dual-write"]
     );
     for result in &report.results {
-        assert_ne!(result.orders, 0, "{} placed no order", result.mode);
+        assert_ne!(result.median.orders, 0.0, "{} placed no order", result.mode);
     }
-    assert_eq!(report.markdown().lines().count(), 2 + 2 + 5);
+    assert_eq!(report.runs.len(), Mode::ALL.len());
+    // An introduction, then four tables of a row per mode, each after a
+    // paragraph of its own.
+    assert_eq!(report.markdown().lines().count(), 2 + 4 * (2 + 2 + 5) + 3);
     assert!(report.svg().starts_with("<svg"));
 }
 
@@ -34,6 +38,7 @@ async fn the_topology_comparison_runs_every_topology_and_writes_its_report() {
         modes: vec![Mode::Outbox],
         duration: Duration::from_secs(1),
         concurrency: 2,
+        runs: 1,
     };
     let report = topology::run(&config, 1)
         .await
