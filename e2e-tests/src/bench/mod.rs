@@ -85,6 +85,12 @@ pub struct Figures<T> {
     /// The same statement run by pgbench (a C client) at the same
     /// concurrency against the same server: the database's own limit.
     pub pgbench_tps: T,
+    /// The broker's own limit on the same server ([`broker`]), events/s:
+    /// single publishes pipelined, and atomic batches of 100 and of 500
+    /// (0 where the server takes no atomic batches).
+    pub broker_single_per_s: T,
+    pub broker_batch_100_per_s: T,
+    pub broker_batch_500_per_s: T,
     /// Orders placed at full speed.
     pub orders: T,
     /// Orders per second at full speed, placed → credited.
@@ -132,6 +138,9 @@ impl Figures<f64> {
         Figures {
             baseline_tps: of(|f| f.baseline_tps),
             pgbench_tps: of(|f| f.pgbench_tps),
+            broker_single_per_s: of(|f| f.broker_single_per_s),
+            broker_batch_100_per_s: of(|f| f.broker_batch_100_per_s),
+            broker_batch_500_per_s: of(|f| f.broker_batch_500_per_s),
             orders: of(|f| f.orders),
             throughput: of(|f| f.throughput),
             ratio_to_baseline: of(|f| f.ratio_to_baseline),
@@ -334,6 +343,13 @@ async fn run_mode(
     progress(label, "baseline: the same statement from pgbench");
     let pgbench_url = env.create_database("baseline_pgbench").await;
     let pgbench_tps = pgbench(&pgbench_url, config, mode.writes_outbox()).await?;
+    progress(label, "baseline: the broker's own limit");
+    let broker = broker::limits(
+        env.nats_url(),
+        (config.duration / 5).max(Duration::from_secs(1)),
+    )
+    .await
+    .context("measuring the broker's limit")?;
 
     let orders = env.order_service(mode).start().await;
     let rewards = env.rewards_service().start().await;
@@ -384,6 +400,9 @@ async fn run_mode(
     let figures = Figures {
         baseline_tps,
         pgbench_tps,
+        broker_single_per_s: broker.single_pipelined_per_s,
+        broker_batch_100_per_s: broker.batch_100_per_s.unwrap_or(0.0),
+        broker_batch_500_per_s: broker.batch_500_per_s.unwrap_or(0.0),
         orders: full.placed as f64,
         throughput,
         ratio_to_baseline: throughput / baseline_tps,

@@ -117,6 +117,37 @@ impl Report {
             );
         }
 
+        out.push_str(
+            "\n**The broker's own limit**, events stored and acknowledged per second on the \
+             same nats-server, into a stream of its own, before the services start: single \
+             publishes with 256 awaiting their PubAck, and atomic batches of 100 and of 500 \
+             (one at a time). Every pattern publishes through one of these ways.\n\n",
+        );
+        out.push_str("| mode | single, pipelined | batches of 100 | batches of 500 |\n");
+        out.push_str("|---|---:|---:|---:|\n");
+        for r in &self.results {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} |",
+                r.mode,
+                f.figure(
+                    r.median.broker_single_per_s,
+                    r.spread.broker_single_per_s,
+                    0
+                ),
+                f.figure(
+                    r.median.broker_batch_100_per_s,
+                    r.spread.broker_batch_100_per_s,
+                    0
+                ),
+                f.figure(
+                    r.median.broker_batch_500_per_s,
+                    r.spread.broker_batch_500_per_s,
+                    0
+                ),
+            );
+        }
+
         out.push_str("\n**Peak RSS** (`VmHWM`), MiB.\n\n");
         out.push_str("| mode | order-service | rewards-service |\n");
         out.push_str("|---|---:|---:|\n");

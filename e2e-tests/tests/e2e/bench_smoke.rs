@@ -25,9 +25,9 @@ async fn the_benchmark_runs_every_mode_and_writes_its_report() {
         assert_ne!(result.median.orders, 0.0, "{} placed no order", result.mode);
     }
     assert_eq!(report.runs.len(), Mode::ALL.len());
-    // An introduction, then four tables of a row per mode, each after a
+    // An introduction, then five tables of a row per mode, each after a
     // paragraph of its own.
-    assert_eq!(report.markdown().lines().count(), 2 + 4 * (2 + 2 + 5) + 3);
+    assert_eq!(report.markdown().lines().count(), 2 + 5 * (2 + 2 + 5) + 3);
     assert!(report.svg().starts_with("<svg"));
 }
 

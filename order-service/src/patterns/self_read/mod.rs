@@ -1,7 +1,8 @@
 //! `self-read`: publish first, then read your own event.
 //!
 //! Write path: `POST /orders` validates, publishes `OrderPlaced` and awaits
-//! the PubAck, then answers 202 Accepted. Nothing is written to the order
+//! the PubAck, then answers 202 Accepted (concurrent requests share one
+//! publish: see [`group`]). Nothing is written to the order
 //! database on the request path; the [`projector`] — a durable consumer like
 //! any other — writes the order history from the event, as rewards-service
 //! credits points from the same event. The stream is the source of truth.
