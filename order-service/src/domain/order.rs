@@ -111,7 +111,7 @@ impl TryFrom<PlaceOrderRequest> for NewOrder {
         for (index, line) in request.lines.into_iter().enumerate() {
             let number = index + 1;
             let sku_ok = !line.sku.is_empty()
-                && line.sku.len() <= MAX_ID_LEN
+                && line.sku.chars().count() <= MAX_ID_LEN
                 && !line.sku.chars().any(char::is_control);
             if !sku_ok {
                 return Err(ValidationError::InvalidSku { line: number });
@@ -318,6 +318,19 @@ mod tests {
             NewOrder::try_from(bad_customer).unwrap_err().code(),
             "invalid_customer_id"
         );
+    }
+
+    #[test]
+    fn a_sku_is_counted_in_characters() {
+        let with_sku = |sku: String| {
+            let mut order = request(vec![(1, 1)]);
+            order.lines[0].sku = sku;
+            NewOrder::try_from(order).map_err(|e| e.code())
+        };
+        assert!(with_sku("é".repeat(MAX_ID_LEN)).is_ok());
+        assert_eq!(with_sku("é".repeat(MAX_ID_LEN + 1)), Err("invalid_sku"));
+        assert_eq!(with_sku(String::new()), Err("invalid_sku"));
+        assert_eq!(with_sku("a\u{85}b".into()), Err("invalid_sku"));
     }
 
     #[test]

@@ -32,7 +32,7 @@ use crate::db::{self, Credited, LedgerEntry};
 const LEDGER_LIMIT: i64 = 1000;
 const DEFAULT_PAGE: u32 = 100;
 const MAX_PAGE: u32 = 1000;
-/// Longest customer id looked up.
+/// Longest customer id looked up, in characters.
 const MAX_CUSTOMER_ID: usize = 1024;
 
 #[derive(Clone)]
@@ -82,7 +82,10 @@ async fn rewards(
     };
     // Customer ids arrive in events from any producer, so only what
     // PostgreSQL cannot hold, or would not be worth a lookup, is refused.
-    if customer_id.is_empty() || customer_id.len() > MAX_CUSTOMER_ID || customer_id.contains('\0') {
+    if customer_id.is_empty()
+        || customer_id.chars().count() > MAX_CUSTOMER_ID
+        || customer_id.contains('\0')
+    {
         return Err(ApiError::InvalidCustomerId(MAX_CUSTOMER_ID));
     }
     let mut conn = state.core.pool.acquire().await?;
