@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::envelope::Event;
@@ -30,14 +31,25 @@ pub struct OrderPlaced {
 }
 
 /// One line of an order: `quantity` units of `sku` at `unit_price_minor` each.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+// Also the line of order-service's API, whose OpenAPI document carries the
+// limits order-service enforces on the lines it takes (so on every line it
+// publishes): `sku` is 1 to 64 characters, none of them a control character.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = OrderLine)]
 pub struct OrderPlacedLine {
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub sku: String,
     #[schemars(range(min = 1))]
+    #[schema(minimum = 1)]
     pub quantity: i64,
     /// Minor units of the order's currency.
     #[schemars(range(min = 0))]
+    #[schema(minimum = 0)]
     pub unit_price_minor: i64,
 }
 

@@ -1,18 +1,28 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use shared_events::{Currency, OrderPlaced};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 /// Most lines one order may have.
 pub const MAX_LINES: usize = 100;
-const MAX_ID_LEN: usize = 64;
+/// Most characters of a customer id or a SKU.
+pub const MAX_ID_LEN: usize = 64;
+
+// The limits in the `#[schema]` attributes below are these constants (the
+// attributes take literals only); a test of the OpenAPI document checks them.
 
 /// The body of `POST /orders`, as the client sent it.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlaceOrderRequest {
+    /// Letters, digits, `-` and `_`.
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub customer_id: String,
+    /// An ISO 4217 code; one this service does not know is a 422 `unknown_currency`.
+    #[schema(value_type = Currency)]
     pub currency: String,
+    #[schema(min_items = 1, max_items = 100)]
     pub lines: Vec<OrderLine>,
 }
 
@@ -190,11 +200,14 @@ impl NewOrder {
 }
 
 /// A stored order, as `GET /orders/{id}` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Order {
     pub id: Uuid,
+    #[schema(value_type = String, pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub customer_id: CustomerId,
     pub currency: Currency,
+    /// The sum of the lines' `quantity` × `unit_price_minor`.
+    #[schema(minimum = 0)]
     pub total_minor: i64,
     pub lines: Vec<OrderLine>,
     pub created_at: DateTime<Utc>,
