@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgConnection;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::domain::Credit;
@@ -61,12 +62,16 @@ pub async fn credit_all(
 }
 
 /// One credited order, as clients see it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct LedgerEntry {
+    /// The `OrderPlaced` event that was credited.
     pub event_id: Uuid,
     pub order_id: Uuid,
+    /// Points the order earned.
     pub points: i64,
+    /// The order's total, in minor units of `currency`.
     pub order_total_minor: i64,
+    /// ISO 4217 code.
     pub currency: String,
     pub credited_at: DateTime<Utc>,
 }
@@ -101,7 +106,7 @@ pub async fn ledger(
 }
 
 /// One ledger row as the audit sees it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Credited {
     pub order_id: Uuid,
     pub event_id: Uuid,

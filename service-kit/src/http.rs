@@ -14,16 +14,21 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use utoipa::ToSchema;
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: ErrorDetail<'a>,
+/// The body of every error answer.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody<'a> {
+    pub error: ErrorDetail<'a>,
 }
 
-#[derive(Serialize)]
-struct ErrorDetail<'a> {
-    code: &'a str,
-    message: &'a str,
+/// What went wrong.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail<'a> {
+    /// Stable, for programs to match on; each response lists its codes.
+    pub code: &'a str,
+    /// For people; its wording may change.
+    pub message: &'a str,
 }
 
 /// The text of an internal error, carried in the response's extensions so
@@ -170,9 +175,29 @@ pub fn path_rejection(rejection: &PathRejection) -> Response {
     )
 }
 
+/// The answer of `/healthz`.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Liveness {
+    status: Alive,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Alive {
+    Ok,
+}
+
 /// `/healthz`: the process is up.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "probes",
+    operation_id = "healthz",
+    summary = "Liveness",
+    responses((status = 200, description = "The process is up.", body = Liveness)),
+)]
 pub async fn live() -> Response {
-    Json(serde_json::json!({ "status": "ok" })).into_response()
+    Json(Liveness { status: Alive::Ok }).into_response()
 }
 
 /// What `/readyz` checks.
@@ -186,9 +211,49 @@ pub struct Readiness<'a> {
     pub broker_required: bool,
 }
 
+/// The answer of `/readyz`, 200 and 503 alike.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ReadinessReport {
+    status: ReadyStatus,
+    checks: ReadinessChecks,
+    /// Whether the API needs the broker to take orders (self-read and
+    /// dual-write): only then is `stream_leader` required to be ready.
+    broker_required: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum ReadyStatus {
+    Ready,
+    NotReady,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ReadinessChecks {
+    /// PostgreSQL answered within 2 s.
+    database: bool,
+    /// The event stream answered within 2 s and, on a cluster, has a leader.
+    stream_leader: bool,
+}
+
 /// `/readyz`: 200 when PostgreSQL answers and, if the API needs the broker,
 /// the stream has a leader to take publishes (on a cluster that has lost
 /// its majority it has none); otherwise 503. The body names each check.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "probes",
+    operation_id = "readyz",
+    summary = "Readiness",
+    description = "200 when PostgreSQL answers and, if the API needs the broker (self-read, dual-write), \
+        the event stream has a leader to take publishes; otherwise 503. The body names each check.",
+    responses(
+        (status = 200, description = "Ready: the database answers and, if `broker_required`, the stream has a leader.", body = ReadinessReport),
+        (status = 503, description = "Not ready; `checks` tells which check failed.", body = ReadinessReport),
+        (status = 504, description = "- `timeout`: the checks (up to 2 s each) ran past `REQUEST_TIMEOUT`.", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying."))),
+    ),
+)]
 pub async fn ready(checks: Readiness<'_>) -> Response {
     const CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
     let database =
@@ -203,16 +268,19 @@ pub async fn ready(checks: Readiness<'_>) -> Response {
         .await
         .unwrap_or(false);
     let ready = database && (stream_leader || !checks.broker_required);
-    let status = if ready {
-        StatusCode::OK
+    let (status, report) = if ready {
+        (StatusCode::OK, ReadyStatus::Ready)
     } else {
-        StatusCode::SERVICE_UNAVAILABLE
+        (StatusCode::SERVICE_UNAVAILABLE, ReadyStatus::NotReady)
     };
-    let body = serde_json::json!({
-        "status": if ready { "ready" } else { "not_ready" },
-        "checks": { "database": database, "stream_leader": stream_leader },
-        "broker_required": checks.broker_required,
-    });
+    let body = ReadinessReport {
+        status: report,
+        checks: ReadinessChecks {
+            database,
+            stream_leader,
+        },
+        broker_required: checks.broker_required,
+    };
     (status, Json(body)).into_response()
 }
 
@@ -232,6 +300,15 @@ async fn stream_has_leader(jetstream: &async_nats::jetstream::Context, stream: &
 }
 
 /// `/metrics`: Prometheus text format.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operator",
+    operation_id = "metrics",
+    summary = "Prometheus metrics",
+    responses((status = 200, description = "The metrics, in Prometheus's text format.",
+        content_type = "text/plain; version=0.0.4", body = String)),
+)]
 pub fn metrics(handle: &crate::telemetry::PrometheusHandle) -> Response {
     (
         [(

@@ -10,6 +10,7 @@
 //! - [`http`]: the JSON error body, a JSON extractor that reports bad input
 //!   in that body, and the middleware that logs internal errors and counts requests.
 //! - [`limits`]: the request timeout and the concurrency cap that sheds load.
+//! - [`openapi`]: the OpenAPI document each service serves at `/openapi.json`.
 //! - [`serve`]: the public listener and the optional admin listener.
 //! - [`db_unavailable`]: which database errors are a 503, not a 500.
 //! - [`startup`]: patient connections to PostgreSQL and NATS.
@@ -22,6 +23,7 @@ pub mod duration;
 pub mod failure;
 pub mod http;
 pub mod limits;
+pub mod openapi;
 pub mod ops;
 pub mod serve;
 pub mod shutdown;

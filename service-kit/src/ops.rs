@@ -1,8 +1,9 @@
 //! The routers both services build the same way: their API (counted against
 //! the concurrency cap), the operator endpoints (on the admin listener when
-//! there is one), health and readiness on every listener, and the layers
-//! every route gets (timeout, JSON fallbacks, logging of internal errors,
-//! request metrics, a body limit, tracing).
+//! there is one), health and readiness on every listener, the OpenAPI
+//! document on the public one, and the layers every route gets (timeout,
+//! JSON fallbacks, logging of internal errors, request metrics, a body
+//! limit, tracing).
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
@@ -12,6 +13,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::http::{Readiness, method_not_allowed, not_found, observe};
 use crate::limits::Limits;
+use crate::openapi::{self, Operations};
 use crate::serve::Routers;
 use crate::startup::Core;
 
@@ -35,6 +37,9 @@ pub struct Routes<S> {
     pub operator: Router<S>,
     /// Largest request body accepted; larger ones get 413.
     pub max_body: usize,
+    /// What the handlers of `api` and `operator` say of themselves, for the
+    /// public listener's `GET /openapi.json`.
+    pub operations: Operations,
 }
 
 /// The public router and, with `separate_admin`, the admin router.
@@ -54,7 +59,11 @@ pub fn routers<S: Ops>(
             .layer(TraceLayer::new_for_http())
             .with_state(state)
     };
-    let public = limits.shed_load(routes.api).merge(probes());
+    let document = openapi::rendered(&openapi::document(routes.operations, separate_admin));
+    let public = limits.shed_load(routes.api).merge(probes()).route(
+        "/openapi.json",
+        get(move || std::future::ready(openapi::serve(document.clone()))),
+    );
     let operator = routes.operator.route("/metrics", get(metrics::<S>));
     if separate_admin {
         Routers {

@@ -1,6 +1,7 @@
 //! The envelope: identity, type, version and provenance of one event.
 
 use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use uuid::Uuid;
 
@@ -21,7 +22,7 @@ pub trait Event: Serialize + DeserializeOwned {
 ///
 /// `event_id` is the identity used for deduplication: it becomes the
 /// `Nats-Msg-Id` of the publish and the primary key of the consumer's ledger.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Envelope<P> {
     pub event_id: Uuid,
     pub event_type: String,

@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - [`envelope`]: the event envelope every message carries, and the [`Event`] trait.
+//! - [`contract`]: the JSON Schema of each event, committed under `docs/schemas/`.
 //! - [`order`]: `OrderPlaced`, schema version 1.
 //! - [`money`]: ISO 4217 currencies and their minor units.
 //! - [`names`]: stream, subject and consumer names, built from a prefix so that
@@ -9,6 +10,7 @@
 //! - [`jetstream`]: stream set-up and the one publish path: every publish sets
 //!   `Nats-Msg-Id` to the event id and awaits the PubAck.
 
+pub mod contract;
 pub mod envelope;
 pub mod jetstream;
 pub mod money;

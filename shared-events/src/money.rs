@@ -46,6 +46,19 @@ impl serde::Serialize for Currency {
     }
 }
 
+/// In the OpenAPI documents, a currency is one of the codes this system knows.
+impl utoipa::PartialSchema for Currency {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::Type::String)
+            .description(Some("An active ISO 4217 currency code."))
+            .enum_values(Some(CURRENCIES.iter().map(|&(code, _)| code)))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Currency {}
+
 impl fmt::Display for Currency {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.code)

@@ -1,7 +1,9 @@
 //! Events about orders.
 
 use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::envelope::Event;
@@ -9,24 +11,45 @@ use crate::envelope::Event;
 /// An order was stored (or, in self-read mode, accepted) by order-service.
 ///
 /// Version 1. Money is in integer minor units of `currency` (cents for EUR).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+// The constraints of its JSON Schema (`docs/schemas/order-placed.v1.json`)
+// are the ones rewards-service checks before it credits an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OrderPlaced {
     pub order_id: Uuid,
+    #[schemars(length(min = 1))]
     pub customer_id: String,
     /// ISO 4217 code.
+    #[schemars(pattern(r"^[A-Z]{3}$"))]
     pub currency: String,
+    /// The sum of the lines' `quantity` × `unit_price_minor`.
+    #[schemars(range(min = 0))]
     pub total_minor: i64,
+    #[schemars(length(min = 1))]
     pub lines: Vec<OrderPlacedLine>,
     pub placed_at: DateTime<Utc>,
 }
 
-/// One line of an [`OrderPlaced`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One line of an order: `quantity` units of `sku` at `unit_price_minor` each.
+// Also the line of order-service's API, whose OpenAPI document carries the
+// limits order-service enforces on the lines it takes (so on every line it
+// publishes): `sku` is 1 to 64 characters, none of them a control character.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = OrderLine)]
 pub struct OrderPlacedLine {
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub sku: String,
+    #[schemars(range(min = 1))]
+    #[schema(minimum = 1)]
     pub quantity: i64,
+    /// Minor units of the order's currency.
+    #[schemars(range(min = 0))]
+    #[schema(minimum = 0)]
     pub unit_price_minor: i64,
 }
 

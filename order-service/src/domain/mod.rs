@@ -7,5 +7,6 @@ mod order;
 pub use idempotency::IdempotencyKey;
 
 pub use order::{
-    CustomerId, MAX_LINES, NewOrder, Order, OrderLine, PlaceOrderRequest, ValidationError,
+    CustomerId, MAX_ID_LEN, MAX_LINES, NewOrder, Order, OrderLine, PlaceOrderRequest,
+    ValidationError,
 };

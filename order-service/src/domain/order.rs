@@ -1,18 +1,28 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use shared_events::{Currency, OrderPlaced};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 /// Most lines one order may have.
 pub const MAX_LINES: usize = 100;
-const MAX_ID_LEN: usize = 64;
+/// Most characters of a customer id or a SKU.
+pub const MAX_ID_LEN: usize = 64;
+
+// The limits in the `#[schema]` attributes below are these constants (the
+// attributes take literals only); a test of the OpenAPI document checks them.
 
 /// The body of `POST /orders`, as the client sent it.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlaceOrderRequest {
+    /// Letters, digits, `-` and `_`.
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub customer_id: String,
+    /// An ISO 4217 code; one this service does not know is a 422 `unknown_currency`.
+    #[schema(value_type = Currency)]
     pub currency: String,
+    #[schema(min_items = 1, max_items = 100)]
     pub lines: Vec<OrderLine>,
 }
 
@@ -111,7 +121,7 @@ impl TryFrom<PlaceOrderRequest> for NewOrder {
         for (index, line) in request.lines.into_iter().enumerate() {
             let number = index + 1;
             let sku_ok = !line.sku.is_empty()
-                && line.sku.len() <= MAX_ID_LEN
+                && line.sku.chars().count() <= MAX_ID_LEN
                 && !line.sku.chars().any(char::is_control);
             if !sku_ok {
                 return Err(ValidationError::InvalidSku { line: number });
@@ -190,11 +200,14 @@ impl NewOrder {
 }
 
 /// A stored order, as `GET /orders/{id}` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Order {
     pub id: Uuid,
+    #[schema(value_type = String, pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub customer_id: CustomerId,
     pub currency: Currency,
+    /// The sum of the lines' `quantity` × `unit_price_minor`.
+    #[schema(minimum = 0)]
     pub total_minor: i64,
     pub lines: Vec<OrderLine>,
     pub created_at: DateTime<Utc>,
@@ -318,6 +331,19 @@ mod tests {
             NewOrder::try_from(bad_customer).unwrap_err().code(),
             "invalid_customer_id"
         );
+    }
+
+    #[test]
+    fn a_sku_is_counted_in_characters() {
+        let with_sku = |sku: String| {
+            let mut order = request(vec![(1, 1)]);
+            order.lines[0].sku = sku;
+            NewOrder::try_from(order).map_err(|e| e.code())
+        };
+        assert!(with_sku("é".repeat(MAX_ID_LEN)).is_ok());
+        assert_eq!(with_sku("é".repeat(MAX_ID_LEN + 1)), Err("invalid_sku"));
+        assert_eq!(with_sku(String::new()), Err("invalid_sku"));
+        assert_eq!(with_sku("a\u{85}b".into()), Err("invalid_sku"));
     }
 
     #[test]

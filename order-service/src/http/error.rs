@@ -1,9 +1,11 @@
 use axum::Json;
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 use service_kit::db_unavailable;
-use service_kit::http::{error_response, internal_error, unavailable};
+use service_kit::http::{ErrorDetail, error_response, internal_error, unavailable};
 use service_kit::limits::RETRY_AFTER_SECS;
+use utoipa::ToSchema;
 
 use crate::domain::{IdempotencyKey, ValidationError};
 use crate::patterns::PlaceError;
@@ -49,6 +51,17 @@ pub enum ApiError {
     InvalidWait(u64),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
+}
+
+/// The body of a 504 from `POST /orders`: the error and, with
+/// `outcome_unknown`, the key to retry with (a `timeout` has none).
+#[derive(Serialize, ToSchema)]
+pub struct OutcomeUnknownBody<'a> {
+    error: ErrorDetail<'a>,
+    /// The `Idempotency-Key` to retry with: the client's, or one made for a
+    /// request that came without one.
+    #[schema(required = false)]
+    idempotency_key: &'a str,
 }
 
 impl From<PlaceError> for ApiError {
@@ -108,13 +121,17 @@ impl IntoResponse for ApiError {
             ApiError::OutcomeUnknown(key) => {
                 // The key also travels as a field of its own, for clients
                 // that sent none and must retry with this one.
-                let body = serde_json::json!({
-                    "error": { "code": "outcome_unknown", "message": self.to_string() },
-                    "idempotency_key": key.as_str(),
-                });
+                let message = self.to_string();
+                let body = OutcomeUnknownBody {
+                    error: ErrorDetail {
+                        code: "outcome_unknown",
+                        message: &message,
+                    },
+                    idempotency_key: key.as_str(),
+                };
                 let mut response = (
                     StatusCode::GATEWAY_TIMEOUT,
-                    [(axum::http::header::RETRY_AFTER, "1")],
+                    [(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS))],
                     Json(body),
                 )
                     .into_response();

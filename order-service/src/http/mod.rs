@@ -1,11 +1,13 @@
 //! Routes. Handlers turn input into domain types first, then call the pattern.
 //!
-//! The public listener serves the API; the operator endpoints (`/metrics`,
-//! unfiltered `GET /orders`) go with it, or, when `ADMIN_LISTEN_ADDR` is
-//! set, to the admin listener only. Health and readiness are on both.
+//! The public listener serves the API and its OpenAPI document (see
+//! [`openapi`]); the operator endpoints (`/metrics`, unfiltered
+//! `GET /orders`) go with it, or, when `ADMIN_LISTEN_ADDR` is set, to the
+//! admin listener only. Health and readiness are on both.
 
 pub mod announcements;
 mod error;
+pub mod openapi;
 mod orders;
 
 use std::sync::Arc;
@@ -73,6 +75,7 @@ pub fn routers(state: AppState, limits: &Limits, separate_admin: bool) -> Router
         api,
         operator,
         max_body: MAX_BODY_BYTES,
+        operations: openapi::operations(separate_admin),
     };
     service_kit::ops::routers(state, limits, routes, separate_admin)
 }

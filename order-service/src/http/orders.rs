@@ -7,11 +7,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use service_kit::duration;
-use service_kit::http::{JsonBody, path_rejection, query_rejection};
+use service_kit::http::{ErrorBody, JsonBody, path_rejection, query_rejection};
 use tokio::time::Instant;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::announcements::Next;
+use super::error::OutcomeUnknownBody;
 use super::{ApiError, AppState};
 use crate::db;
 use crate::domain::{CustomerId, IdempotencyKey, NewOrder, Order, PlaceOrderRequest};
@@ -26,6 +28,68 @@ const MAX_PAGE: u32 = 500;
 /// mode, where the order is accepted and the history follows). With an
 /// `Idempotency-Key`, a retry of the same body returns the same order
 /// (and `Idempotent-Replayed: true`); a different body under the key is 422.
+#[utoipa::path(
+    post,
+    path = "/orders",
+    tag = "orders",
+    operation_id = "place_order",
+    summary = "Place an order",
+    params(
+        ("Idempotency-Key" = Option<String>, Header,
+            min_length = 1, max_length = 255, pattern = "^[\\x21-\\x7E]+$",
+            description = "Makes the request safe to retry: a retry with the same body returns \
+                the same order (`Idempotent-Replayed: true`) and places nothing new. \
+                Keys are scoped per customer. 1 to 255 visible ASCII characters."),
+    ),
+    request_body(content = PlaceOrderRequest, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The order is stored (modes `outbox`, `cdc`, `dual-write`).",
+            body = Order, headers(
+                ("Location" = String, description = "The order's path, `/orders/{id}`."),
+                ("Idempotent-Replayed" = String,
+                    description = "`true` when an earlier request under this `Idempotency-Key` placed the order."),
+            )),
+        (status = 202, description = "The order is accepted by the broker (mode `self-read`); \
+                it can be read within milliseconds (`GET /orders/{id}?wait=2s` waits for it).",
+            body = Order, headers(
+                ("Location" = String, description = "The order's path, `/orders/{id}`."),
+                ("Idempotent-Replayed" = String,
+                    description = "`true` when an earlier request under this `Idempotency-Key` placed the order."),
+            )),
+        (status = 400, description = "Nothing was stored.\n\
+            - `malformed_json`: the body is not JSON.\n\
+            - `invalid_idempotency_key`: `Idempotency-Key` is empty, over 255 characters or not visible ASCII.\n\
+            - `bad_request`: the body could not be read.",
+            body = ErrorBody),
+        (status = 413, description = "- `body_too_large`: the body is over 64 KiB.", body = ErrorBody),
+        (status = 415, description = "- `unsupported_media_type`: the `Content-Type` is not JSON.", body = ErrorBody),
+        (status = 422, description = "The body is JSON but not an order this service takes; nothing was stored.\n\
+            - `invalid_body`: wrong types, unknown or missing fields.\n\
+            - `invalid_customer_id`, `unknown_currency`, `no_lines`, `too_many_lines`, `invalid_sku`, \
+              `invalid_quantity`, `negative_price`: a field breaks its rule.\n\
+            - `total_overflow`: the total does not fit in 64 bits of minor units.\n\
+            - `total_too_large`: the total is above `MAX_ORDER_TOTAL_MINOR`.\n\
+            - `idempotency_key_reused`: this customer used the `Idempotency-Key` with another body.",
+            body = ErrorBody),
+        (status = 500, description = "- `internal`: anything else, a database connection lost during \
+            the write included: the outcome is unknown; retry with the same `Idempotency-Key`.",
+            body = ErrorBody),
+        (status = 503, description = "Nothing was stored; retry after `Retry-After`.\n\
+            - `database_unavailable`: no database connection could be had within `DB_ACQUIRE_TIMEOUT`.\n\
+            - `broker_unavailable`: (self-read) the broker connection is down and the request had no \
+              `Idempotency-Key`.",
+            body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying."))),
+        (status = 504, description = "The outcome is unknown: retry with the same body and `Idempotency-Key`.\n\
+            - `outcome_unknown`: (self-read) the order was sent to the broker but its answer did not \
+              come; the key to retry with is in `Idempotency-Key` and `idempotency_key`.",
+            body = OutcomeUnknownBody, headers(
+                ("Retry-After" = u32, description = "Seconds to wait before retrying."),
+                ("Idempotency-Key" = String,
+                    description = "With `outcome_unknown`: the key to retry with (the client's, or one made for it)."),
+            )),
+    ),
+)]
 pub async fn place(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -60,11 +124,13 @@ pub async fn place(
     Ok(response)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct GetParams {
     /// Wait up to this long (e.g. `2s`) for an order that is not there yet:
-    /// in self-read mode, read your own write.
+    /// in self-read mode, read your own write. At most 10 s.
+    #[param(example = "2s")]
     wait: Option<String>,
 }
 
@@ -73,6 +139,31 @@ pub struct GetParams {
 /// [`super::announcements`]); it never outlasts the request timeout, and
 /// when the process stops it answers at once (503 `shutting_down` if the
 /// order is not there: it may still come, ask another instance).
+#[utoipa::path(
+    get,
+    path = "/orders/{id}",
+    tag = "orders",
+    operation_id = "get_order",
+    summary = "Read an order",
+    params(("id" = Uuid, Path, description = "The order's id."), GetParams),
+    responses(
+        (status = 200, description = "The order.", body = Order),
+        (status = 400, description = "- `invalid_order_id`: `id` is not a UUID.\n\
+            - `invalid_path`: `id` is not UTF-8.\n\
+            - `invalid_query`: an unknown query parameter.\n\
+            - `invalid_wait`: `wait` is not a duration of at most 10 s.",
+            body = ErrorBody),
+        (status = 404, description = "- `order_not_found`: no such order (by the end of `wait`, if given).",
+            body = ErrorBody),
+        (status = 500, description = "- `internal`: an unexpected error; the log has it.", body = ErrorBody),
+        (status = 503, description = "Retry after `Retry-After`.\n\
+            - `database_unavailable`: the database could not be read.\n\
+            - `shutting_down`: a `wait` cut short because the service is stopping; \
+              the order may still come (another instance will have it).",
+            body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying."))),
+    ),
+)]
 pub async fn get(
     State(state): State<AppState>,
     id: Result<Path<String>, PathRejection>,
@@ -116,16 +207,22 @@ pub async fn get(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
+    /// Only this customer's orders.
+    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     customer_id: Option<String>,
     /// Id of the last order of the previous page.
     after: Option<Uuid>,
+    /// Orders per page: 1 to 500, 50 if not given.
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
 }
 
-#[derive(Debug, Serialize)]
+/// A page of orders, oldest first.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct OrderPage {
     orders: Vec<Order>,
     /// Pass as `after` to get the next page; absent on the last page.
@@ -144,6 +241,32 @@ enum Scope {
 }
 
 /// `GET /orders?customer_id=&after=&limit=` where unfiltered listing is allowed.
+///
+/// Its description serves the public listener's `GET /orders` when operator
+/// endpoints have a listener of their own, with `customer_id` required.
+#[utoipa::path(
+    get,
+    path = "/orders",
+    tag = "orders",
+    operation_id = "list_orders",
+    summary = "List orders",
+    description = "Orders oldest first, a page at a time: pass `next_after` as `after` for the next page. \
+        When `ADMIN_LISTEN_ADDR` is set, the public listener lists one customer's orders only.",
+    params(ListParams),
+    responses(
+        (status = 200, description = "A page of orders.", body = OrderPage),
+        (status = 400, description = "- `invalid_query`: a parameter of the wrong type, or an unknown one.\n\
+            - `invalid_customer_id`: `customer_id` breaks its rule.\n\
+            - `invalid_limit`: `limit` is not 1 to 500.\n\
+            - `customer_id_required`: no `customer_id`, on the public listener when `ADMIN_LISTEN_ADDR` is set.",
+            body = ErrorBody),
+        (status = 500, description = "- `internal`: an unexpected error; the log has it.", body = ErrorBody),
+        (status = 503, description = "Retry after `Retry-After`.\n\
+            - `database_unavailable`: the database could not be read.",
+            body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying."))),
+    ),
+)]
 pub async fn list_all(
     State(state): State<AppState>,
     params: Result<Query<ListParams>, QueryRejection>,

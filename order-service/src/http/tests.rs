@@ -313,3 +313,147 @@ async fn unknown_paths_and_methods_get_json_errors() {
         (405, "method_not_allowed".to_owned())
     );
 }
+
+/// `GET /openapi.json` of the public listener: 200, JSON, OpenAPI 3.1.
+async fn served_document(separate_admin: bool) -> Value {
+    let response = app(separate_admin)
+        .await
+        .oneshot(get("/openapi.json"))
+        .await
+        .expect("infallible");
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .expect("a body");
+    serde_json::from_slice(&bytes).expect("a JSON document")
+}
+
+fn paths(document: &Value) -> Vec<&str> {
+    document["paths"]
+        .as_object()
+        .expect("paths")
+        .keys()
+        .map(String::as_str)
+        .collect()
+}
+
+#[tokio::test]
+async fn the_openapi_document_is_served_and_lists_every_path() {
+    let document = served_document(false).await;
+    assert!(
+        document["openapi"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("3.1")),
+        "{}",
+        document["openapi"]
+    );
+    assert_eq!(
+        paths(&document),
+        [
+            "/healthz",
+            "/metrics",
+            "/openapi.json",
+            "/orders",
+            "/orders/{id}",
+            "/readyz"
+        ]
+    );
+    let expected = serde_json::to_value(super::openapi::document(false)).expect("a document");
+    assert_eq!(document, expected);
+}
+
+#[tokio::test]
+async fn with_an_admin_listener_the_public_document_leaves_out_the_operator_endpoints() {
+    let document = served_document(true).await;
+    assert_eq!(
+        paths(&document),
+        [
+            "/healthz",
+            "/openapi.json",
+            "/orders",
+            "/orders/{id}",
+            "/readyz"
+        ]
+    );
+}
+
+/// What the router answers to `request` is what the document declares for
+/// the operation `(path, method)`: a declared status, with a declared media
+/// type, and with `Retry-After` if the declared response names it.
+async fn assert_declared(
+    app: Router,
+    document: &Value,
+    operation: (&str, &str),
+    request: Request<Body>,
+) {
+    let (path, method) = operation;
+    let uri = request.uri().to_string();
+    let response = app.oneshot(request).await.expect("infallible");
+    let status = response.status().as_u16().to_string();
+    let declared = &document["paths"][path][method]["responses"][&status];
+    assert!(
+        declared.is_object(),
+        "{method} {uri} answered {status}, not declared for {method} {path}"
+    );
+    let content_type = response.headers()[header::CONTENT_TYPE]
+        .to_str()
+        .expect("ASCII");
+    assert!(
+        declared["content"][content_type].is_object(),
+        "{method} {uri}: {status} as {content_type} is not declared"
+    );
+    if declared["headers"]["Retry-After"].is_object() {
+        assert!(
+            response.headers().contains_key(header::RETRY_AFTER),
+            "{method} {uri}: {status} without Retry-After"
+        );
+    }
+}
+
+/// Every status the router gives without a database, for each operation,
+/// is one its document declares. (Those that need one are covered by the
+/// e2e tests.)
+#[tokio::test]
+async fn the_answers_without_a_database_are_declared() {
+    let document = serde_json::to_value(super::openapi::document(false)).expect("a document");
+    let app = app(false).await;
+    let id = Uuid::now_v7();
+    let place = ("/orders", "post");
+    let get_order = ("/orders/{id}", "get");
+    let list = ("/orders", "get");
+    let text = Request::post("/orders")
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(Body::from(order().to_string()))
+        .expect("a request");
+    let bad_key = post()
+        .header("idempotency-key", "a b")
+        .body(Body::from(order().to_string()))
+        .expect("a request");
+    let cases = [
+        (place, post_json(r#"{"customer_id": "#.to_owned())),
+        (place, post_json(order_with("coupon", json!("FREE")))),
+        (
+            place,
+            post_json(order_with("customer_id", json!("x".repeat(70_000)))),
+        ),
+        (place, text),
+        (place, bad_key),
+        // Valid: it reaches the database, which is not there.
+        (place, post_json(order().to_string())),
+        (get_order, get("/orders/not-a-uuid")),
+        (get_order, get("/orders/%FF")),
+        (get_order, get(&format!("/orders/{id}?wait=soon"))),
+        (get_order, get(&format!("/orders/{id}"))),
+        (list, get("/orders?limit=0")),
+        (list, get("/orders?colour=red")),
+        (list, get("/orders?customer_id=ivy")),
+        (("/healthz", "get"), get("/healthz")),
+        (("/readyz", "get"), get("/readyz")),
+        (("/metrics", "get"), get("/metrics")),
+        (("/openapi.json", "get"), get("/openapi.json")),
+    ];
+    for (operation, request) in cases {
+        assert_declared(app.clone(), &document, operation, request).await;
+    }
+}

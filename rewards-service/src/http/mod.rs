@@ -2,12 +2,13 @@
 //! it reaches SQL: what the API cannot parse or PostgreSQL cannot store (a
 //! NUL byte) is a 400.
 //!
-//! The public listener serves `GET /customers/{id}/rewards`; the operator
-//! endpoints (`/metrics`, `GET /ledger`) go with it, or, when
-//! `ADMIN_LISTEN_ADDR` is set, to the admin listener only. Health and
-//! readiness are on both.
+//! The public listener serves `GET /customers/{id}/rewards` and the OpenAPI
+//! document (see [`openapi`]); the operator endpoints (`/metrics`,
+//! `GET /ledger`) go with it, or, when `ADMIN_LISTEN_ADDR` is set, to the
+//! admin listener only. Health and readiness are on both.
 
 mod error;
+pub mod openapi;
 #[cfg(test)]
 mod tests;
 
@@ -17,11 +18,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use service_kit::http::{path_rejection, query_rejection};
+use service_kit::http::{ErrorBody, path_rejection, query_rejection};
 use service_kit::limits::Limits;
 use service_kit::ops::{Ops, Routes};
 use service_kit::serve::Routers;
 use service_kit::startup::Core;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 pub use error::ApiError;
@@ -32,7 +34,7 @@ use crate::db::{self, Credited, LedgerEntry};
 const LEDGER_LIMIT: i64 = 1000;
 const DEFAULT_PAGE: u32 = 100;
 const MAX_PAGE: u32 = 1000;
-/// Longest customer id looked up.
+/// Longest customer id looked up, in characters.
 const MAX_CUSTOMER_ID: usize = 1024;
 
 #[derive(Clone)]
@@ -47,6 +49,7 @@ pub fn routers(state: AppState, limits: &Limits, separate_admin: bool) -> Router
         api: Router::new().route("/customers/{id}/rewards", get(rewards)),
         operator: Router::new().route("/ledger", get(ledger)),
         max_body: 16 * 1024,
+        operations: openapi::operations(),
     };
     service_kit::ops::routers(state, limits, routes, separate_admin)
 }
@@ -62,9 +65,11 @@ impl Ops for AppState {
     }
 }
 
-#[derive(Debug, Serialize)]
+/// A customer's points and the orders that earned them.
+#[derive(Debug, Serialize, ToSchema)]
 struct Rewards {
     customer_id: String,
+    /// Points: the sum of the ledger's, all of it.
     balance: i64,
     /// Newest first, at most 1000 entries.
     ledger: Vec<LedgerEntry>,
@@ -72,6 +77,30 @@ struct Rewards {
 
 /// `GET /customers/{id}/rewards`: the balance and the credited orders; 404
 /// until the customer's first order was credited.
+#[utoipa::path(
+    get,
+    path = "/customers/{id}/rewards",
+    tag = "rewards",
+    operation_id = "get_rewards",
+    summary = "A customer's rewards",
+    description = "The balance and the credited orders, newest first; 404 until the customer's first \
+        order was credited. One point per whole unit of the order's currency, rounded down.",
+    params(("id" = String, Path, min_length = 1, max_length = 1024, pattern = "^[^\\u0000]*$",
+        description = "The customer's id, as order-service took it.")),
+    responses(
+        (status = 200, description = "The customer's rewards.", body = Rewards),
+        (status = 400, description = "- `invalid_customer_id`: `id` is over 1024 characters or holds a NUL.\n\
+            - `invalid_path`: `id` is not UTF-8.",
+            body = ErrorBody),
+        (status = 404, description = "- `customer_not_found`: no order of this customer was credited yet.",
+            body = ErrorBody),
+        (status = 500, description = "- `internal`: an unexpected error; the log has it.", body = ErrorBody),
+        (status = 503, description = "Retry after `Retry-After`.\n\
+            - `database_unavailable`: the database could not be read.",
+            body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying."))),
+    ),
+)]
 async fn rewards(
     State(state): State<AppState>,
     customer_id: Result<Path<String>, PathRejection>,
@@ -82,7 +111,10 @@ async fn rewards(
     };
     // Customer ids arrive in events from any producer, so only what
     // PostgreSQL cannot hold, or would not be worth a lookup, is refused.
-    if customer_id.is_empty() || customer_id.len() > MAX_CUSTOMER_ID || customer_id.contains('\0') {
+    if customer_id.is_empty()
+        || customer_id.chars().count() > MAX_CUSTOMER_ID
+        || customer_id.contains('\0')
+    {
         return Err(ApiError::InvalidCustomerId(MAX_CUSTOMER_ID));
     }
     let mut conn = state.core.pool.acquire().await?;
@@ -98,15 +130,19 @@ async fn rewards(
     .into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct LedgerParams {
     /// Order id of the last entry of the previous page.
     after: Option<Uuid>,
+    /// Entries per page: 1 to 1000, 100 if not given.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
 }
 
-#[derive(Debug, Serialize)]
+/// A page of the ledger, in order-id order.
+#[derive(Debug, Serialize, ToSchema)]
 struct LedgerPage {
     entries: Vec<Credited>,
     /// Pass as `after` for the next page; absent on the last page.
@@ -116,6 +152,27 @@ struct LedgerPage {
 
 /// `GET /ledger?after=&limit=`: every credit, in order-id order, paginated —
 /// what a consistency audit compares with order-service's orders.
+#[utoipa::path(
+    get,
+    path = "/ledger",
+    tag = "operator",
+    operation_id = "list_ledger",
+    summary = "The whole ledger",
+    description = "Every credit, in order-id order, a page at a time (pass `next_after` as `after`): \
+        what a consistency audit compares with order-service's orders.",
+    params(LedgerParams),
+    responses(
+        (status = 200, description = "A page of the ledger.", body = LedgerPage),
+        (status = 400, description = "- `invalid_query`: a parameter of the wrong type, or an unknown one.\n\
+            - `invalid_limit`: `limit` is not 1 to 1000.",
+            body = ErrorBody),
+        (status = 500, description = "- `internal`: an unexpected error; the log has it.", body = ErrorBody),
+        (status = 503, description = "Retry after `Retry-After`.\n\
+            - `database_unavailable`: the database could not be read.",
+            body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying."))),
+    ),
+)]
 async fn ledger(
     State(state): State<AppState>,
     params: Result<Query<LedgerParams>, QueryRejection>,

@@ -97,4 +97,94 @@ async fn unknown_paths_and_methods_get_json_errors() {
         .expect("a request");
     let response = app.oneshot(request).await.expect("infallible");
     assert_eq!(response.status().as_u16(), 405);
+    // A method the document does not declare is a 405 naming the ones it does.
+    assert_eq!(response.headers()[axum::http::header::ALLOW], "GET,HEAD");
+}
+
+#[tokio::test]
+async fn the_openapi_document_is_served_and_lists_every_path() {
+    let response = app()
+        .await
+        .oneshot(
+            Request::get("/openapi.json")
+                .body(Body::empty())
+                .expect("a request"),
+        )
+        .await
+        .expect("infallible");
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(
+        response.headers()[axum::http::header::CONTENT_TYPE],
+        "application/json"
+    );
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .expect("a body");
+    let document: Value = serde_json::from_slice(&bytes).expect("a JSON document");
+    assert!(
+        document["openapi"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("3.1")),
+        "{}",
+        document["openapi"]
+    );
+    let paths: Vec<&String> = document["paths"]
+        .as_object()
+        .expect("paths")
+        .keys()
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "/customers/{id}/rewards",
+            "/healthz",
+            "/ledger",
+            "/metrics",
+            "/openapi.json",
+            "/readyz"
+        ]
+    );
+    let expected = serde_json::to_value(super::openapi::document(false)).expect("a document");
+    assert_eq!(document, expected);
+}
+
+/// Every status the router gives without a database, for each operation,
+/// is one its document declares, with a declared media type.
+#[tokio::test]
+async fn the_answers_without_a_database_are_declared() {
+    let document = serde_json::to_value(super::openapi::document(false)).expect("a document");
+    let app = app().await;
+    let rewards = "/customers/{id}/rewards";
+    let cases = [
+        (rewards, "/customers/%00/rewards".to_owned()),
+        (rewards, "/customers/%FF/rewards".to_owned()),
+        (
+            rewards,
+            format!("/customers/{}/rewards", "c".repeat(MAX_CUSTOMER_ID + 1)),
+        ),
+        (rewards, "/customers/ivy/rewards".to_owned()),
+        ("/ledger", "/ledger?limit=0".to_owned()),
+        ("/ledger", "/ledger?colour=red".to_owned()),
+        ("/ledger", "/ledger".to_owned()),
+        ("/healthz", "/healthz".to_owned()),
+        ("/readyz", "/readyz".to_owned()),
+        ("/metrics", "/metrics".to_owned()),
+    ];
+    for (path, uri) in cases {
+        let request = Request::get(&uri).body(Body::empty()).expect("a request");
+        let response = app.clone().oneshot(request).await.expect("infallible");
+        let status = response.status().as_u16().to_string();
+        let declared = &document["paths"][path]["get"]["responses"][&status];
+        assert!(
+            declared.is_object(),
+            "{uri} answered {status}, not declared"
+        );
+        let content_type = response.headers()[axum::http::header::CONTENT_TYPE]
+            .to_str()
+            .expect("ASCII");
+        assert!(
+            declared["content"][content_type].is_object(),
+            "{uri}: {status} as {content_type} is not declared"
+        );
+    }
 }
