@@ -26,8 +26,8 @@ async fn the_benchmark_runs_every_mode_and_writes_its_report() {
     }
     assert_eq!(report.runs.len(), Mode::ALL.len());
     // An introduction, then five tables of a row per mode, each after a
-    // paragraph of its own.
-    assert_eq!(report.markdown().lines().count(), 2 + 5 * (2 + 2 + 5) + 3);
+    // paragraph of its own, and a blank line between one table and the next.
+    assert_eq!(report.markdown().lines().count(), 2 + 5 * (2 + 2 + 5) + 4);
     assert!(report.svg().starts_with("<svg"));
 }
 
