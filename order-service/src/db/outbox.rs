@@ -44,6 +44,19 @@ pub async fn claim_batch(conn: &mut PgConnection, limit: i64) -> sqlx::Result<Ve
     .await
 }
 
+/// Lets the claiming transaction commit without waiting for its WAL to
+/// reach the disk. A crash can lose such a commit (the last few hundred
+/// milliseconds of them at most, `wal_writer_delay` × 3), and then only
+/// rows that were published come back, to be published again: the broker
+/// and the consumers drop them as duplicates, as after any relay crash
+/// between PubAck and DELETE. Orders are committed durably, as ever.
+pub async fn commit_without_waiting_for_disk(conn: &mut PgConnection) -> sqlx::Result<()> {
+    sqlx::query("SET LOCAL synchronous_commit = off")
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// Deletes the row of `event_id` (the CDC relay's write path: the WAL keeps
 /// the insert).
 pub async fn delete_event(conn: &mut PgConnection, event_id: Uuid) -> sqlx::Result<()> {

@@ -1,8 +1,7 @@
 //! `self-read`: publish first, then read your own event.
 //!
 //! Write path: `POST /orders` validates, publishes `OrderPlaced` and awaits
-//! the PubAck, then answers 202 Accepted (concurrent requests share one
-//! publish: see [`group`]). Nothing is written to the order
+//! the PubAck, then answers 202 Accepted. Nothing is written to the order
 //! database on the request path; the [`projector`] — a durable consumer like
 //! any other — writes the order history from the event, as rewards-service
 //! credits points from the same event. The stream is the source of truth.
@@ -38,7 +37,6 @@
 //! timeout; the projector stays the guarantee (its inbox makes the second
 //! application a no-op).
 
-mod group;
 pub mod projector;
 
 use std::future::Future;
@@ -49,7 +47,7 @@ use anyhow::Context as _;
 use chrono::{SubsecRound as _, Utc};
 use futures::FutureExt as _;
 use service_kit::duration;
-use shared_events::jetstream::{Outgoing, PublishError};
+use shared_events::jetstream::{self, PublishError};
 use shared_events::{Envelope, ID_NAMESPACE, OrderPlaced, Published, placed_event_id};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -82,7 +80,6 @@ pub fn start(deps: Deps, args: &Args, shutdown: CancellationToken) -> (SelfRead,
     let projector = projector::consumer(&deps, args);
     let worker = projector.run(shutdown).map(Ok).boxed();
     let self_read = SelfRead {
-        group: group::GroupPublisher::start(deps.publisher.clone()),
         deps,
         publish_timeout: args.publish_timeout,
     };
@@ -91,8 +88,6 @@ pub fn start(deps: Deps, args: &Args, shutdown: CancellationToken) -> (SelfRead,
 
 pub struct SelfRead {
     deps: Deps,
-    /// Concurrent requests' events share one publish.
-    group: group::GroupPublisher,
     publish_timeout: Duration,
 }
 
@@ -215,21 +210,21 @@ impl SelfRead {
         }
     }
 
-    /// Sends the event's bytes under its id, with those of concurrent
-    /// requests; the returned future is its PubAck.
+    /// Sends the event's bytes under its id; the returned future is its PubAck.
     async fn send(
         &self,
         event_id: Uuid,
         payload: &[u8],
     ) -> Result<impl Future<Output = Result<Published, PublishError>> + Send + 'static, PublishError>
     {
-        self.group
-            .send(Outgoing {
-                subject: self.deps.names.order_placed_subject(),
-                event_id,
-                payload: payload.to_vec(),
-            })
-            .await
+        let pending = jetstream::send(
+            &self.deps.jetstream,
+            self.deps.names.order_placed_subject(),
+            event_id,
+            payload.to_vec(),
+        )
+        .await?;
+        Ok(pending.confirmed())
     }
 
     /// The stored event at `sequence`: the original of a duplicate publish.
