@@ -43,6 +43,19 @@ ensure_durable_nats() {
     fi
 }
 
+# schemathesis, the OpenAPI fuzzer the suite runs against both services
+# (tests/e2e/api_contract.rs), from PyPI into .tools/ (nothing
+# system-wide). Without pip the test says it is skipped.
+ensure_schemathesis() {
+    local dir=.tools/schemathesis
+    if [ ! -x "$dir/bin/st" ] && command -v python3 >/dev/null && python3 -m pip --version >/dev/null 2>&1; then
+        log "installing schemathesis 4.32.5 (PyPI) into $dir"
+        PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --quiet --disable-pip-version-check \
+            --target "$dir" schemathesis==4.32.5 >/dev/null 2>&1 \
+            || log "could not install schemathesis; the API contract test will say it is skipped"
+    fi
+}
+
 # Installs the PostgreSQL server and nats-server when they are missing (with
 # apt, as root), and checks for cargo.
 ensure_deps() {

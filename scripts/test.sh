@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
 ensure_deps
+ensure_schemathesis
 log "building the services (all features, including crash points)"
 cargo build --workspace --all-features --bins --locked
 output=$(mktemp)

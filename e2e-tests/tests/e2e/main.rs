@@ -2,6 +2,7 @@
 //! binaries. One binary, so the servers start once and tests run in parallel,
 //! each in its own databases and stream prefix.
 
+mod api_contract;
 mod audit;
 mod bad_input;
 mod bench_smoke;

@@ -6,7 +6,6 @@ use axum::response::{IntoResponse, Response};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use service_kit::duration;
 use service_kit::http::{ErrorBody, JsonBody, path_rejection, query_rejection};
 use tokio::time::Instant;
 use utoipa::{IntoParams, ToSchema};
@@ -128,10 +127,26 @@ pub async fn place(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct GetParams {
-    /// Wait up to this long (e.g. `2s`) for an order that is not there yet:
-    /// in self-read mode, read your own write. At most 10 s.
-    #[param(example = "2s")]
+    /// Wait up to this long for an order that is not there yet: in
+    /// self-read mode, read your own write. Whole seconds (`2s`, or `2`) or
+    /// milliseconds (`250ms`), at most 10 s.
+    #[param(example = "2s", pattern = r"^((0?[0-9]|10)s?|(10000|0?[0-9]{1,4})ms)$")]
     wait: Option<String>,
+}
+
+/// A `?wait=`: exactly the forms its pattern in the document admits, so that
+/// the document says which values are taken and which are refused.
+fn parse_wait(text: &str) -> Option<Duration> {
+    let whole = |digits: &str, most: usize| {
+        (!digits.is_empty() && digits.len() <= most && digits.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| digits.parse::<u64>().ok())
+            .flatten()
+    };
+    let wait = match text.strip_suffix("ms") {
+        Some(millis) => Duration::from_millis(whole(millis, 5)?),
+        None => Duration::from_secs(whole(text.strip_suffix('s').unwrap_or(text), 2)?),
+    };
+    (wait <= MAX_WAIT).then_some(wait)
 }
 
 /// `GET /orders/{id}[?wait=2s]`. A wait looks at the database when it
@@ -151,7 +166,7 @@ pub struct GetParams {
         (status = 400, description = "- `invalid_order_id`: `id` is not a UUID.\n\
             - `invalid_path`: `id` is not UTF-8.\n\
             - `invalid_query`: an unknown query parameter.\n\
-            - `invalid_wait`: `wait` is not a duration of at most 10 s.",
+            - `invalid_wait`: `wait` is not whole seconds or milliseconds of at most 10 s.",
             body = ErrorBody),
         (status = 404, description = "- `order_not_found`: no such order (by the end of `wait`, if given).",
             body = ErrorBody),
@@ -180,10 +195,7 @@ pub async fn get(
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::InvalidOrderId(id))?;
     let wait = match params.wait {
         None => Duration::ZERO,
-        Some(text) => duration::parse(&text)
-            .ok()
-            .filter(|wait| *wait <= MAX_WAIT)
-            .ok_or(ApiError::InvalidWait(MAX_WAIT.as_secs()))?,
+        Some(text) => parse_wait(&text).ok_or(ApiError::InvalidWait(MAX_WAIT.as_secs()))?,
     };
     let mut waiter = state
         .announcements
@@ -315,4 +327,34 @@ async fn list(
         .then(|| orders.last().map(|o| o.id))
         .flatten();
     Ok(Json(OrderPage { orders, next_after }).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wait_is_whole_seconds_or_milliseconds_up_to_ten_seconds() {
+        let taken = [
+            ("2s", 2_000),
+            ("2", 2_000),
+            ("05", 5_000),
+            ("10s", 10_000),
+            ("250ms", 250),
+            ("09999ms", 9_999),
+            ("10000ms", 10_000),
+        ];
+        for (text, millis) in taken {
+            assert_eq!(
+                parse_wait(text),
+                Some(Duration::from_millis(millis)),
+                "{text}"
+            );
+        }
+        for text in [
+            "11", "10001ms", "100000ms", "1m", "1.5s", "-1", "", "s", "ms", " 2s",
+        ] {
+            assert_eq!(parse_wait(text), None, "{text:?}");
+        }
+    }
 }
