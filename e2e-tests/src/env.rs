@@ -316,6 +316,12 @@ impl TestEnv {
     }
 
     /// The test's prefix for stream and subject names.
+    /// What the processes of this test printed, each line labelled with
+    /// its process.
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+
     pub fn events_prefix(&self) -> &str {
         &self.name
     }

@@ -22,6 +22,11 @@ impl Log {
         self.0.lock().expect("log lock").push(line);
     }
 
+    /// Every line so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.0.lock().expect("log lock").clone()
+    }
+
     /// The last `n` lines.
     pub fn tail(&self, n: usize) -> Vec<String> {
         let lines = self.0.lock().expect("log lock");

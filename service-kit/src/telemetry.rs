@@ -4,13 +4,28 @@ use metrics_exporter_prometheus::PrometheusBuilder;
 pub use metrics_exporter_prometheus::PrometheusHandle;
 use tracing_subscriber::EnvFilter;
 
-/// Logs to stdout, filtered by `RUST_LOG` (default `info`); colours only on a terminal.
-pub fn init_tracing() {
+/// Logs to stdout, filtered by `RUST_LOG` (default `info`), as `LOG_FORMAT`
+/// says: `text` (the default; coloured only on a terminal) or `json`, one
+/// object per line with its timestamp, level, target, fields, and the span
+/// it happened in with that span's parents. Any other value is refused,
+/// before anything else starts.
+pub fn init_tracing() -> anyhow::Result<()> {
+    let json = match std::env::var("LOG_FORMAT").as_deref() {
+        Err(_) | Ok("text") => false,
+        Ok("json") => true,
+        Ok(other) => anyhow::bail!("LOG_FORMAT={other:?}: use text or json"),
+    };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stdout().is_terminal())
-        .init();
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    if json {
+        logs.json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init();
+    } else {
+        logs.with_ansi(std::io::stdout().is_terminal()).init();
+    }
+    Ok(())
 }
 
 /// Installs the process-wide Prometheus recorder; the handle renders `/metrics`.

@@ -11,6 +11,7 @@ mod chaos_smoke;
 mod cluster;
 mod dual_write;
 mod http_limits;
+mod logs;
 mod outbox;
 mod poison;
 mod publish_batches;
