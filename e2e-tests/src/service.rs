@@ -118,12 +118,13 @@ impl Service {
                 .env("ADMIN_LISTEN_ADDR", "127.0.0.1:0")
                 .env("ADMIN_LISTEN_ADDR_FILE", &admin_file);
         }
+        // `SERVICE_LOG` (default `info`) unless the test sets `RUST_LOG` itself.
         let mut child = command
-            .envs(env.iter().map(|(k, v)| (k, v)))
             .env(
                 "RUST_LOG",
                 std::env::var("SERVICE_LOG").unwrap_or_else(|_| "info".into()),
             )
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

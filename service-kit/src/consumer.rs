@@ -234,6 +234,11 @@ impl<A: Apply> EventConsumer<A> {
     /// Dead-letters what can never be applied, applies the rest in one
     /// transaction and acks after COMMIT; a failed batch is applied again
     /// message by message.
+    #[tracing::instrument(
+        name = "consumer_batch",
+        skip_all,
+        fields(consumer = self.settings.durable, messages = messages.len())
+    )]
     async fn handle(&self, messages: Vec<Message>) {
         let mut valid = Vec::with_capacity(messages.len());
         for message in messages {
@@ -247,7 +252,10 @@ impl<A: Apply> EventConsumer<A> {
         }
         let items = valid.iter().map(|v| v.item.clone()).collect();
         match self.apply(items).await {
-            Ok(outcomes) => self.acknowledge(valid, outcomes).await,
+            Ok(outcomes) => {
+                tracing::debug!(applied = valid.len(), "consumer batch applied");
+                self.acknowledge(valid, outcomes).await;
+            }
             Err(error) => match classify(&error, A::IDEMPOTENCY_KEYS) {
                 Failure::Unavailable => {
                     for v in &valid {

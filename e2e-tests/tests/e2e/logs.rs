@@ -1,9 +1,12 @@
 //! `LOG_FORMAT`: with `json`, every line a service prints is one JSON object
-//! (timestamp, level, target, fields); any value but `text` and `json` is
-//! refused before the service starts.
+//! (timestamp, level, target, fields, and the span it happened in, such as
+//! a relay batch with its size); any value but `text` and `json` is refused
+//! before the service starts.
+
+use std::time::Duration;
 
 use e2e_tests::api::{order, place_ok};
-use e2e_tests::{Mode, TestEnv};
+use e2e_tests::{Mode, TestEnv, eventually};
 use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -12,20 +15,28 @@ async fn with_log_format_json_every_line_a_service_prints_is_a_json_object() {
     let orders = env
         .order_service(Mode::Outbox)
         .set("LOG_FORMAT", "json")
+        .set("RUST_LOG", "info,order_service=debug")
         .start()
         .await;
     place_ok(&env.http, orders.url(), &order("ana", &[("SKU-1", 1, 500)])).await;
+    let order_service_lines = || -> Vec<String> {
+        env.log()
+            .lines()
+            .into_iter()
+            .filter_map(|line| {
+                let (label, text) = line.split_once("] ")?;
+                label.contains("order-service").then(|| text.to_owned())
+            })
+            .collect()
+    };
+    // The relay publishes just after the order's commit answered.
+    let lines = eventually("the relay's batch logged", Duration::from_secs(10), || {
+        let lines = order_service_lines();
+        let published = lines.iter().any(|l| l.contains("outbox batch published"));
+        async move { published.then_some(lines) }
+    })
+    .await;
     drop(orders);
-
-    let lines: Vec<String> = env
-        .log()
-        .lines()
-        .into_iter()
-        .filter_map(|line| {
-            let (label, text) = line.split_once("] ")?;
-            label.contains("order-service").then(|| text.to_owned())
-        })
-        .collect();
     let objects: Vec<Value> = lines
         .iter()
         .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
@@ -46,6 +57,15 @@ async fn with_log_format_json_every_line_a_service_prints_is_a_json_object() {
         .find(|o| o["fields"]["message"] == "JetStream streams ready")
         .unwrap_or_else(|| panic!("no start-up line on the streams in {lines:?}"));
     assert!(ready["fields"]["atomic_batches"].is_boolean(), "{ready}");
+    // The relay's batch is a span with its size: the line it logs once the
+    // batch is published carries it.
+    let published = objects
+        .iter()
+        .find(|o| o["fields"]["message"] == "outbox batch published")
+        .unwrap_or_else(|| panic!("no relay batch in {lines:?}"));
+    assert_eq!(published["span"]["name"], "relay_batch", "{published}");
+    assert_eq!(published["span"]["rows"], 1, "{published}");
+    assert_eq!(published["fields"]["new"], 1, "{published}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -38,6 +38,7 @@ use shared_events::Names;
 use shared_events::jetstream::{self, PublishError};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use super::{Capture, pgoutput, publication, slot};
 
@@ -336,14 +337,24 @@ impl<C: Capture> Reader<C> {
         events: Vec<super::Outgoing>,
         end_lsn: Lsn,
     ) -> Result<InFlight, PublishError> {
-        let sent = self.publisher.send_batch(events).await?;
+        let span = tracing::info_span!("cdc_batch", slot = self.settings.label, events = events.len(), end_lsn = %end_lsn);
+        let sent = self
+            .publisher
+            .send_batch(events)
+            .instrument(span.clone())
+            .await?;
         let label = self.settings.label;
-        Ok(Box::pin(async move {
-            let confirmed = sent.confirmed().await;
-            service_kit::telemetry::count_published(label, confirmed.new, confirmed.duplicates);
-            confirmed.result()?;
-            Ok(end_lsn)
-        }))
+        Ok(Box::pin(
+            async move {
+                let confirmed = sent.confirmed().await;
+                let (new, duplicates) = (confirmed.new, confirmed.duplicates);
+                service_kit::telemetry::count_published(label, new, duplicates);
+                confirmed.result()?;
+                tracing::debug!(new, duplicates, "CDC batch published");
+                Ok(end_lsn)
+            }
+            .instrument(span),
+        ))
     }
 }
 

@@ -76,6 +76,7 @@ impl Relay {
     /// them, else all sends first, then all acks), and deletes it in the
     /// claiming transaction.
     /// On any error the transaction rolls back and the rows wait for a retry.
+    #[tracing::instrument(name = "relay_batch", skip_all, fields(rows = tracing::field::Empty))]
     pub async fn relay_next_batch(&self) -> anyhow::Result<Step> {
         let mut tx = self
             .pool
@@ -88,6 +89,7 @@ impl Relay {
         if rows.is_empty() {
             return Ok(Step::Empty);
         }
+        tracing::Span::current().record("rows", rows.len());
         // The DELETE is the one write a crash may lose: each step would
         // otherwise wait for a flush of its own.
         db::outbox::commit_without_waiting_for_disk(&mut tx)
@@ -105,7 +107,8 @@ impl Relay {
         // Counted before anything can fail: a publish repeated after a
         // failed DELETE is counted twice, as it happened.
         let confirmed = self.publisher.send_batch(events).await?.confirmed().await;
-        service_kit::telemetry::count_published("outbox", confirmed.new, confirmed.duplicates);
+        let (new, duplicates) = (confirmed.new, confirmed.duplicates);
+        service_kit::telemetry::count_published("outbox", new, duplicates);
         confirmed.result()?;
         crash_point("after_publish_before_mark");
 
@@ -116,6 +119,7 @@ impl Relay {
         tx.commit()
             .await
             .context("committing the relay transaction")?;
+        tracing::debug!(new, duplicates, "outbox batch published");
 
         Ok(Step::Published(rows.len()))
     }
