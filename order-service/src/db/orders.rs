@@ -358,24 +358,22 @@ mod tests {
             let racing = insert(&mut other, &second, Some(claim()), None);
             tokio::pin!(racing);
             // It waits on the first transaction's lock, and goes no further.
-            let waiting = async {
-                loop {
-                    let waiting: i64 = sqlx::query_scalar(
+            let waiting = e2e_tests::eventually(
+                "the second claim to wait on the first",
+                std::time::Duration::from_secs(10),
+                || async {
+                    let waiting: Option<i64> = sqlx::query_scalar(
                         "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()",
                     )
                     .fetch_one(&pool)
-                    .await?;
-                    if waiting == 1 {
-                        return Ok::<(), sqlx::Error>(());
-                    }
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                }
-            };
+                    .await
+                    .ok();
+                    (waiting == Some(1)).then_some(())
+                },
+            );
             tokio::select! {
                 finished = &mut racing => panic!("the second claim did not wait: {finished:?}"),
-                waited = tokio::time::timeout(std::time::Duration::from_secs(10), waiting) => {
-                    waited.expect("the second claim to wait on the first")?;
-                }
+                () = waiting => {}
             }
             tx.commit().await?;
             assert_eq!(racing.await?, Inserted::KeyTaken);

@@ -1,5 +1,5 @@
 //! The outbox relay: one step publishes one batch; [`Relay::run`] loops the
-//! step, and when the outbox is empty sleeps until this process commits an
+//! step, and when the outbox is empty waits until this process commits an
 //! order ([`Relay::waker`]) or the poll interval passes.
 //!
 //! Why not LISTEN/NOTIFY: a `NOTIFY` in the order's transaction takes a
