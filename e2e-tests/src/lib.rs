@@ -22,6 +22,7 @@
 //!   acknowledged, spread over the order-service instances.
 //! - [`proxy`]: a TCP proxy that delays or holds the broker's replies, and a
 //!   wall clock shifted with libfaketime.
+//! - [`otlp`]: an OTLP receiver that decodes the spans the services export.
 //! - [`wait`]: [`eventually`], a bounded wait on a condition.
 //!
 //! Set `TEST_LOG=1` to see the services' logs; they are printed anyway when a
@@ -36,6 +37,7 @@ pub mod cluster;
 pub mod env;
 pub mod fleet;
 pub mod mode;
+pub mod otlp;
 pub mod proxy;
 pub mod servers;
 pub mod service;

@@ -102,6 +102,7 @@ pub async fn redrive(args: &DlqArgs, id: Option<u64>) -> anyhow::Result<bool> {
             &js,
             letter.original_subject.clone(),
             message_id,
+            None,
             letter.payload.clone(),
         )
         .await

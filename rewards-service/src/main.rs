@@ -4,7 +4,7 @@ use rewards_service::config::Config;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    service_kit::telemetry::init_tracing()?;
+    let _traces = service_kit::telemetry::init("rewards-service")?;
     let _crash_points = service_kit::crash::setup();
     let config = Config::parse();
     let app = Application::build(config).await?;

@@ -149,10 +149,13 @@ pub struct EventConsumer<A> {
     failures: Mutex<HashMap<u64, i64>>,
 }
 
-/// A message whose event passed the checks, with what to apply.
+/// A message whose event passed the checks, with what to apply, and its
+/// span (ended when this is dropped: once the message is acked, naked or
+/// dead-lettered).
 struct Valid<T> {
     message: Message,
     item: T,
+    _span: opentelemetry::global::BoxedSpan,
 }
 
 impl<A: Apply> EventConsumer<A> {
@@ -243,7 +246,14 @@ impl<A: Apply> EventConsumer<A> {
         let mut valid = Vec::with_capacity(messages.len());
         for message in messages {
             match self.check(&message) {
-                Ok(item) => valid.push(Valid { message, item }),
+                Ok(item) => {
+                    let span = self.span(&message);
+                    valid.push(Valid {
+                        message,
+                        item,
+                        _span: span,
+                    });
+                }
                 Err(reason) => self.dead_letter(&message, &format!("{reason:#}")).await,
             }
         }
@@ -355,6 +365,22 @@ impl<A: Apply> EventConsumer<A> {
             }
         });
         futures::future::join_all(acks).await;
+    }
+
+    /// The span of applying `message`, continuing the trace of its publish.
+    fn span(&self, message: &Message) -> opentelemetry::global::BoxedSpan {
+        let traceparent = message
+            .headers
+            .as_ref()
+            .and_then(|headers| headers.get(shared_events::jetstream::TRACEPARENT))
+            .map(|value| value.as_str());
+        let event_id = message
+            .headers
+            .as_ref()
+            .and_then(|headers| headers.get(async_nats::header::NATS_MESSAGE_ID))
+            .and_then(|value| value.as_str().parse().ok())
+            .unwrap_or_default();
+        crate::trace::process_span(self.settings.durable, event_id, traceparent)
     }
 
     /// Decodes and checks one message; `Err` is why it can never be applied.

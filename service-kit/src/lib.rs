@@ -2,7 +2,9 @@
 //! crate holds only its own domain and pattern code.
 //!
 //! # Layout
-//! - [`telemetry`]: tracing to stdout and the Prometheus recorder.
+//! - [`telemetry`]: logs to stdout, traces, and the Prometheus recorder.
+//! - [`trace`]: W3C trace context across HTTP, the database and the broker;
+//!   OTLP export.
 //! - [`shutdown`]: the ctrl-c / SIGTERM future passed into `run_until_stopped`.
 //! - [`consumer`]: the loop of an idempotent `OrderPlaced` consumer.
 //! - [`failure`]: which failures to isolate, retry, or wait out.
@@ -29,3 +31,4 @@ pub mod serve;
 pub mod shutdown;
 pub mod startup;
 pub mod telemetry;
+pub mod trace;

@@ -56,7 +56,7 @@ pub fn routers<S: Ops>(
             .method_not_allowed_fallback(method_not_allowed)
             .layer(axum::middleware::from_fn(observe))
             .layer(DefaultBodyLimit::max(routes.max_body))
-            .layer(TraceLayer::new_for_http())
+            .layer(TraceLayer::new_for_http().make_span_with(crate::trace::http_span))
             .with_state(state)
     };
     let document = openapi::rendered(&openapi::document(routes.operations, separate_admin));

@@ -248,15 +248,23 @@ pub enum PublishError {
     },
 }
 
-/// Sends one event with `Nats-Msg-Id` = `event_id`; await the returned
-/// [`PendingAck`] before treating it as published.
+/// The header that carries an event's W3C trace context to its consumers.
+pub const TRACEPARENT: &str = "traceparent";
+
+/// Sends one event with `Nats-Msg-Id` = `event_id` (and `traceparent` when
+/// given); await the returned [`PendingAck`] before treating it as published.
 pub async fn send(
     js: &Context,
     subject: String,
     event_id: Uuid,
+    traceparent: Option<&str>,
     payload: impl Into<bytes::Bytes>,
 ) -> Result<PendingAck, PublishError> {
-    send_with_headers(js, subject, event_id, HeaderMap::new(), payload).await
+    let mut headers = HeaderMap::new();
+    if let Some(traceparent) = traceparent {
+        headers.insert(TRACEPARENT, traceparent);
+    }
+    send_with_headers(js, subject, event_id, headers, payload).await
 }
 
 async fn send_with_headers(
@@ -416,9 +424,10 @@ pub async fn publish(
     js: &Context,
     subject: String,
     event_id: Uuid,
+    traceparent: Option<&str>,
     payload: Vec<u8>,
 ) -> Result<Published, PublishError> {
-    send(js, subject, event_id, payload)
+    send(js, subject, event_id, traceparent, payload)
         .await?
         .confirmed()
         .await
@@ -446,6 +455,7 @@ pub async fn republish_orders(
                 js,
                 names.order_placed_subject(),
                 event.event_id,
+                None,
                 event.to_bytes(),
             )
             .await?,

@@ -70,6 +70,7 @@ fn event(subject: &str) -> Outgoing {
         subject: subject.to_owned(),
         event_id: Uuid::now_v7(),
         payload: vec![b'x'; 400],
+        traceparent: None,
     }
 }
 
@@ -84,6 +85,7 @@ async fn pipelined(publisher: &Publisher, subject: &str, each: Duration) -> anyh
                 publisher.jetstream(),
                 event.subject,
                 event.event_id,
+                None,
                 event.payload,
             )
             .await?;

@@ -18,4 +18,5 @@ mod publish_batches;
 mod self_read;
 mod self_read_adversity;
 mod switching;
+mod traces;
 mod wait_notifier;

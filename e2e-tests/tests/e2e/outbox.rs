@@ -226,6 +226,7 @@ async fn a_poison_message_is_dead_lettered_and_the_consumer_keeps_going() {
         &js,
         names.order_placed_subject(),
         poison,
+        None,
         b"{not json".to_vec(),
     )
     .await

@@ -85,6 +85,7 @@ async fn a_balance_overflow_is_dead_lettered_alone_and_its_batch_is_credited() {
             &js,
             names.order_placed_subject(),
             event.event_id,
+            None,
             event.to_bytes(),
         )
         .await

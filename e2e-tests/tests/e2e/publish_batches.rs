@@ -3,7 +3,8 @@
 //! already has is refused whole by the server and then published one by one;
 //! a server without atomic batches (older than 2.12) gets pipelined single
 //! publishes. Counts come from the publisher's own PubAcks and from the
-//! stream's own message count.
+//! stream's own message count. Whichever way an event goes, its
+//! `traceparent` header is stored with it.
 
 use std::path::PathBuf;
 
@@ -37,8 +38,15 @@ fn events(names: &Names, ids: &[Uuid]) -> Vec<Outgoing> {
             subject: names.order_placed_subject(),
             event_id: *id,
             payload: id.to_string().into_bytes(),
+            traceparent: Some(traceparent(id)),
         })
         .collect()
+}
+
+/// A trace context of its own for each event, made from its id.
+fn traceparent(id: &Uuid) -> String {
+    let hex = id.simple().to_string();
+    format!("00-{hex}-{}-01", &hex[16..])
 }
 
 fn ids(n: usize) -> Vec<Uuid> {
@@ -54,7 +62,8 @@ async fn publish(publisher: &Publisher, events: Vec<Outgoing>) -> Confirmed {
         .await
 }
 
-/// The event ids in the stream, in stream order.
+/// The event ids in the stream, in stream order; each event's
+/// `traceparent` header is checked to be the one it was sent with.
 async fn stored(publisher: &Publisher, names: &Names) -> Vec<Uuid> {
     let stream = publisher
         .jetstream()
@@ -70,7 +79,13 @@ async fn stored(publisher: &Publisher, names: &Names) -> Vec<Uuid> {
             .get(async_nats::header::NATS_MESSAGE_ID)
             .expect("every event carries its id")
             .to_string();
-        ids.push(id.parse().unwrap());
+        let id: Uuid = id.parse().unwrap();
+        let sent_with = message
+            .headers
+            .get(jetstream::TRACEPARENT)
+            .map(|value| value.to_string());
+        assert_eq!(sent_with, Some(traceparent(&id)), "event {id}");
+        ids.push(id);
     }
     ids
 }

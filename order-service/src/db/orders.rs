@@ -18,7 +18,14 @@ pub struct OutboxRow<'a> {
     pub event_id: Uuid,
     pub subject: &'a str,
     pub payload: &'a serde_json::Value,
+    /// The trace context of the write, which the relay's publish continues.
+    pub traceparent: Option<&'a str>,
 }
+
+/// The prefix of the transactional logical decoding message that carries
+/// an order's trace context to the CDC reader (`cdc` mode), beside the
+/// order's rows in the same transaction.
+pub const TRACE_MESSAGE_PREFIX: &str = "order_events.traceparent";
 
 /// What [`insert`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +38,7 @@ pub enum Inserted {
 }
 
 /// Writes `order` with its lines, and with `claim` and `outbox` when given,
+/// and `wal_traceparent` as a [`TRACE_MESSAGE_PREFIX`] message in the WAL,
 /// in **one statement**: one round trip, and in autocommit no BEGIN or
 /// COMMIT of its own. The order is written only if the key was claimed, so
 /// a replay writes nothing; its earlier order is then read by a statement
@@ -41,9 +49,12 @@ pub async fn insert(
     order: &Order,
     claim: Option<KeyClaim<'_>>,
     outbox: Option<OutboxRow<'_>>,
+    wal_traceparent: Option<&str>,
 ) -> sqlx::Result<Inserted> {
     let lines = LineColumns::of(&order.lines);
-    let inserted = sqlx::query_scalar!(
+    // `traced` modifies nothing, so it runs only because the last SELECT
+    // reads it.
+    let inserted = sqlx::query!(
         r#"WITH claim AS (
                INSERT INTO idempotency_keys (customer_id, key, request_hash, order_id)
                SELECT $2::text, $6::text, $7::bytea, $1::uuid WHERE $6::text IS NOT NULL
@@ -59,10 +70,15 @@ pub async fn insert(
                SELECT new_order.id, line.*
                FROM new_order, UNNEST($8::int[], $9::text[], $10::bigint[], $11::bigint[]) AS line
            ), new_event AS (
-               INSERT INTO outbox (event_id, subject, payload)
-               SELECT $12::uuid, $13::text, $14::jsonb FROM new_order WHERE $12::uuid IS NOT NULL
+               INSERT INTO outbox (event_id, subject, payload, traceparent)
+               SELECT $12::uuid, $13::text, $14::jsonb, $15::text
+               FROM new_order WHERE $12::uuid IS NOT NULL
+           ), traced AS (
+               SELECT pg_logical_emit_message(true, $16::text, $17::text)
+               FROM new_order WHERE $17::text IS NOT NULL
            )
-           SELECT EXISTS (SELECT FROM new_order) AS "inserted!""#,
+           SELECT EXISTS (SELECT FROM new_order) AS "inserted!",
+                  (SELECT count(*) FROM traced) AS "traced!""#,
         order.id,
         order.customer_id.as_str(),
         order.currency.code(),
@@ -77,9 +93,13 @@ pub async fn insert(
         outbox.as_ref().map(|o| o.event_id),
         outbox.as_ref().map(|o| o.subject),
         outbox.as_ref().map(|o| o.payload),
+        outbox.as_ref().and_then(|o| o.traceparent),
+        TRACE_MESSAGE_PREFIX,
+        wal_traceparent,
     )
     .fetch_one(&mut *conn)
-    .await?;
+    .await?
+    .inserted;
     Ok(if inserted {
         Inserted::New
     } else {
@@ -285,7 +305,9 @@ mod tests {
                 event_id: Uuid::now_v7(),
                 subject: "orders.placed",
                 payload: &payload,
+                traceparent: None,
             }),
+            None,
         )
         .await?;
         assert_eq!(inserted, Inserted::New);
@@ -309,7 +331,7 @@ mod tests {
                 request_hash: hash,
             };
             assert_eq!(
-                insert(&mut conn, placed, Some(claim), None).await?,
+                insert(&mut conn, placed, Some(claim), None, None).await?,
                 expected
             );
         }
@@ -328,7 +350,8 @@ mod tests {
                 key: &k1,
                 request_hash: b"hash",
             };
-            let inserted = insert(&mut conn, &order(customer, 500), Some(claim), None).await?;
+            let inserted =
+                insert(&mut conn, &order(customer, 500), Some(claim), None, None).await?;
             assert_eq!(inserted, Inserted::New, "{customer}");
         }
         assert_eq!(rows(&pool).await?, [2, 2, 2, 0]);
@@ -350,12 +373,12 @@ mod tests {
         };
         let mut tx = pool.begin().await?;
         assert_eq!(
-            insert(&mut tx, &first, Some(claim()), None).await?,
+            insert(&mut tx, &first, Some(claim()), None, None).await?,
             Inserted::New
         );
         let mut other = pool.acquire().await?;
         {
-            let racing = insert(&mut other, &second, Some(claim()), None);
+            let racing = insert(&mut other, &second, Some(claim()), None, None);
             tokio::pin!(racing);
             // It waits on the first transaction's lock, and goes no further.
             let waiting = e2e_tests::eventually(

@@ -25,6 +25,8 @@ pub struct Pending {
     pub event_id: Uuid,
     pub subject: String,
     pub payload: serde_json::Value,
+    /// The trace context of the write that added the row.
+    pub traceparent: Option<String>,
 }
 
 /// Locks up to `limit` of the oldest rows that no other relay holds. The rows
@@ -33,7 +35,7 @@ pub struct Pending {
 pub async fn claim_batch(conn: &mut PgConnection, limit: i64) -> sqlx::Result<Vec<Pending>> {
     sqlx::query_as!(
         Pending,
-        r#"SELECT seq, event_id, subject, payload
+        r#"SELECT seq, event_id, subject, payload, traceparent
            FROM outbox
            ORDER BY seq
            LIMIT $1

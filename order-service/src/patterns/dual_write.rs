@@ -6,6 +6,7 @@
 
 use shared_events::{Envelope, jetstream};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use super::store::{self, Stored};
@@ -22,19 +23,24 @@ pub struct DualWrite {
 
 impl DualWrite {
     pub async fn place(&self, placement: Placement) -> Result<Placed, PlaceError> {
-        let order = match store::commit(&self.deps.pool, placement).await? {
+        let order = match store::commit(&self.deps.pool, placement, None).await? {
             Stored::New(order) => order,
             Stored::Replayed(order) => return Ok(Placed::stored(order, Outcome::Replayed)),
         };
 
-        let event = Envelope::new(Uuid::now_v7(), order.created_at, order.placed_event());
+        let mut event = Envelope::new(Uuid::now_v7(), order.created_at, order.placed_event());
+        event.traceparent = service_kit::trace::current_traceparent();
         let subject = self.deps.names.order_placed_subject();
+        let span = service_kit::trace::publish_span(&subject, event.event_id);
+        let traceparent = service_kit::trace::traceparent_of(&span);
         match jetstream::publish(
             &self.deps.jetstream,
             subject,
             event.event_id,
+            traceparent.as_deref(),
             event.to_bytes(),
         )
+        .instrument(span)
         .await
         {
             Ok(published) => {

@@ -112,7 +112,9 @@ impl Pattern {
         }
     }
 
-    /// Stores (and, depending on the mode, announces) an order.
+    /// Stores (and, depending on the mode, announces) an order: the span
+    /// `place order`, whose trace context the event carries on.
+    #[tracing::instrument(name = "place order", skip_all)]
     pub async fn place(&self, placement: Placement) -> Result<Placed, PlaceError> {
         match self {
             #[cfg(feature = "outbox")]

@@ -29,8 +29,9 @@ pub(crate) fn new_order(placement: &Placement) -> Order {
     )
 }
 
-/// Inserts `order` (with its key, and its outbox row when given) in one
-/// statement on `conn`; in autocommit that is the whole transaction. A key
+/// Inserts `order` (with its key, its outbox row when given, and the trace
+/// context for the CDC reader when given) in one statement on `conn`; in
+/// autocommit that is the whole transaction. A key
 /// used before answers with its earlier order, or [`PlaceError::KeyReused`]
 /// when that order's request differed.
 pub(crate) async fn insert(
@@ -38,6 +39,7 @@ pub(crate) async fn insert(
     placement: &Placement,
     order: Order,
     outbox: Option<OutboxRow<'_>>,
+    wal_traceparent: Option<&str>,
 ) -> Result<Stored, PlaceError> {
     let fingerprint = placement
         .key
@@ -48,7 +50,7 @@ pub(crate) async fn insert(
         .as_ref()
         .zip(fingerprint.as_deref())
         .map(|(key, request_hash)| KeyClaim { key, request_hash });
-    match db::orders::insert(conn, &order, claim, outbox)
+    match db::orders::insert(conn, &order, claim, outbox, wal_traceparent)
         .await
         .context("inserting the order")?
     {
@@ -77,18 +79,20 @@ pub(crate) async fn insert(
 }
 
 /// The order committed on its own (one statement in autocommit), for the
-/// patterns whose transaction holds nothing else.
+/// patterns whose transaction holds nothing else but, for the CDC reader,
+/// `wal_traceparent`.
 #[cfg(any(feature = "cdc", feature = "dual-write"))]
 pub(crate) async fn commit(
     pool: &sqlx::PgPool,
     placement: Placement,
+    wal_traceparent: Option<&str>,
 ) -> Result<Stored, PlaceError> {
     let mut conn = pool
         .acquire()
         .await
         .context("acquiring a database connection")?;
     let order = new_order(&placement);
-    let stored = insert(&mut conn, &placement, order, None).await?;
+    let stored = insert(&mut conn, &placement, order, None, wal_traceparent).await?;
     if matches!(stored, Stored::New(_)) {
         service_kit::crash::crash_point("after_commit_before_publish");
     }

@@ -104,8 +104,9 @@ pub trait Capture: Send + 'static {
     fn relation(&mut self, relation: &pgoutput::Relation) -> anyhow::Result<()>;
     /// A row inserted by the open transaction.
     fn insert(&mut self, relation_id: u32, values: Vec<Option<String>>) -> anyhow::Result<()>;
-    /// The open transaction committed: its events, in order.
-    fn commit(&mut self) -> anyhow::Result<Vec<Outgoing>>;
+    /// The open transaction committed: its events, in order. `traceparent`
+    /// is the trace context the transaction logged for its events, if any.
+    fn commit(&mut self, traceparent: Option<String>) -> anyhow::Result<Vec<Outgoing>>;
     /// Rows of the transaction just committed that could not form an event.
     fn rejected(&mut self) -> Option<Rejected> {
         None
@@ -185,6 +186,15 @@ impl Row<'_> {
         let text = self.text(column)?;
         text.parse()
             .map_err(|e| anyhow::anyhow!("column {column} = {text:?}: {e}"))
+    }
+
+    /// The text of a column that may be NULL.
+    pub fn optional_text(&self, column: &str) -> anyhow::Result<Option<&str>> {
+        let i = self
+            .index
+            .get(column)
+            .ok_or_else(|| anyhow::anyhow!("column {column} is missing"))?;
+        Ok(self.values.get(*i).and_then(|v| v.as_deref()))
     }
 
     /// The text of a non-null column.

@@ -34,6 +34,7 @@ use pgwire_replication::{
     Lsn, PgWireError, ReplicationClient, ReplicationConfig, ReplicationEvent,
 };
 use service_kit::crash::crash_point;
+use service_kit::trace::PublishSpans;
 use shared_events::Names;
 use shared_events::jetstream::{self, PublishError};
 use sqlx::PgPool;
@@ -41,6 +42,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 use super::{Capture, pgoutput, publication, slot};
+use crate::db::orders::TRACE_MESSAGE_PREFIX;
 
 /// How a reader is set up.
 #[derive(Debug, Clone)]
@@ -247,6 +249,8 @@ impl<C: Capture> Reader<C> {
         let mut in_flight: FuturesOrdered<InFlight> = FuturesOrdered::new();
         let mut gathered = Gathered::default();
         let mut in_transaction = false;
+        // The trace context the open transaction logged for its events.
+        let mut traceparent = None;
         let mut confirmed = None;
         let mut marker = None;
         loop {
@@ -270,11 +274,22 @@ impl<C: Capture> Reader<C> {
                         .ok_or_else(|| SessionError::Retry(anyhow::anyhow!("the replication stream ended")))?;
                     let idle = !in_transaction && in_flight.is_empty() && gathered.is_empty();
                     match event {
-                        ReplicationEvent::Begin { .. } => in_transaction = true,
+                        ReplicationEvent::Begin { .. } => {
+                            in_transaction = true;
+                            traceparent = None;
+                        }
                         ReplicationEvent::XLogData { data, .. } => self.change(&data)?,
+                        ReplicationEvent::Message { transactional: true, prefix, content, .. }
+                            if prefix == TRACE_MESSAGE_PREFIX =>
+                        {
+                            traceparent = std::str::from_utf8(&content).ok().map(str::to_owned);
+                        }
                         ReplicationEvent::Commit { end_lsn, .. } => {
                             in_transaction = false;
-                            let events = self.capture.commit().map_err(SessionError::Fatal)?;
+                            let events = self
+                                .capture
+                                .commit(traceparent.take())
+                                .map_err(SessionError::Fatal)?;
                             if let Some(rejected) = self.capture.rejected() {
                                 self.dead_letter(rejected, end_lsn).await.map_err(retry)?;
                             }
@@ -334,22 +349,37 @@ impl<C: Capture> Reader<C> {
     /// future completes with the position to confirm once every PubAck arrived.
     async fn publish(
         &self,
-        events: Vec<super::Outgoing>,
+        mut events: Vec<super::Outgoing>,
         end_lsn: Lsn,
     ) -> Result<InFlight, PublishError> {
         let span = tracing::info_span!("cdc_batch", slot = self.settings.label, events = events.len(), end_lsn = %end_lsn);
-        let sent = self
+        let spans = PublishSpans::start(&mut events);
+        let sent = match self
             .publisher
             .send_batch(events)
             .instrument(span.clone())
-            .await?;
+            .await
+        {
+            Ok(sent) => sent,
+            Err(error) => {
+                spans.end(Some(&error));
+                return Err(error);
+            }
+        };
         let label = self.settings.label;
         Ok(Box::pin(
             async move {
                 let confirmed = sent.confirmed().await;
                 let (new, duplicates) = (confirmed.new, confirmed.duplicates);
                 service_kit::telemetry::count_published(label, new, duplicates);
-                confirmed.result()?;
+                let confirmed = confirmed.result();
+                spans.end(
+                    confirmed
+                        .as_ref()
+                        .err()
+                        .map(|e| e as &dyn std::fmt::Display),
+                );
+                confirmed?;
                 tracing::debug!(new, duplicates, "CDC batch published");
                 Ok(end_lsn)
             }

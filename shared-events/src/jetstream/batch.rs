@@ -30,7 +30,7 @@ use futures::StreamExt as _;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::{Confirmed, PendingAck, PublishError, Published, send};
+use super::{Confirmed, PendingAck, PublishError, Published, TRACEPARENT, send};
 
 /// Most messages the server takes in one atomic batch.
 pub const MAX_ATOMIC_BATCH: usize = 1000;
@@ -42,12 +42,14 @@ const BATCH_ID: &str = "Nats-Batch-Id";
 const BATCH_SEQUENCE: &str = "Nats-Batch-Sequence";
 const BATCH_COMMIT: &str = "Nats-Batch-Commit";
 
-/// An event to publish: its subject, its id (the `Nats-Msg-Id`), its bytes.
+/// An event to publish: its subject, its id (the `Nats-Msg-Id`), its bytes,
+/// and the W3C trace context it is sent under (the `traceparent` header).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outgoing {
     pub subject: String,
     pub event_id: Uuid,
     pub payload: Vec<u8>,
+    pub traceparent: Option<String>,
 }
 
 /// The one way order-service hands events to JetStream in bulk. Cheap to
@@ -106,6 +108,7 @@ impl Publisher {
                         &self.jetstream,
                         event.subject,
                         event.event_id,
+                        event.traceparent.as_deref(),
                         event.payload,
                     )
                     .await?,
@@ -138,6 +141,9 @@ impl Publisher {
                 async_nats::header::NATS_MESSAGE_ID,
                 message.event_id.to_string().as_str(),
             );
+            if let Some(traceparent) = &message.traceparent {
+                headers.insert(TRACEPARENT, traceparent.as_str());
+            }
             headers.insert(BATCH_ID, batch_id.as_str());
             headers.insert(BATCH_SEQUENCE, (index + 1).to_string().as_str());
             let subject = message.subject.clone();
@@ -188,6 +194,7 @@ struct Message {
     subject: String,
     event_id: Uuid,
     payload: Bytes,
+    traceparent: Option<String>,
 }
 
 impl From<Outgoing> for Message {
@@ -196,6 +203,7 @@ impl From<Outgoing> for Message {
             subject: event.subject,
             event_id: event.event_id,
             payload: event.payload.into(),
+            traceparent: event.traceparent,
         }
     }
 }
@@ -324,6 +332,7 @@ impl Publisher {
                 &self.jetstream,
                 message.subject,
                 message.event_id,
+                message.traceparent.as_deref(),
                 message.payload,
             )
             .await

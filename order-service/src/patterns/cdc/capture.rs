@@ -95,7 +95,7 @@ impl Capture for OrdersCapture {
         Ok(())
     }
 
-    fn commit(&mut self) -> anyhow::Result<Vec<Outgoing>> {
+    fn commit(&mut self, traceparent: Option<String>) -> anyhow::Result<Vec<Outgoing>> {
         let mut lines = std::mem::take(&mut self.lines);
         let mut events = Vec::new();
         let mut without_lines = Vec::new();
@@ -107,11 +107,13 @@ impl Capture for OrdersCapture {
             }
             numbered.sort_by_key(|(line_no, _)| *line_no);
             order.lines = numbered.into_iter().map(|(_, line)| line).collect();
-            let event = Envelope::new(event_id(order.order_id), order.placed_at, order);
+            let mut event = Envelope::new(event_id(order.order_id), order.placed_at, order);
+            event.traceparent.clone_from(&traceparent);
             events.push(Outgoing {
                 subject: self.subject.clone(),
                 event_id: event.event_id,
                 payload: event.to_bytes(),
+                traceparent: event.traceparent.clone(),
             });
         }
         self.rejected = reject(without_lines, lines);
@@ -221,7 +223,7 @@ mod tests {
             .insert(2, text(&[&id.to_string(), "1", "A", "2", "1250"]))
             .unwrap();
 
-        let events = capture.commit().unwrap();
+        let events = capture.commit(None).unwrap();
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].event_id, event_id(id));
         let event: Envelope<shared_events::OrderPlaced> =
@@ -233,7 +235,7 @@ mod tests {
             event.payload.placed_at.to_rfc3339(),
             "2026-11-27T05:13:41.442834+00:00"
         );
-        assert!(capture.commit().unwrap().is_empty());
+        assert!(capture.commit(None).unwrap().is_empty());
         assert_eq!(capture.rejected(), None);
     }
 
@@ -265,7 +267,7 @@ mod tests {
                 .unwrap();
         }
 
-        assert!(capture.commit().unwrap().is_empty());
+        assert!(capture.commit(None).unwrap().is_empty());
         let rejected = capture.rejected().expect("rejected rows");
         assert_eq!(rejected.rows, [("orders", 1), ("order_lines", 2)]);
         let payload: serde_json::Value = serde_json::from_slice(&rejected.payload).unwrap();

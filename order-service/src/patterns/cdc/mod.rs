@@ -56,10 +56,14 @@ pub struct Cdc {
 
 impl Cdc {
     pub async fn place(&self, placement: Placement) -> Result<Placed, PlaceError> {
-        // The WAL of this transaction is the event: nothing else to write.
-        Ok(match store::commit(&self.deps.pool, placement).await? {
-            Stored::New(order) => Placed::stored(order, Outcome::New),
-            Stored::Replayed(order) => Placed::stored(order, Outcome::Replayed),
-        })
+        // The WAL of this transaction is the event: nothing else to write
+        // but the trace context, as a message beside the rows.
+        let traceparent = service_kit::trace::current_traceparent();
+        Ok(
+            match store::commit(&self.deps.pool, placement, traceparent.as_deref()).await? {
+                Stored::New(order) => Placed::stored(order, Outcome::New),
+                Stored::Replayed(order) => Placed::stored(order, Outcome::Replayed),
+            },
+        )
     }
 }

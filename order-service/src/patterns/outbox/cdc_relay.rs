@@ -8,7 +8,14 @@ use crate::replication::{Capture, Outgoing, Shapes};
 
 const KNOWN: &[(&str, &[&str])] = &[(
     "outbox",
-    &["seq", "event_id", "subject", "payload", "created_at"],
+    &[
+        "seq",
+        "event_id",
+        "subject",
+        "payload",
+        "created_at",
+        "traceparent",
+    ],
 )];
 
 /// Each inserted outbox row is one event, published as stored.
@@ -33,11 +40,13 @@ impl Capture for OutboxCapture {
             subject: row.text("subject")?.to_owned(),
             event_id: row.get("event_id")?,
             payload: row.text("payload")?.as_bytes().to_vec(),
+            traceparent: row.optional_text("traceparent")?.map(str::to_owned),
         });
         Ok(())
     }
 
-    fn commit(&mut self) -> anyhow::Result<Vec<Outgoing>> {
+    /// Each row carries its own trace context; the transaction's is not used.
+    fn commit(&mut self, _traceparent: Option<String>) -> anyhow::Result<Vec<Outgoing>> {
         Ok(std::mem::take(&mut self.events))
     }
 

@@ -143,13 +143,15 @@ impl Outbox {
     /// transaction: its insert stays in the WAL, and the table stays empty.
     pub async fn place(&self, placement: Placement) -> Result<Placed, PlaceError> {
         let order = store::new_order(&placement);
-        let event = Envelope::new(Uuid::now_v7(), order.created_at, order.placed_event());
+        let mut event = Envelope::new(Uuid::now_v7(), order.created_at, order.placed_event());
+        event.traceparent = service_kit::trace::current_traceparent();
         let payload = serde_json::to_value(&event).context("serializing OrderPlaced")?;
         let subject = self.deps.names.order_placed_subject();
         let row = OutboxRow {
             event_id: event.event_id,
             subject: &subject,
             payload: &payload,
+            traceparent: event.traceparent.as_deref(),
         };
         let stored = if self.relay_kind == RelayKind::Cdc {
             let mut tx = self
@@ -158,7 +160,7 @@ impl Outbox {
                 .begin()
                 .await
                 .context("beginning the order transaction")?;
-            let stored = store::insert(&mut tx, &placement, order, Some(row)).await?;
+            let stored = store::insert(&mut tx, &placement, order, Some(row), None).await?;
             if matches!(stored, Stored::New(_)) {
                 db::outbox::delete_event(&mut tx, event.event_id)
                     .await
@@ -173,7 +175,7 @@ impl Outbox {
                 .acquire()
                 .await
                 .context("acquiring a database connection")?;
-            store::insert(&mut conn, &placement, order, Some(row)).await?
+            store::insert(&mut conn, &placement, order, Some(row), None).await?
         };
         Ok(match stored {
             Stored::New(order) => {

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::db;
 use service_kit::crash::crash_point;
 use service_kit::startup::{pauses, retry_until};
+use service_kit::trace::PublishSpans;
 use shared_events::jetstream::{Outgoing, Publisher};
 
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -102,14 +103,29 @@ impl Relay {
                 event_id: row.event_id,
                 payload: serde_json::to_vec(&row.payload)
                     .context("serializing an outbox payload")?,
+                traceparent: row.traceparent.clone(),
             });
         }
+        let spans = PublishSpans::start(&mut events);
         // Counted before anything can fail: a publish repeated after a
         // failed DELETE is counted twice, as it happened.
-        let confirmed = self.publisher.send_batch(events).await?.confirmed().await;
+        let confirmed = match self.publisher.send_batch(events).await {
+            Ok(sent) => sent.confirmed().await,
+            Err(error) => {
+                spans.end(Some(&error));
+                return Err(error.into());
+            }
+        };
         let (new, duplicates) = (confirmed.new, confirmed.duplicates);
         service_kit::telemetry::count_published("outbox", new, duplicates);
-        confirmed.result()?;
+        let confirmed = confirmed.result();
+        spans.end(
+            confirmed
+                .as_ref()
+                .err()
+                .map(|e| e as &dyn std::fmt::Display),
+        );
+        confirmed?;
         crash_point("after_publish_before_mark");
 
         let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();

@@ -50,6 +50,7 @@ use service_kit::duration;
 use shared_events::jetstream::{self, PublishError};
 use shared_events::{Envelope, ID_NAMESPACE, OrderPlaced, Published, placed_event_id};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use super::{Deps, Outcome, PlaceError, Placed, Placement, Worker};
@@ -104,13 +105,19 @@ impl SelfRead {
         // Microseconds, as PostgreSQL keeps them: the projected order must
         // read back exactly as answered.
         let order = Order::new(order_id, &new, Utc::now().trunc_subsecs(6));
-        let event = Envelope::new(
+        let mut event = Envelope::new(
             placed_event_id(order_id),
             order.created_at,
             order.placed_event(),
         );
+        event.traceparent = service_kit::trace::current_traceparent();
+        let span = service_kit::trace::publish_span(
+            &self.deps.names.order_placed_subject(),
+            event.event_id,
+        );
         let published = self
             .publish(&event, &key)
+            .instrument(span)
             .await
             .map_err(|error| match error {
                 // Certain that this request stored nothing — but an earlier
@@ -210,7 +217,8 @@ impl SelfRead {
         }
     }
 
-    /// Sends the event's bytes under its id; the returned future is its PubAck.
+    /// Sends the event's bytes under its id, in the trace of the current
+    /// (publish) span; the returned future is its PubAck.
     async fn send(
         &self,
         event_id: Uuid,
@@ -221,6 +229,7 @@ impl SelfRead {
             &self.deps.jetstream,
             self.deps.names.order_placed_subject(),
             event_id,
+            service_kit::trace::current_traceparent().as_deref(),
             payload.to_vec(),
         )
         .await?;
