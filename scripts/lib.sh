@@ -56,6 +56,21 @@ ensure_schemathesis() {
     fi
 }
 
+# promtool, which checks docs/alerts.yml (tests/e2e/metrics.rs): Debian's
+# prometheus package, as root, with its daemon kept from starting. Without
+# it the test says it is skipped.
+ensure_promtool() {
+    command -v promtool >/dev/null && return
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && [ ! -e /usr/sbin/policy-rc.d ]; then
+        log "installing promtool (Debian's prometheus package; its server is not started)"
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+        chmod +x /usr/sbin/policy-rc.d
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; } >/dev/null 2>&1 \
+            || log "could not install promtool; the alert rules test will say it is skipped"
+        rm -f /usr/sbin/policy-rc.d
+    fi
+}
+
 # Installs the PostgreSQL server and nats-server when they are missing (with
 # apt, as root), and checks for cargo.
 ensure_deps() {

@@ -9,6 +9,7 @@ source scripts/lib.sh
 
 ensure_deps
 ensure_schemathesis
+ensure_promtool
 log "building the services (all features, including crash points)"
 cargo build --workspace --all-features --bins --locked
 output=$(mktemp)

@@ -234,11 +234,11 @@ pub async fn assert_credited_exactly(env: &TestEnv, n: i64) {
     assert_eq!(check_ledger(env).await, LedgerCheck::exact(n));
 }
 
-/// What one order-service instance says it published (`events_published_total`
+/// What one order-service instance says it published (`order_events_published_total`
 /// on its `/metrics`, summed over sources), duplicates included: double
 /// publishing shows here even when the broker's duplicate window hid it.
 pub async fn published_by(http: &reqwest::Client, base_url: &str) -> u64 {
-    metric_sum(http, base_url, "events_published_total").await
+    metric_sum(http, base_url, "order_events_published_total").await
 }
 
 /// The sum of every series of the metric `name` a service reports on

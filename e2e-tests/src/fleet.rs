@@ -141,8 +141,8 @@ impl Fleet {
         let mut published = Published::default();
         for service in Self::running(&self.orders) {
             let (http, url) = (&self.env.http, service.url());
-            let all = metric_sum(http, url, "events_published_total").await;
-            let duplicates = metric_sum(http, url, "events_publish_duplicates_total").await;
+            let all = metric_sum(http, url, "order_events_published_total").await;
+            let duplicates = metric_sum(http, url, "order_events_publish_duplicates_total").await;
             published.new += all - duplicates;
             published.duplicates += duplicates;
         }

@@ -243,6 +243,7 @@ impl<A: Apply> EventConsumer<A> {
         fields(consumer = self.settings.durable, messages = messages.len())
     )]
     async fn handle(&self, messages: Vec<Message>) {
+        crate::meters::consumer_batch(self.settings.durable, messages.len());
         let mut valid = Vec::with_capacity(messages.len());
         for message in messages {
             match self.check(&message) {
@@ -274,8 +275,7 @@ impl<A: Apply> EventConsumer<A> {
                 }
                 _ if valid.len() == 1 => self.failed_alone(valid.remove(0), &error).await,
                 _ => {
-                    metrics::counter!("events_batches_split_total", "consumer" => self.settings.durable)
-                        .increment(1);
+                    crate::meters::consumer_batch_split(self.settings.durable);
                     tracing::warn!(
                         consumer = self.settings.durable,
                         size = valid.len(),
@@ -446,8 +446,7 @@ fn sequence(message: &Message) -> u64 {
 }
 
 fn count(consumer: &'static str, outcome: &'static str) {
-    metrics::counter!("events_consumed_total", "consumer" => consumer, "outcome" => outcome)
-        .increment(1);
+    crate::meters::consumed(consumer, outcome);
 }
 
 /// 200 ms doubled per delivery, capped.

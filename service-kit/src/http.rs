@@ -101,13 +101,7 @@ pub async fn observe(request: Request, next: Next) -> Response {
     if let Some(InternalError(text)) = response.extensions().get::<InternalError>() {
         tracing::error!(error = %text, "request failed");
     }
-    metrics::histogram!(
-        "http_request_duration_seconds",
-        "method" => method,
-        "path" => path,
-        "status" => response.status().as_u16().to_string(),
-    )
-    .record(started.elapsed().as_secs_f64());
+    crate::meters::http_request(method, path, response.status().as_u16(), started.elapsed());
     response
 }
 

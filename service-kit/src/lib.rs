@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //! - [`telemetry`]: logs to stdout, traces, and the Prometheus recorder.
+//! - [`meters`]: every metric's name, labels and HELP text, in one place.
 //! - [`trace`]: W3C trace context across HTTP, the database and the broker;
 //!   OTLP export.
 //! - [`shutdown`]: the ctrl-c / SIGTERM future passed into `run_until_stopped`.
@@ -25,6 +26,7 @@ pub mod duration;
 pub mod failure;
 pub mod http;
 pub mod limits;
+pub mod meters;
 pub mod openapi;
 pub mod ops;
 pub mod serve;

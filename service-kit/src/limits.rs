@@ -81,7 +81,7 @@ impl Limits {
 
 async fn shed(State(permits): State<Arc<Semaphore>>, request: Request, next: Next) -> Response {
     let Ok(_permit) = permits.try_acquire_owned() else {
-        metrics::counter!("http_requests_shed_total").increment(1);
+        crate::meters::http_request_shed();
         return unavailable(
             "overloaded",
             "too many requests at once; retry after a moment",
@@ -95,7 +95,7 @@ async fn time_limit(State(timeout): State<Duration>, request: Request, next: Nex
     match tokio::time::timeout(timeout, next.run(request)).await {
         Ok(response) => response,
         Err(_) => {
-            metrics::counter!("http_requests_timed_out_total").increment(1);
+            crate::meters::http_request_timed_out();
             let mut response = error_response(
                 StatusCode::GATEWAY_TIMEOUT,
                 "timeout",

@@ -27,6 +27,13 @@ pub trait Ops: Clone + Send + Sync + 'static {
     fn serves_without_broker(&self) -> bool {
         false
     }
+
+    /// Reads what `/metrics` reports from outside the process (the
+    /// outbox, the broker's view of the durable consumers, the dead-letter
+    /// stream), just before it renders.
+    fn refresh_gauges(&self) -> impl std::future::Future<Output = ()> + Send {
+        std::future::ready(())
+    }
 }
 
 /// A service's routes, sorted by who may call them.
@@ -98,5 +105,7 @@ async fn ready<S: Ops>(State(state): State<S>) -> Response {
 }
 
 async fn metrics<S: Ops>(State(state): State<S>) -> Response {
+    state.refresh_gauges().await;
+    crate::telemetry::process_metrics().collect();
     crate::http::metrics(&state.core().metrics)
 }

@@ -3,6 +3,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use backon::{BackoffBuilder as _, ExponentialBuilder, Retryable as _};
+use futures::TryStreamExt as _;
 use shared_events::jetstream::Publisher;
 use shared_events::{Names, StreamSettings};
 use sqlx::PgPool;
@@ -68,7 +69,55 @@ pub struct Core {
     pub metrics: PrometheusHandle,
 }
 
+/// How long `/metrics` waits for one answer of the broker or the database
+/// before it renders without it (the gauge keeps its last value).
+const GAUGE_TIMEOUT: Duration = Duration::from_secs(2);
+
 impl Core {
+    /// Reads, for every durable consumer of the order stream, the broker's
+    /// count of messages not yet delivered and of those awaiting their ack,
+    /// and the dead-letter stream's depth, into their gauges. Each service
+    /// reports every consumer, so that a consumer whose service is down is
+    /// still seen falling behind. What cannot be read in time keeps its
+    /// last value.
+    pub async fn refresh_broker_gauges(&self) {
+        let consumers = tokio::time::timeout(GAUGE_TIMEOUT, async {
+            let stream = self
+                .jetstream
+                .get_stream_no_info(self.names.stream())
+                .await?;
+            let consumers: Vec<_> = stream.consumers().try_collect().await?;
+            Ok::<_, anyhow::Error>(consumers)
+        })
+        .await;
+        match consumers {
+            Ok(Ok(consumers)) => {
+                for info in consumers {
+                    crate::meters::consumer_backlog(
+                        &info.name,
+                        info.num_pending,
+                        info.num_ack_pending,
+                    );
+                }
+            }
+            Ok(Err(error)) => tracing::debug!(%error, "reading the consumers' backlog"),
+            Err(_) => tracing::debug!("reading the consumers' backlog timed out"),
+        }
+        let depth = tokio::time::timeout(GAUGE_TIMEOUT, async {
+            let mut stream = self
+                .jetstream
+                .get_stream(self.names.dead_letter_stream())
+                .await?;
+            Ok::<_, anyhow::Error>(stream.info().await?.state.messages)
+        })
+        .await;
+        match depth {
+            Ok(Ok(messages)) => crate::meters::dead_letters(messages),
+            Ok(Err(error)) => tracing::debug!(%error, "reading the dead-letter stream's depth"),
+            Err(_) => tracing::debug!("reading the dead-letter stream's depth timed out"),
+        }
+    }
+
     /// A core whose database and NATS server cannot be reached (port 1),
     /// for in-process tests of what must be answered before either is used:
     /// a request that gets past its checks fails or hangs instead of passing.

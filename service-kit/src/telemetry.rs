@@ -1,7 +1,7 @@
 use std::io::IsTerminal as _;
 
-use metrics_exporter_prometheus::PrometheusBuilder;
 pub use metrics_exporter_prometheus::PrometheusHandle;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use opentelemetry::trace::TraceContextExt as _;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::Writer;
@@ -10,6 +10,7 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
+use crate::meters;
 use crate::trace::Traces;
 
 /// Logs to stdout, filtered by `RUST_LOG` (default `info`), as `LOG_FORMAT`
@@ -96,20 +97,26 @@ where
     }
 }
 
-/// Installs the process-wide Prometheus recorder; the handle renders `/metrics`.
+/// Installs the process-wide Prometheus recorder with the HELP text of
+/// every metric; the handle renders `/metrics`.
 pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
-    PrometheusBuilder::new()
-        .set_buckets(&[
-            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-        ])?
+    let handle = PrometheusBuilder::new()
+        .set_buckets(meters::DURATION_BUCKETS)?
+        .set_buckets_for_metric(
+            Matcher::Suffix("_batch_size".into()),
+            meters::BATCH_SIZE_BUCKETS,
+        )?
         .install_recorder()
-        .map_err(|e| anyhow::anyhow!("installing the Prometheus recorder: {e}"))
+        .map_err(|e| anyhow::anyhow!("installing the Prometheus recorder: {e}"))?;
+    meters::describe();
+    process_metrics().describe();
+    Ok(handle)
 }
 
-/// Counts PubAcks under `source`: `events_published_total` for each
-/// (duplicates included, as it happened) and
-/// `events_publish_duplicates_total` for those the stream already had.
-pub fn count_published(source: &'static str, new: u64, duplicates: u64) {
-    metrics::counter!("events_published_total", "source" => source).increment(new + duplicates);
-    metrics::counter!("events_publish_duplicates_total", "source" => source).increment(duplicates);
+/// The process's own metrics (`process_cpu_seconds_total`,
+/// `process_resident_memory_bytes`, open file descriptors, threads, …),
+/// read at each scrape.
+pub fn process_metrics() -> &'static metrics_process::Collector {
+    static COLLECTOR: std::sync::OnceLock<metrics_process::Collector> = std::sync::OnceLock::new();
+    COLLECTOR.get_or_init(metrics_process::Collector::default)
 }

@@ -435,7 +435,7 @@ async fn order_lines_written_without_their_order_are_dead_lettered_and_counted()
         .unwrap();
     let counted: Vec<&str> = metrics
         .lines()
-        .filter(|l| l.starts_with("cdc_dead_lettered_rows_total"))
+        .filter(|l| l.starts_with("order_events_cdc_dead_lettered_rows_total"))
         .collect();
     assert_eq!(counted.len(), 1, "{counted:?}");
     assert!(counted[0].contains("table=\"order_lines\""), "{counted:?}");

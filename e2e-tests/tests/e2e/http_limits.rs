@@ -39,7 +39,7 @@ pub(crate) async fn metrics_text(env: &TestEnv, base_url: &str) -> String {
 fn duration_series(metrics: &str) -> usize {
     metrics
         .lines()
-        .filter(|line| line.starts_with("http_request_duration_seconds_count{"))
+        .filter(|line| line.starts_with("order_events_http_request_duration_seconds_count{"))
         .count()
 }
 
@@ -102,7 +102,7 @@ async fn the_concurrency_limit_sheds_load_with_503_and_retry_after() {
         Duration::from_secs(10),
         || async {
             let metrics = metrics_text(&env, orders.url()).await;
-            (counter(&metrics, "order_lookups_total") == 2).then_some(())
+            (counter(&metrics, "order_events_order_lookups_total") == 2).then_some(())
         },
     )
     .await;
@@ -354,7 +354,7 @@ async fn the_admin_listener_serves_operator_endpoints_and_the_public_one_does_no
         assert!(
             metrics_text(&env, base)
                 .await
-                .contains("http_request_duration_seconds"),
+                .contains("order_events_http_request_duration_seconds"),
             "{base}"
         );
         assert_eq!(status(format!("{base}/healthz")).await, 200, "{base}");

@@ -12,6 +12,7 @@ mod cluster;
 mod dual_write;
 mod http_limits;
 mod logs;
+mod metrics;
 mod outbox;
 mod poison;
 mod publish_batches;

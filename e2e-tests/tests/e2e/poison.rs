@@ -131,7 +131,7 @@ async fn a_balance_overflow_is_dead_lettered_alone_and_its_batch_is_credited() {
         metric_sum(
             &env.http,
             rewards_service.url(),
-            "events_batches_split_total"
+            "order_events_consumer_batches_split_total"
         )
         .await,
         1
@@ -254,7 +254,8 @@ async fn failures_while_the_database_is_down_never_dead_letter_an_event() {
     // Every event fails more often than CONSUMER_MAX_DELIVER allows for a
     // failure that is the event's own.
     eventually("deliveries failed during the outage", CONVERGE, || async {
-        (metric_sum(&env.http, rewards.url(), "events_consumed_total").await >= 15).then_some(())
+        (metric_sum(&env.http, rewards.url(), "order_events_consumed_total").await >= 15)
+            .then_some(())
     })
     .await;
     env.start_postgres();

@@ -27,7 +27,7 @@ async fn waiters_are_woken_by_the_projection_not_by_polling() {
     let env = TestEnv::new("woken_waiters").await;
     let orders = env.order_service(Mode::SelfRead).start().await;
     let base = orders.url().to_owned();
-    let lookups = |metrics: String| counter(&metrics, "order_lookups_total");
+    let lookups = |metrics: String| counter(&metrics, "order_events_order_lookups_total");
     let before = lookups(metrics_text(&env, &base).await);
 
     // Self-read derives an order's id from its Idempotency-Key, so the
@@ -163,7 +163,7 @@ async fn a_stopping_service_answers_its_waiters_at_once() {
         Duration::from_secs(10),
         || async {
             let metrics = metrics_text(&env, &base).await;
-            (counter(&metrics, "order_lookups_total") == 1).then_some(())
+            (counter(&metrics, "order_events_order_lookups_total") == 1).then_some(())
         },
     )
     .await;

@@ -1,6 +1,7 @@
 //! All of order-service's SQL. Functions take a connection or a transaction,
 //! so the caller owns the transaction boundary.
 
+pub mod backlog;
 pub mod cdc_slots;
 #[cfg(any(feature = "outbox", feature = "cdc", feature = "dual-write"))]
 pub mod idempotency;

@@ -88,6 +88,22 @@ impl Ops for AppState {
     fn serves_without_broker(&self) -> bool {
         !self.pattern.places_through_broker()
     }
+
+    /// The outbox's backlog (in every mode: rows an earlier mode left
+    /// count too), and the broker's.
+    async fn refresh_gauges(&self) {
+        let backlog = tokio::time::timeout(Duration::from_secs(2), async {
+            let mut conn = self.core.pool.acquire().await?;
+            crate::db::backlog::outbox(&mut conn).await
+        })
+        .await;
+        match backlog {
+            Ok(Ok(backlog)) => service_kit::meters::outbox_backlog(backlog.rows, backlog.oldest),
+            Ok(Err(error)) => tracing::debug!(%error, "reading the outbox's backlog"),
+            Err(_) => tracing::debug!("reading the outbox's backlog timed out"),
+        }
+        self.core.refresh_broker_gauges().await;
+    }
 }
 
 #[cfg(all(test, feature = "dual-write"))]

@@ -107,7 +107,7 @@ pub async fn place(
     let order = NewOrder::try_from(request)?.within_total(state.max_order_total_minor)?;
     let placed = state.pattern.place(Placement { order, key }).await?;
     if placed.outcome == Outcome::New {
-        metrics::counter!("orders_placed_total").increment(1);
+        service_kit::meters::order_placed();
     }
     let location = format!("/orders/{}", placed.order.id);
     let status = match placed.durability {
@@ -202,7 +202,7 @@ pub async fn get(
         .waiter(id, Instant::now() + wait.min(state.max_wait));
     let mut last_look = false;
     loop {
-        metrics::counter!("order_lookups_total").increment(1);
+        service_kit::meters::order_lookup();
         let mut conn = state.core.pool.acquire().await?;
         if let Some(order) = db::orders::find(&mut conn, id).await? {
             return Ok(Json(order).into_response());

@@ -45,12 +45,12 @@ impl DualWrite {
         {
             Ok(published) => {
                 let duplicate = u64::from(published.duplicate);
-                service_kit::telemetry::count_published("dual-write", 1 - duplicate, duplicate);
+                service_kit::meters::published("dual-write", 1 - duplicate, duplicate);
             }
             Err(error) => {
                 // This is the flaw the control exists to show: the order is
                 // committed and its event is lost.
-                metrics::counter!("events_lost_total").increment(1);
+                service_kit::meters::lost("dual-write");
                 tracing::error!(order_id = %order.id, error = %error, "event lost after commit");
             }
         }

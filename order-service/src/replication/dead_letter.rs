@@ -1,6 +1,6 @@
 //! Rows that cannot form an event — order lines without their order in the
 //! same transaction, an order without lines — are filed in the dead-letter
-//! stream with the reason and counted (`cdc_dead_lettered_rows_total`), before
+//! stream with the reason and counted (`order_events_cdc_dead_lettered_rows_total`), before
 //! the transaction's position is confirmed: never published half, never
 //! dropped silently.
 
@@ -39,8 +39,7 @@ impl<C: Capture> Reader<C> {
         .await?;
         tracing::error!(slot = %self.settings.slot, lsn = %end_lsn, reason = %rejected.reason, "captured rows dead-lettered");
         for (table, rows) in rejected.rows {
-            metrics::counter!("cdc_dead_lettered_rows_total", "slot" => self.settings.label, "table" => table)
-                .increment(rows);
+            service_kit::meters::cdc_dead_lettered_rows(self.settings.label, table, rows);
         }
         Ok(())
     }

@@ -217,11 +217,10 @@ impl<C: Capture> Reader<C> {
         let mut client = ReplicationClient::connect(config).await.map_err(classify)?;
         client.wait_started().await.map_err(classify)?;
         tracing::info!(slot = %self.settings.slot, "CDC reader streaming");
-        let active = metrics::gauge!("cdc_reader_active", "slot" => self.settings.label);
-        active.set(1.0);
+        service_kit::meters::cdc_reader_active(self.settings.label, true);
         self.capture.reset();
         let streamed = self.stream(&mut client, shutdown, until).await;
-        active.set(0.0);
+        service_kit::meters::cdc_reader_active(self.settings.label, false);
         match streamed {
             Ok((confirmed, reached)) => {
                 finish(&mut client, confirmed).await;
@@ -353,6 +352,7 @@ impl<C: Capture> Reader<C> {
         end_lsn: Lsn,
     ) -> Result<InFlight, PublishError> {
         let span = tracing::info_span!("cdc_batch", slot = self.settings.label, events = events.len(), end_lsn = %end_lsn);
+        service_kit::meters::publish_batch(self.settings.label, events.len());
         let spans = PublishSpans::start(&mut events);
         let sent = match self
             .publisher
@@ -371,7 +371,7 @@ impl<C: Capture> Reader<C> {
             async move {
                 let confirmed = sent.confirmed().await;
                 let (new, duplicates) = (confirmed.new, confirmed.duplicates);
-                service_kit::telemetry::count_published(label, new, duplicates);
+                service_kit::meters::published(label, new, duplicates);
                 let confirmed = confirmed.result();
                 spans.end(
                     confirmed
@@ -440,8 +440,6 @@ async fn watch_slot(
     settings: CdcSettings,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let retained = metrics::gauge!("cdc_retained_wal_bytes", "slot" => settings.label);
-    let lag = metrics::gauge!("cdc_confirmed_lag_bytes", "slot" => settings.label);
     loop {
         tokio::select! {
             () = shutdown.cancelled() => std::future::pending::<()>().await,
@@ -454,8 +452,11 @@ async fn watch_slot(
         match slot::status(&pool, &settings.slot).await {
             Ok(Some(status)) => {
                 status.usable(&settings.slot)?;
-                retained.set(status.retained_bytes.unwrap_or(0) as f64);
-                lag.set(status.confirmed_lag_bytes.unwrap_or(0) as f64);
+                service_kit::meters::cdc_slot(
+                    settings.label,
+                    status.confirmed_lag_bytes.unwrap_or(0),
+                    status.retained_bytes.unwrap_or(0),
+                );
             }
             Ok(None) => {
                 return Err(slot::resync_needed(

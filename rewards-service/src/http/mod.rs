@@ -63,6 +63,10 @@ impl Ops for AppState {
     fn serves_without_broker(&self) -> bool {
         true
     }
+
+    async fn refresh_gauges(&self) {
+        self.core.refresh_broker_gauges().await;
+    }
 }
 
 /// A customer's points and the orders that earned them.

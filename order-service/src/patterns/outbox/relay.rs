@@ -106,6 +106,7 @@ impl Relay {
                 traceparent: row.traceparent.clone(),
             });
         }
+        service_kit::meters::publish_batch("outbox", events.len());
         let spans = PublishSpans::start(&mut events);
         // Counted before anything can fail: a publish repeated after a
         // failed DELETE is counted twice, as it happened.
@@ -117,7 +118,7 @@ impl Relay {
             }
         };
         let (new, duplicates) = (confirmed.new, confirmed.duplicates);
-        service_kit::telemetry::count_published("outbox", new, duplicates);
+        service_kit::meters::published("outbox", new, duplicates);
         let confirmed = confirmed.result();
         spans.end(
             confirmed
@@ -182,7 +183,7 @@ impl Relay {
                     }
                 }
                 Err(error) => {
-                    metrics::counter!("relay_errors_total").increment(1);
+                    service_kit::meters::relay_error();
                     let pause = pauses.next().unwrap_or(MAX_BACKOFF);
                     tracing::warn!(error = format!("{error:#}"), retry_in = ?pause, "outbox relay step failed");
                     tokio::select! {

@@ -127,7 +127,7 @@ impl SelfRead {
                 other => other,
             })?;
         let duplicate = u64::from(published.duplicate);
-        service_kit::telemetry::count_published("self-read", 1 - duplicate, duplicate);
+        service_kit::meters::published("self-read", 1 - duplicate, duplicate);
         if published.duplicate {
             let original = self
                 .original(published.stream_sequence)

@@ -1,0 +1,27 @@
+//! The outbox's backlog, for `/metrics` in every mode: rows an earlier mode
+//! or a build with the relay left count too.
+
+use sqlx::PgConnection;
+
+/// What waits in the outbox.
+pub struct Backlog {
+    pub rows: i64,
+    /// Age of the oldest row; zero when there is none.
+    pub oldest: std::time::Duration,
+}
+
+/// How many rows wait, and for how long the oldest has. Counts the rows a
+/// relay holds too: they are not published until its transaction commits.
+pub async fn outbox(conn: &mut PgConnection) -> sqlx::Result<Backlog> {
+    let row = sqlx::query!(
+        r#"SELECT count(*) AS "rows!",
+                  COALESCE(EXTRACT(EPOCH FROM clock_timestamp() - min(created_at)), 0)::float8 AS "oldest!"
+           FROM outbox"#
+    )
+    .fetch_one(conn)
+    .await?;
+    Ok(Backlog {
+        rows: row.rows,
+        oldest: std::time::Duration::from_secs_f64(row.oldest.max(0.0)),
+    })
+}
