@@ -4,7 +4,13 @@
 # placed with curl, and the reward points they earned.
 #
 #   scripts/demo.sh [--mode outbox|cdc|self-read|dual-write] [--cluster] [--keep]
+#   scripts/demo.sh --crash
 #
+# --crash places one order per mode into a crash of order-service after the
+# order's COMMIT and before any publish (self-read: after the PubAck, before
+# the answer), restarts it, retries with the client's key, and prints what
+# each mode stored and credited: every pattern credits the order once, the
+# dual write loses it.
 # --cluster runs three clustered nats-servers (each stream on all three) and
 # two instances of each service, kills one node, and places the orders over
 # both order-service instances. --keep leaves everything running until
@@ -17,12 +23,14 @@ source scripts/lib.sh
 mode=${ORDER_MODE:-outbox}
 keep=0
 cluster=0
+crash=0
 while [ $# -gt 0 ]; do
     case $1 in
         --mode) mode=$2; shift 2 ;;
         --cluster) cluster=1; shift ;;
         --keep) keep=1; shift ;;
-        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+        --crash) crash=1; shift ;;
+        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
         *) die "unknown argument $1 (see --help)" ;;
     esac
 done
@@ -30,6 +38,11 @@ done
 ensure_deps
 log "building the services"
 cargo build --workspace --all-features --bins --locked --quiet
+
+if [ "$crash" = 1 ]; then
+    # The harness starts its own private PostgreSQL and nats-server.
+    exec cargo run --quiet --locked -p e2e-tests --bin crash-demo
+fi
 
 work=$(mktemp -d -t order-events-demo.XXXXXX)
 chmod 755 "$work"

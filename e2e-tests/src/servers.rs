@@ -260,11 +260,12 @@ impl Postgres {
 
     fn launch(&mut self) -> anyhow::Result<()> {
         let data = self.dir.join("data");
+        // Every test in CDC mode leaves its slots behind: room for the suite.
         let mut settings = vec![
             "listen_addresses=127.0.0.1",
             "wal_level=logical",
-            "max_wal_senders=20",
-            "max_replication_slots=20",
+            "max_wal_senders=64",
+            "max_replication_slots=64",
             "max_connections=1000",
             "shared_buffers=128MB",
             "max_slot_wal_keep_size=1GB",
