@@ -5,12 +5,17 @@
 #
 #   scripts/demo.sh [--mode outbox|cdc|self-read|dual-write] [--cluster] [--keep]
 #   scripts/demo.sh --crash
+#   scripts/demo.sh --console
 #
 # --crash places one order per mode into a crash of order-service after the
 # order's COMMIT and before any publish (self-read: after the PubAck, before
 # the answer), restarts it, retries with the client's key, and prints what
 # each mode stored and credited: every pattern credits the order once, the
 # dual write loses it.
+#
+# --console serves the live console (order-events console) on
+# http://127.0.0.1:8090/ with every mode running side by side.
+#
 # --cluster runs three clustered nats-servers (each stream on all three) and
 # two instances of each service, kills one node, and places the orders over
 # both order-service instances. --keep leaves everything running until
@@ -24,13 +29,15 @@ mode=${ORDER_MODE:-outbox}
 keep=0
 cluster=0
 crash=0
+console=0
 while [ $# -gt 0 ]; do
     case $1 in
         --mode) mode=$2; shift 2 ;;
         --cluster) cluster=1; shift ;;
         --keep) keep=1; shift ;;
         --crash) crash=1; shift ;;
-        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+        --console) console=1; shift ;;
+        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
         *) die "unknown argument $1 (see --help)" ;;
     esac
 done
@@ -39,9 +46,12 @@ ensure_deps
 log "building the services"
 cargo build --workspace --all-features --bins --locked --quiet
 
+if [ "$console" = 1 ]; then
+    exec target/debug/order-events console --modes outbox,cdc,self-read,dual-write
+fi
 if [ "$crash" = 1 ]; then
     # The harness starts its own private PostgreSQL and nats-server.
-    exec cargo run --quiet --locked -p e2e-tests --bin crash-demo
+    exec target/debug/crash-demo
 fi
 
 work=$(mktemp -d -t order-events-demo.XXXXXX)

@@ -71,6 +71,18 @@ ensure_promtool() {
     fi
 }
 
+# Chromium and chromedriver, for the console's browser test
+# (tests/e2e/console.rs): Debian's packages, as root. Without them the test
+# says it is skipped.
+ensure_chromium() {
+    command -v chromium >/dev/null && command -v chromedriver >/dev/null && return
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        log "installing chromium and chromium-driver (the console's browser test)"
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver; } >/dev/null 2>&1 \
+            || log "could not install chromium; the console's browser test will say it is skipped"
+    fi
+}
+
 # Installs the PostgreSQL server and nats-server when they are missing (with
 # apt, as root), and checks for cargo.
 ensure_deps() {

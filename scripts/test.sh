@@ -10,6 +10,7 @@ source scripts/lib.sh
 ensure_deps
 ensure_schemathesis
 ensure_promtool
+ensure_chromium
 log "building the services (all features, including crash points)"
 cargo build --workspace --all-features --bins --locked
 output=$(mktemp)

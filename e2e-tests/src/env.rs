@@ -88,6 +88,12 @@ impl TestEnv {
         env
     }
 
+    /// Like [`TestEnv::new`], with the services on the NATS server at
+    /// `nats_url` (one the caller runs, or a proxy in front of it).
+    pub async fn on_nats(name: &str, nats_url: String) -> Self {
+        Self::create(name, Private::default(), Some(nats_url)).await
+    }
+
     /// Like [`TestEnv::new`], with the servers `private` names of its own.
     pub async fn with_private(name: &str, private: Private) -> Self {
         Self::create(name, private, None).await
@@ -121,15 +127,9 @@ impl TestEnv {
         })
         .await;
         for db in [&orders_db, &rewards_db] {
-            for statement in [
-                format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
-                format!("CREATE DATABASE {db}"),
-            ] {
-                sqlx::raw_sql(&statement)
-                    .execute(&mut admin)
-                    .await
-                    .expect("creating a test database");
-            }
+            recreate(&mut admin, db)
+                .await
+                .expect("creating a test database");
         }
         let with_db = |db: &str| {
             let base = admin_url.rsplit_once('/').map_or("", |(b, _)| b);
@@ -386,4 +386,14 @@ impl Drop for TestEnv {
             }
         }
     }
+}
+
+/// Drops the database `db` if it exists and creates it empty. (A function
+/// of its own, so that the futures that call it are `Send`.)
+async fn recreate(admin: &mut PgConnection, db: &str) -> sqlx::Result<()> {
+    let drop = format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)");
+    sqlx::raw_sql(&drop).execute(&mut *admin).await?;
+    let create = format!("CREATE DATABASE {db}");
+    sqlx::raw_sql(&create).execute(&mut *admin).await?;
+    Ok(())
 }

@@ -18,6 +18,7 @@
 //! - [`mode`]: the typed choices of a start, [`Mode`] and [`CrashPoint`].
 //! - [`bench`]: the benchmark behind `src/bin/bench.rs`.
 //! - [`chaos`]: the chaos run behind `src/bin/chaos.rs`.
+//! - [`console`]: `order-events console`, the patterns live in a browser.
 //! - [`crash_demo`]: the crash behind `scripts/demo.sh --crash`, once per mode.
 //! - [`clients`]: clients that retry each order with its key until it is
 //!   acknowledged, spread over the order-service instances.
@@ -35,6 +36,7 @@ pub mod bench;
 pub mod chaos;
 pub mod clients;
 pub mod cluster;
+pub mod console;
 pub mod crash_demo;
 pub mod env;
 pub mod fleet;

@@ -219,6 +219,11 @@ impl Service {
         );
     }
 
+    /// Whether the process has ended (a crash point, a kill).
+    pub fn has_exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
     /// SIGKILL, as a crash would.
     pub async fn kill(&mut self) {
         let _ = self.child.kill().await;

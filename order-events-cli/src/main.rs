@@ -11,6 +11,9 @@
 //! `order-events cdc resync`: after a replication slot was lost, re-publish
 //! the orders the stream does not hold, then let order-service make a new slot.
 //!
+//! `order-events console`: every pattern side by side in a browser, on a
+//! private PostgreSQL and nats-server, with buttons that kill and delay.
+//!
 //! Exit status: 0 consistent (or fully repaired, or done), 1 inconsistent,
 //! 2 error.
 
@@ -37,6 +40,13 @@ enum Command {
     /// Change data capture operations.
     #[command(subcommand)]
     Cdc(CdcCommand),
+    /// Every pattern side by side in the browser: starts a private PostgreSQL
+    /// and nats-server and each mode's services, places orders at a rate, and
+    /// shows live what each placed, stored and credited, its lag and its
+    /// audit, with buttons that kill services, stop the broker, delay its
+    /// replies, or crash order-service at the next order. Needs the services
+    /// built with crash points: `cargo build --workspace --all-features --bins`.
+    Console(ConsoleArgs),
     /// What the consumers dead-lettered, and sending it back after a fix.
     Dlq {
         #[command(subcommand)]
@@ -61,6 +71,20 @@ enum DlqCommand {
         #[arg(long)]
         id: Option<u64>,
     },
+}
+
+#[derive(Args)]
+pub struct ConsoleArgs {
+    /// Where the page is served.
+    #[arg(long, default_value = "127.0.0.1:8090")]
+    listen: std::net::SocketAddr,
+    /// Modes to start at once (comma-separated: outbox, cdc, self-read,
+    /// dual-write); otherwise the page starts them.
+    #[arg(long, value_delimiter = ',')]
+    modes: Vec<String>,
+    /// Orders per second per mode for `--modes`.
+    #[arg(long, default_value_t = 20)]
+    rate: u32,
 }
 
 #[derive(Args)]
@@ -114,6 +138,22 @@ pub struct AuditArgs {
     events_prefix: String,
 }
 
+async fn console(args: &ConsoleArgs) -> anyhow::Result<()> {
+    let modes = args
+        .modes
+        .iter()
+        .map(|name| {
+            e2e_tests::console::MODES
+                .into_iter()
+                .find(|mode| mode.name() == name.trim())
+                .ok_or_else(|| {
+                    anyhow::anyhow!("unknown mode {name:?}: outbox, cdc, self-read or dual-write")
+                })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    e2e_tests::console::main(args.listen, &modes, args.rate).await
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let Cli { command } = Cli::parse();
@@ -124,6 +164,7 @@ async fn main() -> ExitCode {
             DlqCommand::Redrive { id } => dlq::redrive(&args, id).await,
         },
         Command::Cdc(CdcCommand::Resync(args)) => resync::run(&args).await,
+        Command::Console(args) => console(&args).await.map(|()| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
