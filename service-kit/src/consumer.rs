@@ -378,8 +378,7 @@ impl<A: Apply> EventConsumer<A> {
             .headers
             .as_ref()
             .and_then(|headers| headers.get(async_nats::header::NATS_MESSAGE_ID))
-            .and_then(|value| value.as_str().parse().ok())
-            .unwrap_or_default();
+            .and_then(|value| value.as_str().parse().ok());
         crate::trace::process_span(self.settings.durable, event_id, traceparent)
     }
 

@@ -187,6 +187,11 @@ impl PublishSpans {
         Self(spans)
     }
 
+    /// Ends every span, marked failed when `outcome` is an error.
+    pub fn end_with<T, E: std::fmt::Display>(self, outcome: &Result<T, E>) {
+        self.end(outcome.as_ref().err().map(|e| e as &dyn std::fmt::Display));
+    }
+
     /// Ends every span, marked failed with `error` when there is one.
     pub fn end(self, error: Option<&dyn std::fmt::Display>) {
         for mut span in self.0 {
@@ -199,21 +204,25 @@ impl PublishSpans {
 }
 
 /// A consumer's span for one event, child of the publish span named by the
-/// message's `traceparent` header (or, without one, by the event's own).
+/// message's `traceparent` header; without one (a message republished by
+/// the audit or a mode switch) it starts a trace of its own.
 pub fn process_span(
     consumer: &'static str,
-    event_id: Uuid,
+    event_id: Option<Uuid>,
     traceparent: Option<&str>,
 ) -> global::BoxedSpan {
     let tracer = global::tracer("order-events");
+    let mut attributes = vec![
+        KeyValue::new("messaging.system", "nats"),
+        KeyValue::new("messaging.consumer.group.name", consumer),
+    ];
+    if let Some(event_id) = event_id {
+        attributes.push(KeyValue::new("messaging.message.id", event_id.to_string()));
+    }
     tracer
         .span_builder("process OrderPlaced")
         .with_kind(SpanKind::Consumer)
-        .with_attributes([
-            KeyValue::new("messaging.system", "nats"),
-            KeyValue::new("messaging.consumer.group.name", consumer),
-            KeyValue::new("messaging.message.id", event_id.to_string()),
-        ])
+        .with_attributes(attributes)
         .start_with_context(&tracer, &context_from(traceparent))
 }
 

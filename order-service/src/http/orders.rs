@@ -239,6 +239,7 @@ pub struct OrderPage {
     orders: Vec<Order>,
     /// Pass as `after` to get the next page; absent on the last page.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     next_after: Option<Uuid>,
 }
 

@@ -373,12 +373,7 @@ impl<C: Capture> Reader<C> {
                 let (new, duplicates) = (confirmed.new, confirmed.duplicates);
                 service_kit::meters::published(label, new, duplicates);
                 let confirmed = confirmed.result();
-                spans.end(
-                    confirmed
-                        .as_ref()
-                        .err()
-                        .map(|e| e as &dyn std::fmt::Display),
-                );
+                spans.end_with(&confirmed);
                 confirmed?;
                 tracing::debug!(new, duplicates, "CDC batch published");
                 Ok(end_lsn)

@@ -120,12 +120,7 @@ impl Relay {
         let (new, duplicates) = (confirmed.new, confirmed.duplicates);
         service_kit::meters::published("outbox", new, duplicates);
         let confirmed = confirmed.result();
-        spans.end(
-            confirmed
-                .as_ref()
-                .err()
-                .map(|e| e as &dyn std::fmt::Display),
-        );
+        spans.end_with(&confirmed);
         confirmed?;
         crash_point("after_publish_before_mark");
 
