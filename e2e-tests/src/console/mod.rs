@@ -47,7 +47,9 @@ const RESTART_AFTER: Duration = Duration::from_secs(1);
 const CLIENT_PATIENCE: Duration = Duration::from_secs(120);
 /// How often the sampler and the supervisor look.
 const TICK: Duration = Duration::from_millis(500);
-/// Orders placed at once per lane, at most.
+/// Clients per lane; they share the lane's rate.
+const CLIENTS: u32 = 4;
+/// Orders sent and not yet answered per lane, at most.
 const IN_FLIGHT: usize = 32;
 
 /// The console's world; cheap to share.
@@ -76,6 +78,10 @@ struct Lane {
     placed: AtomicU64,
     /// Orders sent and not answered yet (retries included).
     sending: AtomicU64,
+    /// Bounds `sending` for the load's orders.
+    permits: Arc<tokio::sync::Semaphore>,
+    /// Whether the supervisor is at work on this lane.
+    supervising: AtomicBool,
     /// The crash point to arm on the next start of order-service.
     crash_next: AtomicBool,
     crash_armed: AtomicBool,
@@ -165,7 +171,7 @@ impl Console {
             }
             self.act(format!("starting {}", mode.name()));
             let lane = Arc::new(Lane::start(mode, &self.proxy.url()).await?);
-            for _ in 0..IN_FLIGHT.min(4) {
+            for _ in 0..CLIENTS {
                 tokio::task::spawn_local(Arc::clone(self).load(Arc::clone(&lane)));
             }
             lanes.push(lane);
@@ -306,19 +312,20 @@ impl Console {
 
     /// One client of `lane`: places orders at the lane's share of the rate.
     async fn load(self: Arc<Self>, lane: Arc<Lane>) {
-        let permits = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
         loop {
             let rate = self.rate.load(Ordering::Relaxed);
             if rate == 0 {
                 tokio::time::sleep(TICK).await;
                 continue;
             }
-            // Four clients share the rate.
-            tokio::time::sleep(Duration::from_secs_f64(4.0 / f64::from(rate))).await;
+            tokio::time::sleep(Duration::from_secs_f64(
+                f64::from(CLIENTS) / f64::from(rate),
+            ))
+            .await;
             if self.rate.load(Ordering::Relaxed) == 0 {
                 continue;
             }
-            let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+            let Ok(permit) = Arc::clone(&lane.permits).acquire_owned().await else {
                 return;
             };
             let placed = lane.place(Uuid::now_v7().simple().to_string());
@@ -329,11 +336,19 @@ impl Console {
         }
     }
 
-    /// The supervisor and the sampler: one look at every lane.
-    async fn tick(&self) {
+    /// The supervisor and the sampler: one look at every lane. A restart
+    /// takes a second or two, so the supervisor works on the side, one
+    /// at a time per lane, and the view goes on.
+    async fn tick(self: &Arc<Self>) {
         let lanes = self.lanes.lock().await.clone();
         for lane in lanes {
-            lane.supervise(self).await;
+            if !lane.supervising.swap(true, Ordering::Relaxed) {
+                let (console, lane) = (Arc::clone(self), Arc::clone(&lane));
+                tokio::task::spawn_local(async move {
+                    lane.supervise(&console).await;
+                    lane.supervising.store(false, Ordering::Relaxed);
+                });
+            }
             lane.sample().await;
         }
     }
@@ -531,6 +546,8 @@ impl Lane {
             env,
             placed: AtomicU64::new(0),
             sending: AtomicU64::new(0),
+            permits: Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT)),
+            supervising: AtomicBool::new(false),
             crash_next: AtomicBool::new(false),
             crash_armed: AtomicBool::new(false),
             restarts: AtomicU64::new(0),

@@ -73,13 +73,15 @@ async fn one_order_is_one_trace(mode: Mode) {
         "every span of the order's trace",
         Duration::from_secs(30),
         || {
+            // Each service exports on its own schedule, in batches: wait
+            // for every span the chain has.
             let spans = receiver.trace(&trace_id);
-            let processed = spans
-                .iter()
-                .filter(|s| s.name == "process OrderPlaced")
-                .count();
-            let answered = spans.iter().any(|s| s.name == "POST /orders");
-            async move { (processed == consumers && answered).then_some(spans) }
+            let named = |name: &str| spans.iter().filter(|s| s.name == name).count();
+            let complete = named("process OrderPlaced") == consumers
+                && ["POST /orders", "place order", "publish OrderPlaced"]
+                    .into_iter()
+                    .all(|name| named(name) > 0);
+            async move { complete.then_some(spans) }
         },
     )
     .await;
