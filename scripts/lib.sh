@@ -61,13 +61,18 @@ ensure_schemathesis() {
 # it the test says it is skipped.
 ensure_promtool() {
     command -v promtool >/dev/null && return
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && [ ! -e /usr/sbin/policy-rc.d ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         log "installing promtool (Debian's prometheus package; its server is not started)"
+        local kept=""
+        if [ -e /usr/sbin/policy-rc.d ]; then
+            kept=$(mktemp)
+            cp -p /usr/sbin/policy-rc.d "$kept"
+        fi
         printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
         chmod +x /usr/sbin/policy-rc.d
         { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; } >/dev/null 2>&1 \
             || log "could not install promtool; the alert rules test will say it is skipped"
-        rm -f /usr/sbin/policy-rc.d
+        if [ -n "$kept" ]; then mv "$kept" /usr/sbin/policy-rc.d; else rm -f /usr/sbin/policy-rc.d; fi
     fi
 }
 

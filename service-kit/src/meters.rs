@@ -76,7 +76,10 @@ pub fn describe() {
         ORDERS_PLACED,
         "Orders placed by this instance (new orders only)."
     );
-    describe_counter!(ORDER_LOOKUPS, "GET /orders/{id} requests answered.");
+    describe_counter!(
+        ORDER_LOOKUPS,
+        "Database lookups of GET /orders/{id}: one per request, and one more each time a ?wait is woken."
+    );
     describe_counter!(
         PUBLISHED,
         "Events the stream acknowledged, duplicates included, by source (the pattern or relay that published)."
@@ -174,6 +177,11 @@ pub fn describe() {
 pub fn published(source: &'static str, new: u64, duplicates: u64) {
     counter!(PUBLISHED, "source" => source).increment(new + duplicates);
     counter!(PUBLISH_DUPLICATES, "source" => source).increment(duplicates);
+}
+
+/// Exports the loss counter of `source` at 0, before any loss.
+pub fn lost_none_yet(source: &'static str) {
+    counter!(LOST, "source" => source).increment(0);
 }
 
 /// An event lost for good after its order was committed.

@@ -1,4 +1,6 @@
+use std::collections::BTreeSet;
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -67,6 +69,8 @@ pub struct Core {
     pub publisher: Publisher,
     pub names: Names,
     pub metrics: PrometheusHandle,
+    /// The durable consumers `/metrics` reported last.
+    pub reported_consumers: Arc<Mutex<BTreeSet<String>>>,
 }
 
 /// How long `/metrics` waits for one answer of the broker or the database
@@ -92,13 +96,27 @@ impl Core {
         .await;
         match consumers {
             Ok(Ok(consumers)) => {
-                for info in consumers {
+                let durable: BTreeSet<String> = consumers
+                    .iter()
+                    .filter(|info| info.config.durable_name.is_some())
+                    .map(|info| info.name.clone())
+                    .collect();
+                for info in consumers.iter().filter(|info| durable.contains(&info.name)) {
                     crate::meters::consumer_backlog(
                         &info.name,
                         info.num_pending,
                         info.num_ack_pending,
                     );
                 }
+                // A consumer that was deleted has no backlog left to report.
+                let mut reported = self
+                    .reported_consumers
+                    .lock()
+                    .expect("reported consumers lock");
+                for gone in reported.difference(&durable) {
+                    crate::meters::consumer_backlog(gone, 0, 0);
+                }
+                *reported = durable;
             }
             Ok(Err(error)) => tracing::debug!(%error, "reading the consumers' backlog"),
             Err(_) => tracing::debug!("reading the consumers' backlog timed out"),
@@ -139,6 +157,7 @@ impl Core {
             metrics: metrics_exporter_prometheus::PrometheusBuilder::new()
                 .build_recorder()
                 .handle(),
+            reported_consumers: Arc::default(),
         }
     }
 }
@@ -196,6 +215,7 @@ pub async fn connect(
             publisher,
             names,
             metrics,
+            reported_consumers: Arc::default(),
         },
         deadline,
     })

@@ -171,8 +171,8 @@ async fn every_metric_is_named_one_way_keeps_its_labels_and_is_in_the_readme() {
     for (family, sets) in &label_keys {
         assert_eq!(sets.len(), 1, "{family} has label sets {sets:?}");
     }
-    // What every deployment reports whatever happened: the counts read at
-    // each scrape, the process, the requests.
+    // What the outbox and cdc deployments report whatever happened: the
+    // counts read at each scrape, the slot, the process, the requests.
     for expected in [
         "order_events_outbox_pending_rows",
         "order_events_outbox_oldest_age_seconds",

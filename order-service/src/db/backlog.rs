@@ -11,7 +11,7 @@ pub struct Backlog {
 }
 
 /// How many rows wait, and for how long the oldest has. Counts the rows a
-/// relay holds too: they are not published until its transaction commits.
+/// relay is publishing too, until its DELETE commits.
 pub async fn outbox(conn: &mut PgConnection) -> sqlx::Result<Backlog> {
     let row = sqlx::query!(
         r#"SELECT count(*) AS "rows!",

@@ -14,6 +14,8 @@ use super::{Deps, Outcome, PlaceError, Placed, Placement, Worker};
 
 /// The write path; there is no worker — which is the point.
 pub fn start(deps: Deps, _shutdown: CancellationToken) -> (DualWrite, Option<Worker>) {
+    // Exported at 0 from the start, so that the first loss is an increase.
+    service_kit::meters::lost_none_yet("dual-write");
     (DualWrite { deps }, None)
 }
 

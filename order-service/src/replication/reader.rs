@@ -159,6 +159,8 @@ impl<C: Capture> Reader<C> {
     /// Captures until `shutdown` is cancelled. Returns an error only when
     /// capture cannot go on safely (lost or vanished slot, unknown table shape).
     pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        // A standby reports 0 from the start, not nothing.
+        service_kit::meters::cdc_reader_active(self.settings.label, false);
         tracing::info!(slot = %self.settings.slot, "CDC reader started");
         let watch = watch_slot(self.pool.clone(), self.settings.clone(), shutdown.clone());
         tokio::pin!(watch);
