@@ -34,7 +34,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use uuid::Uuid;
 
 /// The header (HTTP and NATS) and the name that carry the context.
-pub const TRACEPARENT: &str = "traceparent";
+pub use shared_events::jetstream::TRACEPARENT;
 
 /// The tracer provider of the process; dropping it flushes what is
 /// recorded and not yet exported.

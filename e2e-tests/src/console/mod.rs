@@ -43,6 +43,8 @@ pub const AUDIT_GRACE: Duration = Duration::from_secs(5);
 pub const LAG_WINDOW: Duration = Duration::from_secs(10);
 /// How long a dead service stays down before the supervisor starts it again.
 const RESTART_AFTER: Duration = Duration::from_secs(1);
+/// The longest a client waits before sending an unanswered order again.
+const RETRY_PAUSE: Duration = Duration::from_millis(250);
 /// How long a client keeps retrying an order with its key.
 const CLIENT_PATIENCE: Duration = Duration::from_secs(120);
 /// How often the sampler and the supervisor look.
@@ -59,7 +61,7 @@ struct Console {
     broker_up: AtomicBool,
     broker_delay_ms: AtomicU32,
     /// Orders per second per lane; 0 pauses the load.
-    rate: AtomicU32,
+    rate: tokio::sync::watch::Sender<u32>,
     lanes: Mutex<Vec<Arc<Lane>>>,
     actions: std::sync::Mutex<VecDeque<String>>,
     started: Instant,
@@ -71,7 +73,11 @@ struct Lane {
     env: TestEnv,
     order_service: Mutex<Option<Service>>,
     rewards_service: Mutex<Option<Service>>,
-    order_url: std::sync::Mutex<Option<String>>,
+    /// Where order-service listens, while it runs.
+    order_url: tokio::sync::watch::Sender<Option<String>>,
+    /// Since when a service has been down, for the supervisor's pause.
+    orders_down: std::sync::Mutex<Option<Instant>>,
+    rewards_down: std::sync::Mutex<Option<Instant>>,
     orders_db: PgPool,
     rewards_db: PgPool,
     /// Orders the clients were told about (2xx).
@@ -147,7 +153,7 @@ impl Console {
             proxy,
             broker_up: AtomicBool::new(true),
             broker_delay_ms: AtomicU32::new(0),
-            rate: AtomicU32::new(0),
+            rate: tokio::sync::watch::Sender::new(0),
             lanes: Mutex::new(Vec::new()),
             actions: std::sync::Mutex::new(VecDeque::new()),
             started: Instant::now(),
@@ -177,14 +183,14 @@ impl Console {
             lanes.push(lane);
         }
         lanes.sort_by_key(|lane| MODES.iter().position(|&m| m == lane.mode));
-        self.rate.store(rate, Ordering::Relaxed);
+        self.rate.send_replace(rate);
         self.act(format!("{rate} orders/s per lane"));
         Ok(())
     }
 
     /// Pauses the load (orders already sent are finished).
     fn pause(&self) {
-        self.rate.store(0, Ordering::Relaxed);
+        self.rate.send_replace(0);
         self.act("load paused".into());
     }
 
@@ -302,7 +308,7 @@ impl Console {
         }
         View {
             seconds: self.started.elapsed().as_secs_f64(),
-            rate: self.rate.load(Ordering::Relaxed),
+            rate: *self.rate.borrow(),
             broker_up: self.broker_up.load(Ordering::Relaxed),
             broker_delay_ms: self.broker_delay_ms.load(Ordering::Relaxed),
             lanes: views,
@@ -310,29 +316,41 @@ impl Console {
         }
     }
 
-    /// One client of `lane`: places orders at the lane's share of the rate.
+    /// One client of `lane`: places orders at the lane's share of the
+    /// rate, from the moment the rate is set until it changes.
     async fn load(self: Arc<Self>, lane: Arc<Lane>) {
+        let mut rates = self.rate.subscribe();
         loop {
-            let rate = self.rate.load(Ordering::Relaxed);
+            let rate = *rates.borrow_and_update();
             if rate == 0 {
-                tokio::time::sleep(TICK).await;
+                if rates.changed().await.is_err() {
+                    return;
+                }
                 continue;
             }
-            tokio::time::sleep(Duration::from_secs_f64(
+            let mut ticks = tokio::time::interval(Duration::from_secs_f64(
                 f64::from(CLIENTS) / f64::from(rate),
-            ))
-            .await;
-            if self.rate.load(Ordering::Relaxed) == 0 {
-                continue;
+            ));
+            loop {
+                tokio::select! {
+                    changed = rates.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                        break;
+                    }
+                    _ = ticks.tick() => {
+                        let Ok(permit) = Arc::clone(&lane.permits).acquire_owned().await else {
+                            return;
+                        };
+                        let placed = lane.place(Uuid::now_v7().simple().to_string());
+                        tokio::task::spawn_local(async move {
+                            placed.await;
+                            drop(permit);
+                        });
+                    }
+                }
             }
-            let Ok(permit) = Arc::clone(&lane.permits).acquire_owned().await else {
-                return;
-            };
-            let placed = lane.place(Uuid::now_v7().simple().to_string());
-            tokio::task::spawn_local(async move {
-                placed.await;
-                drop(permit);
-            });
         }
     }
 
@@ -385,7 +403,7 @@ impl Console {
 
     /// Kills every service (the servers go with the process).
     async fn stop(&self) {
-        self.rate.store(0, Ordering::Relaxed);
+        self.rate.send_replace(0);
         for lane in self.lanes.lock().await.iter() {
             for slot in [&lane.order_service, &lane.rewards_service] {
                 if let Some(mut service) = slot.lock().await.take() {
@@ -515,6 +533,13 @@ impl Handle {
     }
 }
 
+/// Whether a service down since the time in `down` (if any) may start again.
+fn restart_due(down: &std::sync::Mutex<Option<Instant>>) -> bool {
+    down.lock()
+        .unwrap()
+        .is_none_or(|since| since.elapsed() >= RESTART_AFTER)
+}
+
 /// The crash point of a mode's "arm" button.
 fn crash_point(mode: Mode) -> CrashPoint {
     if mode == Mode::SelfRead {
@@ -538,7 +563,9 @@ impl Lane {
         let orders = env.order_service(mode).try_start().await?;
         let lane = Self {
             mode,
-            order_url: std::sync::Mutex::new(Some(orders.url().to_owned())),
+            order_url: tokio::sync::watch::Sender::new(Some(orders.url().to_owned())),
+            orders_down: std::sync::Mutex::new(None),
+            rewards_down: std::sync::Mutex::new(None),
             order_service: Mutex::new(Some(orders)),
             rewards_service: Mutex::new(Some(rewards)),
             orders_db: env.orders_db().await,
@@ -575,9 +602,10 @@ impl Lane {
         let body = order("console", &[("BOOK-42", 1, 1250)]);
         let deadline = Instant::now() + CLIENT_PATIENCE;
         let mut attempts = 0;
+        let mut urls = self.order_url.subscribe();
         loop {
             attempts += 1;
-            let url = self.order_url.lock().unwrap().clone();
+            let url = urls.borrow_and_update().clone();
             if let Some(url) = url
                 && let Ok(response) = place_order(&self.env.http, &url, &body, Some(key)).await
             {
@@ -606,47 +634,56 @@ impl Lane {
                     order_id: None,
                 };
             }
-            tokio::time::sleep(Duration::from_millis(250)).await;
+            // Again once order-service is started anew, or after a pause
+            // (the broker may be what failed).
+            let _ = tokio::time::timeout(RETRY_PAUSE, urls.changed()).await;
         }
     }
 
-    /// Starts again a service that died (after [`RESTART_AFTER`]).
+    /// Starts again a service that died, once it has been down for
+    /// [`RESTART_AFTER`] (looked at on each tick).
     async fn supervise(&self, console: &Console) {
         let mut orders = self.order_service.lock().await;
         if orders.as_mut().is_none_or(Service::has_exited) {
             if orders.take().is_some() {
-                *self.order_url.lock().unwrap() = None;
+                self.order_url.send_replace(None);
+                *self.orders_down.lock().unwrap() = Some(Instant::now());
                 if self.crash_armed.swap(false, Ordering::Relaxed) {
                     console.act(format!(
                         "order-service of {} died at its crash point",
                         self.mode.name()
                     ));
                 }
-                tokio::time::sleep(RESTART_AFTER).await;
             }
-            let armed = self.crash_next.swap(false, Ordering::Relaxed);
-            let mut start = self.env.order_service(self.mode);
-            if armed {
-                start = start.crash_at(crash_point(self.mode));
-            }
-            if let Ok(service) = start.try_start().await {
-                *self.order_url.lock().unwrap() = Some(service.url().to_owned());
-                *orders = Some(service);
-                self.crash_armed.store(armed, Ordering::Relaxed);
-                self.restarts.fetch_add(1, Ordering::Relaxed);
-            } else {
-                // Started again on the next tick (the broker may be down).
-                self.crash_next.fetch_or(armed, Ordering::Relaxed);
+            if restart_due(&self.orders_down) {
+                let armed = self.crash_next.swap(false, Ordering::Relaxed);
+                let mut start = self.env.order_service(self.mode);
+                if armed {
+                    start = start.crash_at(crash_point(self.mode));
+                }
+                if let Ok(service) = start.try_start().await {
+                    self.order_url.send_replace(Some(service.url().to_owned()));
+                    *orders = Some(service);
+                    *self.orders_down.lock().unwrap() = None;
+                    self.crash_armed.store(armed, Ordering::Relaxed);
+                    self.restarts.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    // Started again on a later tick (the broker may be down).
+                    self.crash_next.fetch_or(armed, Ordering::Relaxed);
+                }
             }
         }
         drop(orders);
         let mut rewards = self.rewards_service.lock().await;
         if rewards.as_mut().is_none_or(Service::has_exited) {
             if rewards.take().is_some() {
-                tokio::time::sleep(RESTART_AFTER).await;
+                *self.rewards_down.lock().unwrap() = Some(Instant::now());
             }
-            if let Ok(service) = self.env.rewards_service().try_start().await {
+            if restart_due(&self.rewards_down)
+                && let Ok(service) = self.env.rewards_service().try_start().await
+            {
                 *rewards = Some(service);
+                *self.rewards_down.lock().unwrap() = None;
                 self.restarts.fetch_add(1, Ordering::Relaxed);
             }
         }
