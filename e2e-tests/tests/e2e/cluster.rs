@@ -329,9 +329,14 @@ async fn raising_stream_replicas_moves_the_stream_and_its_consumers_onto_every_n
     let orders = env.order_service(Mode::Outbox).start().await;
     let _rewards = env.rewards_service().start().await;
     // The stream is updated at start-up, and its durable consumer with it
-    // (the server does not carry a consumer along with its stream).
-    assert_eq!(copies(&env, names.stream(), None).await, (3, 3));
-    assert_eq!(copies(&env, names.stream(), Some("rewards")).await, (3, 3));
+    // (the server does not carry a consumer along with its stream); the
+    // new copies are placed by the cluster after the update returns.
+    for consumer in [None, Some("rewards")] {
+        eventually("three copies on three nodes", CONVERGE, || async {
+            (copies(&env, names.stream(), consumer).await == (3, 3)).then_some(())
+        })
+        .await;
+    }
     // The one update that moved the stream kept its atomic batches.
     assert!(takes_atomic_batches(&env, names.stream()).await);
     place_ok(&env.http, orders.url(), &order("ana", &[("SKU-1", 1, 700)])).await;
