@@ -65,6 +65,7 @@ impl Application {
                 max_order_total_minor: config.max_order_total_minor,
                 announcements,
                 max_wait: AppState::max_wait_for(config.service.http.request_timeout),
+                place_timeout: AppState::place_timeout_for(config.service.http.request_timeout),
             },
         })
     }

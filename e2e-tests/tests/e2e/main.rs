@@ -13,6 +13,7 @@ mod console;
 mod crash_demo;
 mod dual_write;
 mod http_limits;
+mod keys;
 mod logs;
 mod metrics;
 mod outbox;

@@ -3,12 +3,12 @@
 
 pub mod backlog;
 pub mod cdc_slots;
-#[cfg(any(feature = "outbox", feature = "cdc", feature = "dual-write"))]
 pub mod idempotency;
 #[cfg(feature = "self-read")]
 pub mod inbox;
 #[cfg(not(feature = "outbox"))]
 pub mod leftovers;
+pub mod mode;
 pub mod orders;
 #[cfg(feature = "outbox")]
 pub mod outbox;

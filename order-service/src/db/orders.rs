@@ -6,13 +6,6 @@ use uuid::Uuid;
 
 use crate::domain::{IdempotencyKey, Order, OrderLine};
 
-/// An idempotency key to claim with an order.
-pub struct KeyClaim<'a> {
-    pub key: &'a IdempotencyKey,
-    /// The request's fingerprint, stored with the key.
-    pub request_hash: &'a [u8],
-}
-
 /// An event to add to the outbox with an order.
 pub struct OutboxRow<'a> {
     pub event_id: Uuid,
@@ -30,40 +23,47 @@ pub const TRACE_MESSAGE_PREFIX: &str = "order_events.traceparent";
 /// What [`insert`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Inserted {
-    /// The order, its lines, its key and its outbox row are written.
+    /// The order, its lines and its outbox row are written.
     New,
-    /// The customer's key was claimed before (possibly by a transaction that
-    /// committed while this statement waited on it): nothing was written.
+    /// The key placed an order before (one with this id, or, for a key
+    /// from before ids were derived from keys, the one the key table names;
+    /// possibly in a transaction that committed while this statement
+    /// waited on it): nothing was written.
     KeyTaken,
+    /// Order-service was switched to another mode since this instance
+    /// started: nothing was written.
+    Fenced,
 }
 
-/// Writes `order` with its lines, and with `claim` and `outbox` when given,
-/// and `wal_traceparent` as a [`TRACE_MESSAGE_PREFIX`] message in the WAL,
-/// in **one statement**: one round trip, and in autocommit no BEGIN or
-/// COMMIT of its own. The order is written only if the key was claimed, so
-/// a replay writes nothing; its earlier order is then read by a statement
-/// of its own (this one's snapshot predates a concurrent claim it waited
-/// for).
+/// Writes `order` with its lines, and with `outbox` when given, and
+/// `wal_traceparent` as a [`TRACE_MESSAGE_PREFIX`] message in the WAL, in
+/// **one statement**: one round trip, and in autocommit no BEGIN or COMMIT
+/// of its own. It writes nothing when `key` placed an order before, or when
+/// the active mode is not `mode` (the fence: the key-share lock it takes on
+/// the mode row makes a switch wait for this write, and a write that waited
+/// for a switch sees the new mode and stores nothing). A replay's earlier
+/// order is then read by a statement of its own (this one's snapshot
+/// predates a concurrent insert it waited for).
 pub async fn insert(
     conn: &mut PgConnection,
+    mode: &str,
     order: &Order,
-    claim: Option<KeyClaim<'_>>,
+    key: &IdempotencyKey,
     outbox: Option<OutboxRow<'_>>,
     wal_traceparent: Option<&str>,
 ) -> sqlx::Result<Inserted> {
     let lines = LineColumns::of(&order.lines);
     // `traced` modifies nothing, so it runs only because the last SELECT
     // reads it.
-    let inserted = sqlx::query!(
-        r#"WITH claim AS (
-               INSERT INTO idempotency_keys (customer_id, key, request_hash, order_id)
-               SELECT $2::text, $6::text, $7::bytea, $1::uuid WHERE $6::text IS NOT NULL
-               ON CONFLICT (customer_id, key) DO NOTHING
-               RETURNING order_id
+    let row = sqlx::query!(
+        r#"WITH fence AS (
+               SELECT FROM order_mode WHERE mode = $7 FOR KEY SHARE
            ), new_order AS (
                INSERT INTO orders (id, customer_id, currency, total_minor, created_at)
                SELECT $1, $2, $3, $4, $5
-               WHERE $6::text IS NULL OR EXISTS (SELECT FROM claim)
+               WHERE EXISTS (SELECT FROM fence)
+                 AND NOT EXISTS (SELECT FROM idempotency_keys WHERE customer_id = $2 AND key = $6)
+               ON CONFLICT (id) DO NOTHING
                RETURNING id
            ), new_lines AS (
                INSERT INTO order_lines (order_id, line_no, sku, quantity, unit_price_minor)
@@ -78,14 +78,15 @@ pub async fn insert(
                FROM new_order WHERE $17::text IS NOT NULL
            )
            SELECT EXISTS (SELECT FROM new_order) AS "inserted!",
+                  EXISTS (SELECT FROM fence) AS "admitted!",
                   (SELECT count(*) FROM traced) AS "traced!""#,
         order.id,
         order.customer_id.as_str(),
         order.currency.code(),
         order.total_minor,
         order.created_at,
-        claim.as_ref().map(|c| c.key.as_str()),
-        claim.as_ref().map(|c| c.request_hash),
+        key.as_str(),
+        mode,
         &lines.line_nos,
         &lines.skus,
         &lines.quantities,
@@ -98,12 +99,13 @@ pub async fn insert(
         wal_traceparent,
     )
     .fetch_one(&mut *conn)
-    .await?
-    .inserted;
-    Ok(if inserted {
+    .await?;
+    Ok(if row.inserted {
         Inserted::New
-    } else {
+    } else if row.admitted {
         Inserted::KeyTaken
+    } else {
+        Inserted::Fenced
     })
 }
 
@@ -256,7 +258,9 @@ mod tests {
     use super::*;
     use crate::domain::{NewOrder, PlaceOrderRequest};
 
-    fn order(customer: &str, price: i64) -> Order {
+    const MODE: &str = "outbox";
+
+    fn order(customer: &str, key: &IdempotencyKey, price: i64) -> Order {
         let new = NewOrder::try_from(PlaceOrderRequest {
             customer_id: customer.to_owned(),
             currency: "EUR".to_owned(),
@@ -267,11 +271,16 @@ mod tests {
             }],
         })
         .expect("a valid order");
-        Order::new(Uuid::now_v7(), &new, chrono::Utc::now())
+        Order::new(key.order_id(new.customer_id()), &new, chrono::Utc::now())
     }
 
     fn key(text: &str) -> IdempotencyKey {
         IdempotencyKey::parse(text).expect("a valid key")
+    }
+
+    /// A database whose active mode is [`MODE`].
+    async fn in_mode(pool: &PgPool) -> sqlx::Result<()> {
+        crate::db::mode::switch_to(pool, MODE).await.map(drop)
     }
 
     async fn rows(pool: &PgPool) -> sqlx::Result<[i64; 4]> {
@@ -287,20 +296,37 @@ mod tests {
         Ok(counts)
     }
 
+    /// Waits until `n` sessions of this database wait on a lock.
+    async fn sessions_waiting(pool: &PgPool, n: i64) {
+        e2e_tests::eventually(
+            &format!("{n} session(s) to wait on a lock"),
+            std::time::Duration::from_secs(10),
+            || async {
+                let waiting: Option<i64> = sqlx::query_scalar(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()",
+                )
+                .fetch_one(pool)
+                .await
+                .ok();
+                (waiting == Some(n)).then_some(())
+            },
+        )
+        .await;
+    }
+
     #[sqlx::test]
-    async fn one_statement_writes_the_order_its_lines_key_and_outbox_row(
+    async fn one_statement_writes_the_order_its_lines_and_outbox_row(
         pool: PgPool,
     ) -> sqlx::Result<()> {
-        let placed = order("ivy", 500);
+        in_mode(&pool).await?;
         let k1 = key("k1");
+        let placed = order("ivy", &k1, 500);
         let payload = serde_json::json!({ "order": placed.id });
         let inserted = insert(
             &mut *pool.acquire().await?,
+            MODE,
             &placed,
-            Some(KeyClaim {
-                key: &k1,
-                request_hash: b"hash",
-            }),
+            &k1,
             Some(OutboxRow {
                 event_id: Uuid::now_v7(),
                 subject: "orders.placed",
@@ -311,7 +337,7 @@ mod tests {
         )
         .await?;
         assert_eq!(inserted, Inserted::New);
-        assert_eq!(rows(&pool).await?, [1, 1, 1, 1]);
+        assert_eq!(rows(&pool).await?, [1, 1, 0, 1]);
         let stored = find(&mut *pool.acquire().await?, placed.id).await?;
         assert_eq!(stored.map(|o| o.total_minor), Some(1000));
         Ok(())
@@ -319,91 +345,160 @@ mod tests {
 
     #[sqlx::test]
     async fn a_used_key_writes_nothing_and_names_its_first_order(pool: PgPool) -> sqlx::Result<()> {
-        let (first, second) = (order("ivy", 500), order("ivy", 700));
+        in_mode(&pool).await?;
         let k1 = key("k1");
+        let (first, second) = (order("ivy", &k1, 500), order("ivy", &k1, 700));
         let mut conn = pool.acquire().await?;
-        for (placed, hash, expected) in [
-            (&first, b"first", Inserted::New),
-            (&second, b"other", Inserted::KeyTaken),
-        ] {
-            let claim = KeyClaim {
-                key: &k1,
-                request_hash: hash,
-            };
+        for (placed, expected) in [(&first, Inserted::New), (&second, Inserted::KeyTaken)] {
             assert_eq!(
-                insert(&mut conn, placed, Some(claim), None, None).await?,
+                insert(&mut conn, MODE, placed, &k1, None, None).await?,
                 expected
             );
         }
-        assert_eq!(rows(&pool).await?, [1, 1, 1, 0]);
-        let taken = crate::db::idempotency::find(&mut conn, &first.customer_id, &k1).await?;
-        assert_eq!(taken, Some((first.id, b"first".to_vec())));
+        assert_eq!(rows(&pool).await?, [1, 1, 0, 0]);
+        let taken = crate::db::idempotency::order_of(&mut conn, &first.customer_id, &k1).await?;
+        assert_eq!(taken, Some(first.id));
         Ok(())
     }
 
     #[sqlx::test]
     async fn the_same_key_belongs_to_each_customer_separately(pool: PgPool) -> sqlx::Result<()> {
+        in_mode(&pool).await?;
         let k1 = key("k1");
         let mut conn = pool.acquire().await?;
         for customer in ["ivy", "jon"] {
-            let claim = KeyClaim {
-                key: &k1,
-                request_hash: b"hash",
-            };
             let inserted =
-                insert(&mut conn, &order(customer, 500), Some(claim), None, None).await?;
+                insert(&mut conn, MODE, &order(customer, &k1, 500), &k1, None, None).await?;
             assert_eq!(inserted, Inserted::New, "{customer}");
         }
-        assert_eq!(rows(&pool).await?, [2, 2, 2, 0]);
+        assert_eq!(rows(&pool).await?, [2, 2, 0, 0]);
+        Ok(())
+    }
+
+    /// A key claimed before order ids were derived from keys names an
+    /// order with another id: it is taken all the same, and stands for
+    /// that order.
+    #[sqlx::test]
+    async fn a_key_from_before_derived_ids_stands_for_its_order(pool: PgPool) -> sqlx::Result<()> {
+        in_mode(&pool).await?;
+        let k1 = key("k1");
+        let mut earlier = order("ivy", &k1, 500);
+        earlier.id = Uuid::now_v7();
+        let mut conn = pool.acquire().await?;
+        assert_eq!(
+            insert(&mut conn, MODE, &earlier, &key("other"), None, None).await?,
+            Inserted::New
+        );
+        sqlx::query(
+            "INSERT INTO idempotency_keys (customer_id, key, request_hash, order_id) VALUES ('ivy', 'k1', '', $1)",
+        )
+        .bind(earlier.id)
+        .execute(&mut *conn)
+        .await?;
+        let retry = order("ivy", &k1, 500);
+        assert_eq!(
+            insert(&mut conn, MODE, &retry, &k1, None, None).await?,
+            Inserted::KeyTaken
+        );
+        assert_eq!(rows(&pool).await?, [1, 1, 1, 0]);
+        let taken = crate::db::idempotency::order_of(&mut conn, &retry.customer_id, &k1).await?;
+        assert_eq!(taken, Some(earlier.id));
         Ok(())
     }
 
     /// The statement's snapshot is taken before it waits on a concurrent
-    /// claim of its key: it writes nothing, and the earlier order is found
-    /// by a statement of its own once the other transaction committed.
+    /// insert under its key: it writes nothing, and the earlier order is
+    /// found by a statement of its own once the other transaction committed.
     #[sqlx::test]
-    async fn a_claim_racing_an_uncommitted_one_waits_and_writes_nothing(
+    async fn a_key_racing_an_uncommitted_order_waits_and_writes_nothing(
         pool: PgPool,
     ) -> sqlx::Result<()> {
+        in_mode(&pool).await?;
         let k1 = key("k1");
-        let (first, second) = (order("ivy", 500), order("ivy", 500));
-        let claim = || KeyClaim {
-            key: &k1,
-            request_hash: b"hash",
-        };
+        let (first, second) = (order("ivy", &k1, 500), order("ivy", &k1, 500));
         let mut tx = pool.begin().await?;
         assert_eq!(
-            insert(&mut tx, &first, Some(claim()), None, None).await?,
+            insert(&mut tx, MODE, &first, &k1, None, None).await?,
             Inserted::New
         );
         let mut other = pool.acquire().await?;
         {
-            let racing = insert(&mut other, &second, Some(claim()), None, None);
+            let racing = insert(&mut other, MODE, &second, &k1, None, None);
             tokio::pin!(racing);
-            // It waits on the first transaction's lock, and goes no further.
-            let waiting = e2e_tests::eventually(
-                "the second claim to wait on the first",
-                std::time::Duration::from_secs(10),
-                || async {
-                    let waiting: Option<i64> = sqlx::query_scalar(
-                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()",
-                    )
-                    .fetch_one(&pool)
-                    .await
-                    .ok();
-                    (waiting == Some(1)).then_some(())
-                },
-            );
             tokio::select! {
-                finished = &mut racing => panic!("the second claim did not wait: {finished:?}"),
-                () = waiting => {}
+                finished = &mut racing => panic!("the second insert did not wait: {finished:?}"),
+                () = sessions_waiting(&pool, 1) => {}
             }
             tx.commit().await?;
             assert_eq!(racing.await?, Inserted::KeyTaken);
         }
-        assert_eq!(rows(&pool).await?, [1, 1, 1, 0]);
-        let taken = crate::db::idempotency::find(&mut other, &first.customer_id, &k1).await?;
-        assert_eq!(taken.map(|(id, _)| id), Some(first.id));
+        assert_eq!(rows(&pool).await?, [1, 1, 0, 0]);
+        let taken = crate::db::idempotency::order_of(&mut other, &first.customer_id, &k1).await?;
+        assert_eq!(taken, Some(first.id));
+        Ok(())
+    }
+
+    #[sqlx::test]
+    async fn a_write_of_another_mode_than_the_active_one_stores_nothing(
+        pool: PgPool,
+    ) -> sqlx::Result<()> {
+        crate::db::mode::switch_to(&pool, "cdc").await?;
+        let k1 = key("k1");
+        let inserted = insert(
+            &mut *pool.acquire().await?,
+            MODE,
+            &order("ivy", &k1, 500),
+            &k1,
+            None,
+            None,
+        )
+        .await?;
+        assert_eq!(inserted, Inserted::Fenced);
+        assert_eq!(rows(&pool).await?, [0, 0, 0, 0]);
+        Ok(())
+    }
+
+    /// The fence holds at the instant of the switch: the switch waits for a
+    /// write in flight (which it then drains), and a write that waited for
+    /// the switch sees the new mode and stores nothing.
+    #[sqlx::test]
+    async fn a_switch_and_a_write_of_the_old_mode_never_overlap(pool: PgPool) -> sqlx::Result<()> {
+        in_mode(&pool).await?;
+        let mut write = pool.begin().await?;
+        let k1 = key("k1");
+        assert_eq!(
+            insert(&mut write, MODE, &order("ivy", &k1, 500), &k1, None, None).await?,
+            Inserted::New
+        );
+        {
+            let switch = crate::db::mode::switch_to(&pool, "cdc");
+            tokio::pin!(switch);
+            tokio::select! {
+                finished = &mut switch => panic!("the switch did not wait for the write: {finished:?}"),
+                () = sessions_waiting(&pool, 1) => {}
+            }
+            write.commit().await?;
+            assert_eq!(switch.await?.as_deref(), Some(MODE));
+        }
+
+        let mut switch = pool.begin().await?;
+        sqlx::query("UPDATE order_mode SET mode = 'self-read'")
+            .execute(&mut *switch)
+            .await?;
+        let k2 = key("k2");
+        let late = order("ivy", &k2, 500);
+        let mut conn = pool.acquire().await?;
+        {
+            let write = insert(&mut conn, "cdc", &late, &k2, None, None);
+            tokio::pin!(write);
+            tokio::select! {
+                finished = &mut write => panic!("the write did not wait for the switch: {finished:?}"),
+                () = sessions_waiting(&pool, 1) => {}
+            }
+            switch.commit().await?;
+            assert_eq!(write.await?, Inserted::Fenced);
+        }
+        assert_eq!(rows(&pool).await?, [1, 1, 0, 0]);
         Ok(())
     }
 }

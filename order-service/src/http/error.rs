@@ -37,10 +37,16 @@ pub enum ApiError {
     #[error("the event broker is unavailable and nothing was stored; retry later")]
     Unavailable,
     #[error(
-        "the order was sent to the event broker but its answer did not come in time: \
-         retry with the same body and Idempotency-Key {0:?} to learn the outcome"
+        "the order may or may not have been placed (its write or its publish did not answer \
+         in time): retry with the same body and Idempotency-Key {0:?} to learn the outcome"
     )]
     OutcomeUnknown(IdempotencyKey),
+    /// This instance runs a mode order-service was switched away from.
+    #[error(
+        "this order-service instance runs a mode that order-service was switched away from; \
+         nothing was stored: retry (another instance serves the current mode)"
+    )]
+    ModeSwitched,
     /// No database connection could be had: nothing was read or written.
     #[error("the database is unavailable; retry later")]
     DatabaseUnavailable,
@@ -70,6 +76,7 @@ impl From<PlaceError> for ApiError {
             PlaceError::KeyReused => ApiError::IdempotencyKeyReused,
             PlaceError::Unavailable => ApiError::Unavailable,
             PlaceError::Unknown { key } => ApiError::OutcomeUnknown(key),
+            PlaceError::ModeSwitched { .. } => ApiError::ModeSwitched,
             // Only "never connected" is a 503 for a write: a connection lost
             // mid-way may have carried the COMMIT.
             PlaceError::Internal(error)
@@ -111,6 +118,9 @@ impl IntoResponse for ApiError {
             ApiError::InvalidWait(_) => (StatusCode::BAD_REQUEST, "invalid_wait"),
             ApiError::Unavailable => {
                 return unavailable("broker_unavailable", &self.to_string(), RETRY_AFTER_SECS);
+            }
+            ApiError::ModeSwitched => {
+                return unavailable("mode_switched", &self.to_string(), RETRY_AFTER_SECS);
             }
             ApiError::ShuttingDown => {
                 return unavailable("shutting_down", &self.to_string(), RETRY_AFTER_SECS);

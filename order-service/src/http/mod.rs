@@ -45,14 +45,25 @@ pub struct AppState {
     /// The longest a `?wait` actually waits: [`MAX_WAIT`], or less under a
     /// shorter request timeout.
     pub max_wait: Duration,
+    /// The longest placing an order may take before the answer says that
+    /// its outcome is unknown, with the key to retry with.
+    pub place_timeout: Duration,
 }
 
 impl AppState {
     /// The cap on `?wait` for `request_timeout`: [`WAIT_MARGIN`] short of
     /// it, or half of it when it is short.
     pub fn max_wait_for(request_timeout: Duration) -> Duration {
+        MAX_WAIT.min(Self::place_timeout_for(request_timeout))
+    }
+
+    /// The cap on placing an order for `request_timeout`: [`WAIT_MARGIN`]
+    /// short of it (or half of it when it is short), so that a slow write
+    /// is answered `outcome_unknown` with its key rather than cut off by
+    /// the request timeout with none.
+    pub fn place_timeout_for(request_timeout: Duration) -> Duration {
         let margin = WAIT_MARGIN.min(request_timeout / 2);
-        MAX_WAIT.min(request_timeout - margin)
+        request_timeout - margin
     }
 }
 

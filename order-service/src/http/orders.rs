@@ -37,8 +37,10 @@ const MAX_PAGE: u32 = 500;
         ("Idempotency-Key" = Option<String>, Header,
             min_length = 1, max_length = 255, pattern = "^[\\x21-\\x7E]+$",
             description = "Makes the request safe to retry: a retry with the same body returns \
-                the same order (`Idempotent-Replayed: true`) and places nothing new. \
-                Keys are scoped per customer. 1 to 255 visible ASCII characters."),
+                the same order (`Idempotent-Replayed: true`) and places nothing new, in every \
+                mode and across a switch of mode. Keys are scoped per customer. 1 to 255 \
+                visible ASCII characters. Without one, the service makes one up, and names it \
+                when the outcome is unknown (504)."),
     ),
     request_body(content = PlaceOrderRequest, content_type = "application/json"),
     responses(
@@ -76,12 +78,15 @@ const MAX_PAGE: u32 = 500;
         (status = 503, description = "Nothing was stored; retry after `Retry-After`.\n\
             - `database_unavailable`: no database connection could be had within `DB_ACQUIRE_TIMEOUT`.\n\
             - `broker_unavailable`: (self-read) the broker connection is down and the request had no \
-              `Idempotency-Key`.",
+              `Idempotency-Key`.\n\
+            - `mode_switched`: this instance runs a mode that order-service was switched away from \
+              since it started; another instance serves the current mode.",
             body = ErrorBody,
             headers(("Retry-After" = u32, description = "Seconds to wait before retrying."))),
         (status = 504, description = "The outcome is unknown: retry with the same body and `Idempotency-Key`.\n\
-            - `outcome_unknown`: (self-read) the order was sent to the broker but its answer did not \
-              come; the key to retry with is in `Idempotency-Key` and `idempotency_key`.",
+            - `outcome_unknown`: the order's write (or, in self-read, its publish) did not answer \
+              in time; the key to retry with, the client's or one made for it, is in \
+              `Idempotency-Key` and `idempotency_key`.",
             body = OutcomeUnknownBody, headers(
                 ("Retry-After" = u32, description = "Seconds to wait before retrying."),
                 ("Idempotency-Key" = String,
@@ -94,7 +99,7 @@ pub async fn place(
     headers: HeaderMap,
     JsonBody(request): JsonBody<PlaceOrderRequest>,
 ) -> Result<Response, ApiError> {
-    let key = match headers.get("idempotency-key") {
+    let client_key = match headers.get("idempotency-key") {
         None => None,
         Some(value) => Some(
             value
@@ -105,7 +110,23 @@ pub async fn place(
         ),
     };
     let order = NewOrder::try_from(request)?.within_total(state.max_order_total_minor)?;
-    let placed = state.pattern.place(Placement { order, key }).await?;
+    // Every order is placed under a key, so that an answer that cannot
+    // say what happened can always name the key that will find out.
+    let placement = Placement {
+        order,
+        client_key: client_key.is_some(),
+        key: client_key.unwrap_or_else(IdempotencyKey::generate),
+    };
+    let key = placement.key.clone();
+    let placed = tokio::time::timeout(state.place_timeout, state.pattern.place(placement))
+        .await
+        .map_err(|_| {
+            tracing::warn!(
+                timeout = ?state.place_timeout,
+                "placing an order took too long; its outcome is unknown"
+            );
+            ApiError::OutcomeUnknown(key)
+        })??;
     if placed.outcome == Outcome::New {
         service_kit::meters::order_placed();
     }

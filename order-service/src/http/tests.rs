@@ -43,6 +43,7 @@ async fn app(separate_admin: bool) -> Router {
         max_order_total_minor: MAX_TOTAL,
         announcements: super::Announcements::default(),
         max_wait: AppState::max_wait_for(request_timeout),
+        place_timeout: AppState::place_timeout_for(request_timeout),
     };
     let limits = Limits::new(&HttpSettings {
         request_timeout,

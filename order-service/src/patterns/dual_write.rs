@@ -4,13 +4,12 @@
 //! COMMIT and the PubAck, the order is stored and the event is gone for good;
 //! nothing will ever publish it. The e2e suite asserts this loss.
 
-use shared_events::{Envelope, jetstream};
+use shared_events::{Envelope, jetstream, placed_event_id};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
-use uuid::Uuid;
 
 use super::store::{self, Stored};
-use super::{Deps, Outcome, PlaceError, Placed, Placement, Worker};
+use super::{Deps, Mode, Outcome, PlaceError, Placed, Placement, Worker};
 
 /// The write path; there is no worker — which is the point.
 pub fn start(deps: Deps, _shutdown: CancellationToken) -> (DualWrite, Option<Worker>) {
@@ -25,12 +24,17 @@ pub struct DualWrite {
 
 impl DualWrite {
     pub async fn place(&self, placement: Placement) -> Result<Placed, PlaceError> {
-        let order = match store::commit(&self.deps.pool, placement, None).await? {
-            Stored::New(order) => order,
-            Stored::Replayed(order) => return Ok(Placed::stored(order, Outcome::Replayed)),
-        };
+        let order =
+            match store::commit(&self.deps.pool, Mode::DualWrite.name(), placement, None).await? {
+                Stored::New(order) => order,
+                Stored::Replayed(order) => return Ok(Placed::stored(order, Outcome::Replayed)),
+            };
 
-        let mut event = Envelope::new(Uuid::now_v7(), order.created_at, order.placed_event());
+        let mut event = Envelope::new(
+            placed_event_id(order.id),
+            order.created_at,
+            order.placed_event(),
+        );
         event.traceparent = service_kit::trace::current_traceparent();
         let subject = self.deps.names.order_placed_subject();
         let span = service_kit::trace::publish_span(&subject, event.event_id);

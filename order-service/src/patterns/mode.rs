@@ -33,6 +33,17 @@ impl Mode {
             Self::DualWrite => "dual-write",
         }
     }
+
+    /// The name this mode writes its orders under, with its relay: what the
+    /// mode row holds (`db::mode`), which every write checks. The outbox
+    /// relayed by CDC is a mode of its own there, since a switch between
+    /// the two relays strands what the other one would have published.
+    pub fn fence_name(self, outbox_relayed_by_polling: bool) -> &'static str {
+        match self {
+            Self::Outbox if !outbox_relayed_by_polling => "outbox-cdc",
+            other => other.name(),
+        }
+    }
 }
 
 /// The start-up error for a mode this build left out.

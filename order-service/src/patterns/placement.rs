@@ -3,6 +3,7 @@
 
 use futures::future::BoxFuture;
 use sqlx::PgPool;
+use uuid::Uuid;
 
 use crate::domain::{IdempotencyKey, NewOrder, Order};
 
@@ -26,10 +27,23 @@ pub struct Deps {
 /// when going on would be unsafe — which stops the service.
 pub type Worker = BoxFuture<'static, anyhow::Result<()>>;
 
-/// An order to place, with the client's idempotency key if it sent one.
+/// An order to place, under the client's idempotency key or one made for
+/// it: every order is placed under a key, whose order id it takes
+/// ([`IdempotencyKey::order_id`]), so that a request whose outcome is
+/// unknown can always be retried with one.
 pub struct Placement {
     pub order: NewOrder,
-    pub key: Option<IdempotencyKey>,
+    pub key: IdempotencyKey,
+    /// Whether the client sent the key (else nobody knew it before the
+    /// request, so no earlier request can have used it).
+    pub client_key: bool,
+}
+
+impl Placement {
+    /// The id the order takes: the same for every retry under the key.
+    pub fn order_id(&self) -> Uuid {
+        self.key.order_id(self.order.customer_id())
+    }
 }
 
 /// A placed order, and whether this request placed it.
@@ -84,6 +98,11 @@ pub enum PlaceError {
     /// Certain that nothing was stored: nothing was sent.
     #[error("the event broker is unavailable")]
     Unavailable,
+    /// Certain that nothing was stored: order-service was switched to
+    /// another mode since this instance started, and this instance's
+    /// writes would not be published by it.
+    #[error("order-service now runs in mode {active:?}; this instance runs {ours:?}")]
+    ModeSwitched { ours: &'static str, active: String },
     /// Sent, but whether the broker stored it is not known: a retry with the
     /// same key resolves it to the original outcome.
     #[error("the outcome is unknown")]

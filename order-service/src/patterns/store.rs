@@ -1,16 +1,15 @@
 //! The part of placing an order that every database-first pattern shares:
-//! claim the idempotency key, insert the order and (in the outbox) its event,
-//! in one statement, or find the order the key placed before.
+//! insert the order and (in the outbox) its event in one statement, fenced
+//! by the active mode, or find the order the key placed before.
 
 use anyhow::Context as _;
 use chrono::{SubsecRound as _, Utc};
 use sqlx::PgConnection;
-use uuid::Uuid;
 
 use super::{PlaceError, Placement};
 use crate::db;
-use crate::db::orders::{Inserted, KeyClaim, OutboxRow};
-use crate::domain::Order;
+use crate::db::orders::{Inserted, OutboxRow};
+use crate::domain::{NewOrder, Order};
 
 /// Whether [`insert`] stored a new order or found the key's earlier one.
 pub(crate) enum Stored {
@@ -18,63 +17,83 @@ pub(crate) enum Stored {
     Replayed(Order),
 }
 
-/// The order `placement` will be stored as: a new id, and the time now in
-/// microseconds, as PostgreSQL keeps it, so that what is answered and
+/// The order `placement` will be stored as: the key's id, and the time now
+/// in microseconds, as PostgreSQL keeps it, so that what is answered and
 /// published reads back exactly.
 pub(crate) fn new_order(placement: &Placement) -> Order {
     Order::new(
-        Uuid::now_v7(),
+        placement.order_id(),
         &placement.order,
         Utc::now().trunc_subsecs(6),
     )
 }
 
-/// Inserts `order` (with its key, its outbox row when given, and the trace
-/// context for the CDC reader when given) in one statement on `conn`; in
-/// autocommit that is the whole transaction. A key
-/// used before answers with its earlier order, or [`PlaceError::KeyReused`]
-/// when that order's request differed.
+/// Inserts `order` (with its outbox row when given, and the trace context
+/// for the CDC reader when given) in one statement on `conn`, if `mode` is
+/// the active one; in autocommit that is the whole transaction. A key used
+/// before answers with its earlier order, or [`PlaceError::KeyReused`] when
+/// that order has other content.
 pub(crate) async fn insert(
     conn: &mut PgConnection,
+    mode: &'static str,
     placement: &Placement,
     order: Order,
     outbox: Option<OutboxRow<'_>>,
     wal_traceparent: Option<&str>,
 ) -> Result<Stored, PlaceError> {
-    let fingerprint = placement
-        .key
-        .as_ref()
-        .map(|_| placement.order.fingerprint());
-    let claim = placement
-        .key
-        .as_ref()
-        .zip(fingerprint.as_deref())
-        .map(|(key, request_hash)| KeyClaim { key, request_hash });
-    match db::orders::insert(conn, &order, claim, outbox, wal_traceparent)
+    let inserted = db::orders::insert(conn, mode, &order, &placement.key, outbox, wal_traceparent)
         .await
-        .context("inserting the order")?
-    {
+        .context("inserting the order")?;
+    match inserted {
         Inserted::New => Ok(Stored::New(order)),
         Inserted::KeyTaken => {
-            let (key, fingerprint) = placement
-                .key
-                .as_ref()
-                .zip(fingerprint)
-                .context("a key was taken, so there was one")?;
-            let (order_id, request_hash) =
-                db::idempotency::find(conn, placement.order.customer_id(), key)
-                    .await
-                    .context("reading a replayed key")?
-                    .context("a taken idempotency key is missing")?;
-            if request_hash != fingerprint {
-                return Err(PlaceError::KeyReused);
-            }
-            let order = db::orders::find(conn, order_id)
-                .await
-                .context("loading the order of a replayed key")?
-                .context("an idempotency key points at a missing order")?;
-            Ok(Stored::Replayed(order))
+            let earlier = earlier_order(conn, placement)
+                .await?
+                .context("a taken idempotency key has no order")?;
+            replay(earlier, &placement.order).map(Stored::Replayed)
         }
+        Inserted::Fenced => {
+            let active = db::mode::active_on(conn)
+                .await
+                .context("reading the active mode")?
+                .unwrap_or_default();
+            tracing::error!(
+                ours = mode,
+                active,
+                "order-service was switched to another mode: this instance stores no more \
+                 orders and must be stopped"
+            );
+            Err(PlaceError::ModeSwitched { ours: mode, active })
+        }
+    }
+}
+
+/// The order the placement's key placed before, if any, by the rule every
+/// mode follows ([`db::idempotency`]).
+pub(crate) async fn earlier_order(
+    conn: &mut PgConnection,
+    placement: &Placement,
+) -> anyhow::Result<Option<Order>> {
+    let Some(id) = db::idempotency::order_of(conn, placement.order.customer_id(), &placement.key)
+        .await
+        .context("looking up the idempotency key")?
+    else {
+        return Ok(None);
+    };
+    let order = db::orders::find(conn, id)
+        .await
+        .context("loading the order of a replayed key")?
+        .context("an idempotency key points at a missing order")?;
+    Ok(Some(order))
+}
+
+/// The answer to a retry whose key placed `earlier`: the same order, or
+/// [`PlaceError::KeyReused`] when the request had other content.
+pub(crate) fn replay(earlier: Order, new: &NewOrder) -> Result<Order, PlaceError> {
+    if earlier.has_content_of(new) {
+        Ok(earlier)
+    } else {
+        Err(PlaceError::KeyReused)
     }
 }
 
@@ -84,6 +103,7 @@ pub(crate) async fn insert(
 #[cfg(any(feature = "cdc", feature = "dual-write"))]
 pub(crate) async fn commit(
     pool: &sqlx::PgPool,
+    mode: &'static str,
     placement: Placement,
     wal_traceparent: Option<&str>,
 ) -> Result<Stored, PlaceError> {
@@ -92,7 +112,7 @@ pub(crate) async fn commit(
         .await
         .context("acquiring a database connection")?;
     let order = new_order(&placement);
-    let stored = insert(&mut conn, &placement, order, None, wal_traceparent).await?;
+    let stored = insert(&mut conn, mode, &placement, order, None, wal_traceparent).await?;
     if matches!(stored, Stored::New(_)) {
         service_kit::crash::crash_point("after_commit_before_publish");
     }

@@ -1,6 +1,11 @@
 //! What a switch of mode or relay does before the new one serves its first
 //! order, in every mode: nothing an earlier run left unpublished is stranded.
 //!
+//! 0. The new mode is recorded in the mode row (`db::mode`) first. Every
+//!    write of an order checks that row in its own statement, so an
+//!    instance of the old mode that is still running stores nothing from
+//!    then on (it answers 503 `mode_switched`): what the steps below drain
+//!    is all the old mode will ever have left.
 //! 1. Every remembered replication slot the new configuration does not stream
 //!    (leaving cdc mode, or leaving the CDC outbox relay) is retired: read to
 //!    the current end of the WAL, published, confirmed, dropped, forgotten
@@ -17,8 +22,9 @@
 //!
 //! All three happen before the listener serves, and are idempotent: a crash in the
 //! middle is finished by the next start, and a replay carries the same event
-//! ids. A switch assumes the instances of the previous mode were stopped
-//! first; a slot still held by one makes start-up wait, then fail.
+//! ids. The instances of the previous mode should be stopped first; one that
+//! is still running stores no more orders, and a slot it still holds makes
+//! start-up wait, then fail. The last instance to start sets the mode.
 
 use anyhow::Context as _;
 
@@ -34,6 +40,17 @@ pub(super) async fn before_serving(
     deps: &Deps,
     settings: &PatternArgs,
 ) -> anyhow::Result<()> {
+    let fence = mode.fence_name(relays_by_polling(settings));
+    if let Some(previous) = crate::db::mode::switch_to(&deps.pool, fence)
+        .await
+        .context("recording the mode")?
+    {
+        tracing::info!(
+            from = previous,
+            to = fence,
+            "switched mode: instances still running in the old mode store no more orders"
+        );
+    }
     let streamed = streamed_slot(mode, deps, settings).await?;
     let remembered = cdc_slots::all(&mut *deps.pool.acquire().await?).await?;
     for slot in remembered {

@@ -27,7 +27,7 @@ use futures::FutureExt as _;
 use tokio_util::sync::CancellationToken;
 
 use super::store::{self, Stored};
-use super::{Deps, Outcome, PlaceError, Placed, Placement, Worker};
+use super::{Deps, Mode, Outcome, PlaceError, Placed, Placement, Worker};
 use crate::replication::{self, Reader};
 
 pub use capture::OrdersCapture;
@@ -60,7 +60,14 @@ impl Cdc {
         // but the trace context, as a message beside the rows.
         let traceparent = service_kit::trace::current_traceparent();
         Ok(
-            match store::commit(&self.deps.pool, placement, traceparent.as_deref()).await? {
+            match store::commit(
+                &self.deps.pool,
+                Mode::Cdc.name(),
+                placement,
+                traceparent.as_deref(),
+            )
+            .await?
+            {
                 Stored::New(order) => Placed::stored(order, Outcome::New),
                 Stored::Replayed(order) => Placed::stored(order, Outcome::Replayed),
             },

@@ -29,13 +29,12 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use futures::FutureExt as _;
-use shared_events::Envelope;
+use shared_events::{Envelope, placed_event_id};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 use super::store::{self, Stored};
-use super::{Deps, Outcome, PatternArgs, PlaceError, Placed, Placement, Worker};
+use super::{Deps, Mode, Outcome, PatternArgs, PlaceError, Placed, Placement, Worker};
 use crate::db;
 use crate::db::orders::OutboxRow;
 use service_kit::crash::crash_point;
@@ -143,7 +142,12 @@ impl Outbox {
     /// transaction: its insert stays in the WAL, and the table stays empty.
     pub async fn place(&self, placement: Placement) -> Result<Placed, PlaceError> {
         let order = store::new_order(&placement);
-        let mut event = Envelope::new(Uuid::now_v7(), order.created_at, order.placed_event());
+        let fence = Mode::Outbox.fence_name(self.relay_kind == RelayKind::Polling);
+        let mut event = Envelope::new(
+            placed_event_id(order.id),
+            order.created_at,
+            order.placed_event(),
+        );
         event.traceparent = service_kit::trace::current_traceparent();
         let payload = serde_json::to_value(&event).context("serializing OrderPlaced")?;
         let subject = self.deps.names.order_placed_subject();
@@ -160,7 +164,7 @@ impl Outbox {
                 .begin()
                 .await
                 .context("beginning the order transaction")?;
-            let stored = store::insert(&mut tx, &placement, order, Some(row), None).await?;
+            let stored = store::insert(&mut tx, fence, &placement, order, Some(row), None).await?;
             if matches!(stored, Stored::New(_)) {
                 db::outbox::delete_event(&mut tx, event.event_id)
                     .await
@@ -175,7 +179,7 @@ impl Outbox {
                 .acquire()
                 .await
                 .context("acquiring a database connection")?;
-            store::insert(&mut conn, &placement, order, Some(row), None).await?
+            store::insert(&mut conn, fence, &placement, order, Some(row), None).await?
         };
         Ok(match stored {
             Stored::New(order) => {

@@ -21,7 +21,7 @@
 //!   with other content.
 //!
 //! How: every request has a key, and the order id derives from the customer
-//! and the key, the event id from the order id. A retry therefore publishes
+//! and the key (as in every mode), the event id from the order id. A retry therefore publishes
 //! the same message id, which the broker stores at most once, and answers a
 //! duplicate with the sequence of the stored original. The original is read
 //! back and compared with the request: the same content is the same order,
@@ -30,8 +30,12 @@
 //! before the projector ran. No rule compares two hosts' clocks.
 //!
 //! Limits: the broker recognises a retry within its duplicate window
-//! (`DUPLICATE_WINDOW`); after that, the projection answers it (it is
-//! checked first), and the consumers' inboxes drop a re-publish. A replay
+//! (`DUPLICATE_WINDOW`); after that, the order database answers it (it is
+//! checked first, by the rule every mode follows, so a key used in another
+//! mode before a switch answers its order here), and the consumers' inboxes
+//! drop a re-publish. The request path never waits long on the order
+//! database ([`DATABASE_BUDGET`]): with PostgreSQL down, a retry within the
+//! window is answered from the broker alone. A replay
 //! also projects the original on the request path, so the order can be read
 //! at once even when the projector's copy waits on a dead process's ack
 //! timeout; the projector stays the guarantee (its inbox makes the second
@@ -48,14 +52,14 @@ use chrono::{SubsecRound as _, Utc};
 use futures::FutureExt as _;
 use service_kit::duration;
 use shared_events::jetstream::{self, PublishError};
-use shared_events::{Envelope, ID_NAMESPACE, OrderPlaced, Published, placed_event_id};
+use shared_events::{Envelope, OrderPlaced, Published, placed_event_id};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 use uuid::Uuid;
 
 use super::{Deps, Outcome, PlaceError, Placed, Placement, Worker};
 use crate::db;
-use crate::domain::{CustomerId, IdempotencyKey, NewOrder, Order};
+use crate::domain::{IdempotencyKey, NewOrder, Order};
 use service_kit::crash::crash_point;
 
 type AckFuture = Pin<Box<dyn Future<Output = Result<Published, PublishError>> + Send>>;
@@ -94,13 +98,17 @@ pub struct SelfRead {
 
 impl SelfRead {
     pub async fn place(&self, placement: Placement) -> Result<Placed, PlaceError> {
-        let Placement { order: new, key } = placement;
-        let client_key = key.is_some();
-        let key = key.unwrap_or_else(IdempotencyKey::generate);
-        let order_id = order_id(new.customer_id(), &key);
-        if client_key && let Some(existing) = self.projected(order_id).await {
-            return replay(existing, &new);
+        let order_id = placement.order_id();
+        if placement.client_key
+            && let Some(existing) = self.earlier_order(&placement).await
+        {
+            return replay(existing, &placement.order);
         }
+        let Placement {
+            order: new,
+            key,
+            client_key,
+        } = placement;
 
         // Microseconds, as PostgreSQL keeps them: the projected order must
         // read back exactly as answered.
@@ -151,18 +159,33 @@ impl SelfRead {
         Ok(Placed::accepted(order, Outcome::New))
     }
 
-    /// The projected order, if the projector wrote it already. The request
-    /// path may read the database but never needs it: if it is down, the
-    /// check is skipped (the broker's duplicate answer still binds the key).
-    async fn projected(&self, order_id: Uuid) -> Option<Order> {
+    /// The order the key placed before, if the order database has it
+    /// (projected, or placed in another mode before a switch). The request
+    /// path may read the database but never needs it: if it is down or
+    /// slow, the check is skipped after [`DATABASE_BUDGET`] (the broker's
+    /// duplicate answer still binds the key).
+    async fn earlier_order(&self, placement: &Placement) -> Option<Order> {
         let lookup = async {
             let mut conn = self.deps.pool.acquire().await?;
-            db::orders::find(&mut conn, order_id).await
+            let Some(id) =
+                db::idempotency::order_of(&mut conn, placement.order.customer_id(), &placement.key)
+                    .await?
+            else {
+                return Ok(None);
+            };
+            db::orders::find(&mut conn, id).await
         };
-        match lookup.await {
-            Ok(order) => order,
-            Err(error) => {
+        match tokio::time::timeout(DATABASE_BUDGET, lookup).await {
+            Ok(Ok(order)) => order,
+            Ok(Err(error)) => {
                 tracing::warn!(%error, "cannot look up a replayed order; publishing anyway");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(
+                    budget = ?DATABASE_BUDGET,
+                    "the order database did not answer a key lookup in time; publishing anyway"
+                );
                 None
             }
         }
@@ -254,21 +277,29 @@ impl SelfRead {
     /// Writes a replayed order's projection now, so that the client can read
     /// it at once; if this fails, the projector still will.
     async fn project(&self, event: Envelope<OrderPlaced>) {
-        if let Err(error) = projector::project(&self.deps.pool, vec![event]).await {
-            tracing::warn!(
+        let projected = tokio::time::timeout(
+            DATABASE_BUDGET,
+            projector::project(&self.deps.pool, vec![event]),
+        );
+        match projected.await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::warn!(
                 error = format!("{error:#}"),
                 "projecting a replayed order on the request path failed; the projector will"
-            );
+            ),
+            Err(_) => tracing::warn!(
+                "the order database did not take a replayed order in time; the projector will"
+            ),
         }
     }
 }
 
-/// The order a customer's key stands for: the same on every retry, and
-/// different for two customers who happen to pick the same key.
-fn order_id(customer: &CustomerId, key: &IdempotencyKey) -> Uuid {
-    let name = format!("order:{}:{}", customer.as_str(), key.as_str());
-    Uuid::new_v5(&ID_NAMESPACE, name.as_bytes())
-}
+/// The longest the request path waits on the order database, for a key's
+/// earlier order or to project a replay: far above a healthy lookup, and
+/// far below `REQUEST_TIMEOUT`, so that a database outage (whose connection
+/// attempts wait out `DB_ACQUIRE_TIMEOUT`) leaves time for the broker to
+/// answer.
+const DATABASE_BUDGET: Duration = Duration::from_millis(500);
 
 /// The answer to a retry whose key already placed `existing`.
 fn replay(existing: Order, new: &NewOrder) -> Result<Placed, PlaceError> {
@@ -276,18 +307,4 @@ fn replay(existing: Order, new: &NewOrder) -> Result<Placed, PlaceError> {
         return Err(PlaceError::KeyReused);
     }
     Ok(Placed::accepted(existing, Outcome::Replayed))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_are_scoped_per_customer() {
-        let key = IdempotencyKey::parse("k-1").unwrap();
-        let alice = CustomerId::parse("alice".into()).unwrap();
-        let bob = CustomerId::parse("bob".into()).unwrap();
-        assert_eq!(order_id(&alice, &key), order_id(&alice, &key));
-        assert_ne!(order_id(&alice, &key), order_id(&bob, &key));
-    }
 }
