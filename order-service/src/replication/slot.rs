@@ -6,11 +6,15 @@
 //! a manual drop) and is silently recreated starts at the current end of the
 //! WAL, skipping every order the old one had not confirmed. So a remembered
 //! slot that is gone, lost, or from another server stops start-up with the
-//! recovery command instead.
+//! recovery command instead. And since a slot can also be swapped under the
+//! same name (recreated, advanced by someone else), the memory holds the last
+//! position order-service confirmed, written before each confirmation: a slot
+//! standing past it was not moved by order-service, and is refused too.
 
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+use pgwire_replication::Lsn;
 use sqlx::PgPool;
 use tokio::time::Instant;
 
@@ -58,16 +62,16 @@ pub fn resync_needed(name: &str, what_happened: &str) -> anyhow::Error {
          position may never have been published, and a new slot would skip them for good, \
          so order-service does not go on without an operator. Recover: stop every \
          order-service, run \
-         `{RESYNC_COMMAND}` (it re-publishes OrderPlaced for the orders committed since the \
-         last one the stream holds, or since --since <RFC 3339 time>, then forgets the slot), \
+         `{RESYNC_COMMAND}` (it re-publishes OrderPlaced for every order the stream does not \
+         hold, or for those created since --since <RFC 3339 time>, then forgets the slot), \
          then start order-service again"
     )
 }
 
 /// Makes sure the slot `name` exists and is the one order-service remembers:
 /// creates and remembers it on first use, adopts an existing slot nobody
-/// remembered (made by an older version), and refuses when a remembered slot
-/// is gone, lost, or was made on another server.
+/// remembered (made by an older version), and refuses a remembered slot
+/// that is not as order-service left it (see [`check_remembered`]).
 pub async fn ensure_remembered(
     pool: &PgPool,
     name: &str,
@@ -85,31 +89,17 @@ pub async fn ensure_remembered(
         cdc_slots::forget(&mut conn, name).await?;
         remembered = None;
     }
-    let found = status(pool, name).await?;
     if let Some(remembered) = &remembered {
-        if !remembered.same_system {
-            return Err(resync_needed(
-                name,
-                "was created on another PostgreSQL server (the system identifier differs: \
-                 a restore or a new cluster)",
-            ));
-        }
-        if found.is_none() {
-            return Err(resync_needed(
-                name,
-                &format!(
-                    "was created at LSN {} on {} and is gone (a failover to a standby, \
-                     a restore, or a manual drop)",
-                    remembered.created_lsn, remembered.created_at
-                ),
-            ));
-        }
+        return check_remembered(pool, remembered).await;
     }
-    let position = match found {
+    let position = match status(pool, name).await? {
         Some(status) => {
             status.usable(name)?;
-            if remembered.is_some() {
-                return Ok(());
+            if let Some(problem) = foreign_kind(&status) {
+                bail!(
+                    "replication slot {name} {problem}: drop it, or give this deployment \
+                     another slot prefix (CDC_SLOT)"
+                );
             }
             tracing::warn!(slot = name, "adopting a replication slot nobody remembered");
             status.position
@@ -119,6 +109,104 @@ pub async fn ensure_remembered(
     cdc_slots::remember(&mut conn, name, label, publication, &position)
         .await
         .with_context(|| format!("remembering replication slot {name}"))
+}
+
+/// Refuses a remembered slot that is gone, lost, from another server, not a
+/// `pgoutput` logical slot, or standing past the last position order-service
+/// confirmed on it (see [`mismatch`]). A slot remembered by an older
+/// version, with no confirmed position yet, is taken as found.
+pub async fn check_remembered(
+    pool: &PgPool,
+    remembered: &cdc_slots::RememberedSlot,
+) -> anyhow::Result<()> {
+    let name = &remembered.slot_name;
+    let found = status(pool, name).await?;
+    if let Some(problem) = mismatch(remembered, found.as_ref()) {
+        return Err(resync_needed(name, &problem));
+    }
+    if let Some(found) = &found {
+        found.usable(name)?;
+    }
+    if let (None, Some(found)) = (&remembered.confirmed_lsn, &found) {
+        tracing::info!(slot = %name, position = %found.position, "remembering the slot's confirmed position");
+        cdc_slots::record_confirmed(&mut *pool.acquire().await?, name, &found.position).await?;
+    }
+    Ok(())
+}
+
+/// What makes the slot found under a remembered name not the one
+/// order-service made and moved, if anything; `None` when it is.
+///
+/// The reader writes each position into its memory before it confirms it,
+/// so a slot only order-service moved never stands past the remembered
+/// position (behind it is normal: PostgreSQL writes a slot's position to
+/// disk at checkpoints, and after a crash the slot replays). Past it, the
+/// slot was moved by someone else: dropped and created again under the same
+/// name (a new slot starts at the end of the WAL, which is past the memory's
+/// own last write), advanced with `pg_replication_slot_advance`, or confirmed
+/// by another reader. Either way it skipped changes order-service never
+/// published.
+pub fn mismatch(
+    remembered: &cdc_slots::RememberedSlot,
+    found: Option<&SlotStatus>,
+) -> Option<String> {
+    if !remembered.same_system {
+        return Some(
+            "was created on another PostgreSQL server (the system identifier differs: \
+             a restore or a new cluster)"
+                .to_owned(),
+        );
+    }
+    let Some(found) = found else {
+        return Some(format!(
+            "was created at LSN {} on {} and is gone (a failover to a standby, a restore, \
+             or a manual drop)",
+            remembered.created_lsn, remembered.created_at
+        ));
+    };
+    if found.wal_status.as_deref() == Some("lost") {
+        return Some(
+            "is lost: PostgreSQL removed WAL it still needed (max_slot_wal_keep_size)".to_owned(),
+        );
+    }
+    if let Some(problem) = foreign_kind(found) {
+        return Some(format!(
+            "{problem}, so it is not the slot order-service created"
+        ));
+    }
+    let confirmed = remembered.confirmed_lsn.as_deref()?;
+    let ahead = match (Lsn::parse(&found.position), Lsn::parse(confirmed)) {
+        (Ok(found), Ok(confirmed)) => found > confirmed,
+        _ => {
+            return Some(format!(
+                "has an unreadable position ({} or {confirmed})",
+                found.position
+            ));
+        }
+    };
+    ahead.then(|| {
+        format!(
+            "stands at LSN {}, past LSN {confirmed}, the last position order-service confirmed \
+             on it: order-service did not move it there (it was dropped and created again \
+             under the same name, advanced with pg_replication_slot_advance, or confirmed by \
+             another reader), and the orders in between may never have been published",
+            found.position
+        )
+    })
+}
+
+/// Why a slot is not of the kind order-service creates (logical, `pgoutput`).
+fn foreign_kind(found: &SlotStatus) -> Option<String> {
+    if found.slot_type != "logical" {
+        return Some(format!("is a {} slot, not a logical one", found.slot_type));
+    }
+    match found.plugin.as_deref() {
+        Some("pgoutput") => None,
+        other => Some(format!(
+            "decodes with plugin {}, not pgoutput",
+            other.unwrap_or("(none)")
+        )),
+    }
 }
 
 /// Creates the logical slot (plugin `pgoutput`); the position it starts at.
@@ -189,6 +277,10 @@ pub struct SlotStatus {
     pub confirmed_lag_bytes: Option<i64>,
     /// The confirmed position (or where the slot starts).
     pub position: String,
+    /// `logical` or `physical`.
+    pub slot_type: String,
+    /// The output plugin of a logical slot.
+    pub plugin: Option<String>,
     /// Whether the slot belongs to the database we are connected to.
     pub this_database: bool,
 }
@@ -221,7 +313,9 @@ pub async fn status(pool: &PgPool, name: &str) -> anyhow::Result<Option<SlotStat
                   pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint AS retained_bytes,
                   pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint
                       AS confirmed_lag_bytes,
-                  COALESCE(confirmed_flush_lsn, restart_lsn)::text AS "position!",
+                  COALESCE(confirmed_flush_lsn, restart_lsn, '0/0')::text AS "position!",
+                  slot_type AS "slot_type!",
+                  plugin::text AS plugin,
                   database IS NOT DISTINCT FROM current_database() AS "this_database!"
            FROM pg_replication_slots
            WHERE slot_name = $1"#,
