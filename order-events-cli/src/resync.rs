@@ -204,9 +204,14 @@ async fn in_stream_since(
 /// the position it stands at, which is before this run's re-publishing.
 async fn forget_unusable_slots(pool: &PgPool, outcome: &mut Outcome) -> anyhow::Result<()> {
     let mut conn = pool.acquire().await?;
-    for remembered in cdc_slots::all(&mut conn).await? {
-        let name = remembered.slot_name.clone();
-        let status = slot::status(pool, &name).await?;
+    for name in cdc_slots::all(&mut conn)
+        .await?
+        .into_iter()
+        .map(|r| r.slot_name)
+    {
+        let (status, Some(remembered)) = slot::found_then_remembered(pool, &name).await? else {
+            continue;
+        };
         let lost = status
             .as_ref()
             .is_some_and(|s| s.wal_status.as_deref() == Some("lost"));

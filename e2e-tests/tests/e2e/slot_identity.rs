@@ -41,11 +41,11 @@ async fn two_orders_only_the_slot_holds(env: &TestEnv, orders: &mut e2e_tests::s
     env.start_nats();
 }
 
-/// The error order-service refuses to start with (no backtrace, so that the
-/// error is among the log lines reported).
-async fn refused_start(env: &TestEnv) -> String {
+/// The error order-service refuses to start with in `mode` (no backtrace, so
+/// that the error is among the log lines reported).
+async fn refused_start(env: &TestEnv, mode: Mode) -> String {
     let refused = env
-        .order_service(Mode::Cdc)
+        .order_service(mode)
         .set("RUST_LIB_BACKTRACE", "0")
         .try_start()
         .await
@@ -64,18 +64,14 @@ async fn a_slot_recreated_under_the_same_name_stops_start_up_until_resync_credit
 
     // Dropped and made again under the same name: it starts at the end of
     // the WAL, after the two orders.
-    let db = env.orders_db().await;
-    drop_slot(&db).await;
-    sqlx::query(
-        "SELECT pg_create_logical_replication_slot(current_database() || '_orders', 'pgoutput')",
-    )
-    .execute(&db)
-    .await
-    .unwrap();
+    recreate_slot(&env.orders_db().await).await;
 
-    let refused = refused_start(&env).await;
+    let refused = refused_start(&env, Mode::Cdc).await;
     assert!(refused.contains("order-events cdc resync"), "{refused}");
-    assert!(refused.contains("the last position order-service confirmed"), "{refused}");
+    assert!(
+        refused.contains("the last position order-service confirmed"),
+        "{refused}"
+    );
 
     let outcome = resync(&env).await;
     assert_eq!(outcome["orders_checked"], 2);
@@ -111,9 +107,12 @@ async fn a_slot_advanced_by_someone_else_stops_start_up_until_resync_credits_wha
     })
     .await;
 
-    let refused = refused_start(&env).await;
+    let refused = refused_start(&env, Mode::Cdc).await;
     assert!(refused.contains("order-events cdc resync"), "{refused}");
-    assert!(refused.contains("the last position order-service confirmed"), "{refused}");
+    assert!(
+        refused.contains("the last position order-service confirmed"),
+        "{refused}"
+    );
 
     let outcome = resync(&env).await;
     assert_eq!(outcome["republished"], 2);
@@ -122,6 +121,41 @@ async fn a_slot_advanced_by_someone_else_stops_start_up_until_resync_credits_wha
         serde_json::json!([slot_name(&env)])
     );
     let _restarted = env.order_service(Mode::Cdc).start().await;
+    assert_credited_exactly(&env, 2).await;
+}
+
+/// Drops the `orders` slot and creates it again under the same name, at the
+/// end of the WAL.
+async fn recreate_slot(db: &PgPool) {
+    drop_slot(db).await;
+    sqlx::query(
+        "SELECT pg_create_logical_replication_slot(current_database() || '_orders', 'pgoutput')",
+    )
+    .execute(db)
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switch_away_from_cdc_refuses_to_drain_a_recreated_slot_until_resync() {
+    let env = TestEnv::with_private_nats("slot_recreated_switch").await;
+    let _rewards = env.rewards_service().start().await;
+    let mut orders = env.order_service(Mode::Cdc).start().await;
+    two_orders_only_the_slot_holds(&env, &mut orders).await;
+    recreate_slot(&env.orders_db().await).await;
+
+    // Draining it would publish nothing and drop the proof that two orders
+    // were skipped.
+    let refused = refused_start(&env, Mode::Outbox).await;
+    assert!(refused.contains("order-events cdc resync"), "{refused}");
+    assert!(
+        refused.contains("the last position order-service confirmed"),
+        "{refused}"
+    );
+
+    let outcome = resync(&env).await;
+    assert_eq!(outcome["republished"], 2);
+    let _outbox = env.order_service(Mode::Outbox).start().await;
     assert_credited_exactly(&env, 2).await;
 }
 

@@ -33,10 +33,7 @@ impl<C: Capture> Reader<C> {
         let name = self.settings.slot.clone();
         // Drained from where order-service left it, or not at all: a slot
         // that is gone or was moved by someone else skipped orders already.
-        let remembered = cdc_slots::find(&mut *self.pool.acquire().await?, &name)
-            .await?
-            .with_context(|| format!("replication slot {name} is not remembered"))?;
-        slot::check_remembered(&self.pool, &remembered)
+        slot::check_remembered(&self.pool, &name)
             .await
             .context("the slot still had to be drained after a switch")?;
         let token = Uuid::now_v7().to_string();

@@ -89,8 +89,8 @@ pub async fn ensure_remembered(
         cdc_slots::forget(&mut conn, name).await?;
         remembered = None;
     }
-    if let Some(remembered) = &remembered {
-        return check_remembered(pool, remembered).await;
+    if remembered.is_some() {
+        return check_remembered(pool, name).await;
     }
     let position = match status(pool, name).await? {
         Some(status) => {
@@ -111,27 +111,40 @@ pub async fn ensure_remembered(
         .with_context(|| format!("remembering replication slot {name}"))
 }
 
-/// Refuses a remembered slot that is gone, lost, from another server, not a
-/// `pgoutput` logical slot, or standing past the last position order-service
-/// confirmed on it (see [`mismatch`]). A slot remembered by an older
-/// version, with no confirmed position yet, is taken as found.
-pub async fn check_remembered(
-    pool: &PgPool,
-    remembered: &cdc_slots::RememberedSlot,
-) -> anyhow::Result<()> {
-    let name = &remembered.slot_name;
-    let found = status(pool, name).await?;
-    if let Some(problem) = mismatch(remembered, found.as_ref()) {
+/// Refuses the remembered slot `name` if it is gone, lost, from another
+/// server, not a `pgoutput` logical slot, or standing past the last position
+/// order-service confirmed on it (see [`mismatch`]). A slot remembered by an
+/// older version, with no confirmed position yet, is taken as found.
+pub async fn check_remembered(pool: &PgPool, name: &str) -> anyhow::Result<()> {
+    let (found, remembered) = found_then_remembered(pool, name).await?;
+    let remembered =
+        remembered.with_context(|| format!("replication slot {name} is not remembered"))?;
+    if let Some(problem) = mismatch(&remembered, found.as_ref()) {
         return Err(resync_needed(name, &problem));
     }
     if let Some(found) = &found {
         found.usable(name)?;
-    }
-    if let (None, Some(found)) = (&remembered.confirmed_lsn, &found) {
-        tracing::info!(slot = %name, position = %found.position, "remembering the slot's confirmed position");
-        cdc_slots::record_confirmed(&mut *pool.acquire().await?, name, &found.position).await?;
+        if remembered.confirmed_lsn.is_none() {
+            tracing::info!(slot = %name, position = %found.position, "remembering the slot's confirmed position");
+            cdc_slots::record_confirmed(&mut *pool.acquire().await?, name, &found.position).await?;
+        }
     }
     Ok(())
+}
+
+/// The slot `name` as the server has it, then as order-service remembers
+/// it: in this order, because a running reader writes its memory before it
+/// moves the slot, so a memory read after the slot covers the slot's
+/// position even while another instance streams.
+pub async fn found_then_remembered(
+    pool: &PgPool,
+    name: &str,
+) -> anyhow::Result<(Option<SlotStatus>, Option<cdc_slots::RememberedSlot>)> {
+    let found = status(pool, name).await?;
+    let remembered = cdc_slots::find(&mut *pool.acquire().await?, name)
+        .await
+        .context("reading the remembered replication slots")?;
+    Ok((found, remembered))
 }
 
 /// What makes the slot found under a remembered name not the one
@@ -189,7 +202,7 @@ pub fn mismatch(
             "stands at LSN {}, past LSN {confirmed}, the last position order-service confirmed \
              on it: order-service did not move it there (it was dropped and created again \
              under the same name, advanced with pg_replication_slot_advance, or confirmed by \
-             another reader), and the orders in between may never have been published",
+             another reader)",
             found.position
         )
     })
@@ -349,4 +362,85 @@ pub async fn drain_marker(pool: &PgPool, token: &str) -> sqlx::Result<()> {
     .fetch_one(pool)
     .await
     .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn remembered(confirmed: Option<&str>) -> cdc_slots::RememberedSlot {
+        cdc_slots::RememberedSlot {
+            slot_name: "s".into(),
+            label: "orders".into(),
+            publication: "p".into(),
+            created_lsn: "0/100".into(),
+            confirmed_lsn: confirmed.map(str::to_owned),
+            created_at: chrono::DateTime::UNIX_EPOCH,
+            drained_at: None,
+            same_system: true,
+        }
+    }
+
+    fn found(position: &str) -> SlotStatus {
+        SlotStatus {
+            wal_status: Some("reserved".into()),
+            active_pid: None,
+            retained_bytes: None,
+            confirmed_lag_bytes: None,
+            position: position.into(),
+            slot_type: "logical".into(),
+            plugin: Some("pgoutput".into()),
+            this_database: true,
+        }
+    }
+
+    #[test]
+    fn a_slot_at_or_behind_the_confirmed_memory_is_the_one_order_service_moved() {
+        let memory = remembered(Some("0/2000"));
+        assert_eq!(mismatch(&memory, Some(&found("0/2000"))), None);
+        // Behind: PostgreSQL had not written the slot's position to disk
+        // before it crashed; the slot replays.
+        assert_eq!(mismatch(&memory, Some(&found("0/1FFF"))), None);
+        // Remembered by an older version: taken as found.
+        assert_eq!(mismatch(&remembered(None), Some(&found("9/0"))), None);
+    }
+
+    #[test]
+    fn a_slot_past_the_confirmed_memory_is_refused_with_both_positions() {
+        let problem = mismatch(&remembered(Some("0/2000")), Some(&found("1/10"))).unwrap();
+        assert!(problem.contains("1/10"), "{problem}");
+        assert!(problem.contains("0/2000"), "{problem}");
+        // Compared as positions, not as text.
+        assert!(mismatch(&remembered(Some("0/FFFF")), Some(&found("0/10000"))).is_some());
+    }
+
+    #[test]
+    fn a_slot_of_another_kind_under_the_remembered_name_is_refused() {
+        let memory = remembered(Some("0/2000"));
+        let mut other_plugin = found("0/2000");
+        other_plugin.plugin = Some("test_decoding".into());
+        let problem = mismatch(&memory, Some(&other_plugin)).unwrap();
+        assert!(problem.contains("test_decoding"), "{problem}");
+        let mut physical = found("0/2000");
+        (physical.slot_type, physical.plugin) = ("physical".into(), None);
+        assert!(mismatch(&memory, Some(&physical)).is_some());
+    }
+
+    #[test]
+    fn a_gone_lost_or_foreign_slot_is_refused() {
+        let memory = remembered(Some("0/2000"));
+        assert!(mismatch(&memory, None).unwrap().contains("is gone"));
+        let mut lost = found("0/2000");
+        lost.wal_status = Some("lost".into());
+        assert!(mismatch(&memory, Some(&lost)).unwrap().contains("is lost"));
+        let foreign = cdc_slots::RememberedSlot {
+            same_system: false,
+            ..memory
+        };
+        assert!(
+            mismatch(&foreign, Some(&found("0/2000")))
+                .unwrap()
+                .contains("another PostgreSQL server")
+        );
+    }
 }
