@@ -103,8 +103,8 @@ pub struct DlqArgs {
 
 #[derive(Subcommand)]
 enum CdcCommand {
-    /// After a replication slot was lost: re-publish OrderPlaced for the orders
-    /// committed since the last one the stream holds, then forget the slot.
+    /// After a replication slot was lost or swapped: re-publish OrderPlaced
+    /// for every order the stream does not hold, then forget the slot.
     Resync(resync::ResyncArgs),
 }
 

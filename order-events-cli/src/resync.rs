@@ -3,19 +3,25 @@
 //!
 //! order-service refuses to capture with such a slot, because a new one would
 //! skip every order the old one had not confirmed. This command re-publishes
-//! `OrderPlaced` for the orders committed since the last one the stream holds
-//! — only those the stream does not hold, read back from the stream itself —
-//! with the event id derived from the order (the id change capture gives it),
-//! so running it twice, or alongside a reader, publishes nothing twice and
-//! credits nothing twice. Then it forgets the unusable slots (dropping a lost
-//! one), which lets order-service create a new slot at its next start.
+//! `OrderPlaced` for every order whose event the stream does not hold — read
+//! back from the stream itself — with the event id derived from the order
+//! (the id change capture gives it), so running it twice, or alongside a
+//! reader, publishes nothing twice and credits nothing twice. Then it forgets
+//! the unusable slots (dropping a lost one), which lets order-service create
+//! a new slot at its next start.
+//!
+//! By default it compares every order with the whole stream. It does not
+//! guess a starting time: an order's time is stamped by the instance that
+//! took it, the stream's by the broker, and no margin covers every
+//! difference between two hosts' clocks (an order stamped earlier than the
+//! guess would be skipped for good). `--since` narrows the check to the
+//! orders created at or after a time the operator chooses.
 
 use std::collections::HashSet;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
-use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use chrono::{DateTime, Utc};
 use clap::Args;
 use futures::StreamExt as _;
@@ -39,13 +45,14 @@ pub struct ResyncArgs {
     /// Prefix of stream and subject names, as order-service uses it.
     #[arg(long, env = "EVENTS_PREFIX", default_value = "")]
     events_prefix: String,
-    /// Re-publish orders created at or after this time (RFC 3339, e.g.
-    /// 2026-11-27T09:00:00Z). Default: the time of the last OrderPlaced the
-    /// stream holds, minus --margin (every order when it holds none).
+    /// Check only the orders created at or after this time (RFC 3339, e.g.
+    /// 2026-11-27T09:00:00Z), as stamped by the order-service instance that
+    /// took each one. Default: every order.
     #[arg(long)]
     since: Option<String>,
-    /// Look this far further back, for transactions that ran long before they
-    /// committed and for clock differences between PostgreSQL and NATS.
+    /// With --since: read the stream from this far before it (the broker's
+    /// clock stamps the stream; an event read too late is only published
+    /// again, and consumers apply it once).
     #[arg(long, default_value = "10m", value_parser = service_kit::duration::parse)]
     margin: Duration,
     /// Print the outcome as JSON.
@@ -55,7 +62,8 @@ pub struct ResyncArgs {
 
 #[derive(Debug, Serialize)]
 struct Outcome {
-    since: DateTime<Utc>,
+    /// `None`: every order was checked.
+    since: Option<DateTime<Utc>>,
     orders_checked: usize,
     already_in_stream: usize,
     republished: usize,
@@ -78,14 +86,8 @@ pub async fn run(args: &ResyncArgs) -> anyhow::Result<bool> {
         .with_context(|| format!("looking up stream {}", names.stream()))?;
 
     let margin = chrono::Duration::from_std(args.margin)?;
-    let since = match &args.since {
-        Some(text) => parse_since(text)?,
-        None => match last_placed_at(&stream, &names).await? {
-            Some(placed_at) => placed_at - margin,
-            None => DateTime::UNIX_EPOCH,
-        },
-    };
-    let published = in_stream_since(&mut stream, &names, since - margin).await?;
+    let since = args.since.as_deref().map(parse_since).transpose()?;
+    let published = in_stream_since(&mut stream, &names, since.map(|since| since - margin)).await?;
 
     let mut outcome = Outcome {
         since,
@@ -131,7 +133,7 @@ fn parse_since(text: &str) -> anyhow::Result<DateTime<Utc>> {
         bail!(
             "--since {text}: a WAL position cannot be mapped to orders (PostgreSQL keeps no \
              commit position per row); give the time it was confirmed at (RFC 3339), or leave \
-             --since out to start from the last OrderPlaced the stream holds"
+             --since out to check every order"
         );
     }
     Ok(DateTime::parse_from_rfc3339(text)
@@ -139,38 +141,24 @@ fn parse_since(text: &str) -> anyhow::Result<DateTime<Utc>> {
         .with_timezone(&Utc))
 }
 
-/// When the last `OrderPlaced` in the stream says its order was placed, if
-/// the stream holds one.
-async fn last_placed_at(
-    stream: &async_nats::jetstream::stream::Stream,
-    names: &Names,
-) -> anyhow::Result<Option<DateTime<Utc>>> {
-    match stream
-        .get_last_raw_message_by_subject(&names.order_placed_subject())
-        .await
-    {
-        Ok(message) => Ok(Some(
-            Envelope::<OrderPlaced>::decode(&message.payload)
-                .context("decoding the last OrderPlaced in the stream")?
-                .payload
-                .placed_at,
-        )),
-        Err(error) if error.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
-        Err(error) => Err(error).context("reading the last OrderPlaced in the stream"),
-    }
-}
-
-/// The orders whose `OrderPlaced` the stream holds, stored at or after `from`.
+/// The orders whose `OrderPlaced` the stream holds, stored at or after
+/// `from` (by the broker's clock), or all of them.
 async fn in_stream_since(
     stream: &mut async_nats::jetstream::stream::Stream,
     names: &Names,
-    from: DateTime<Utc>,
+    from: Option<DateTime<Utc>>,
 ) -> anyhow::Result<HashSet<Uuid>> {
-    let nanos = from.timestamp_nanos_opt().unwrap_or(0).max(0);
-    let start_time = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(nanos))?;
+    let deliver_policy = match from {
+        Some(from) => {
+            let nanos = from.timestamp_nanos_opt().unwrap_or(0).max(0);
+            let start_time = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(nanos))?;
+            DeliverPolicy::ByStartTime { start_time }
+        }
+        None => DeliverPolicy::All,
+    };
     let mut consumer: PullConsumer = stream
         .create_consumer(pull::Config {
-            deliver_policy: DeliverPolicy::ByStartTime { start_time },
+            deliver_policy,
             ack_policy: AckPolicy::None,
             filter_subject: names.order_placed_subject(),
             inactive_threshold: Duration::from_secs(60),
@@ -209,18 +197,26 @@ async fn in_stream_since(
     Ok(orders)
 }
 
-/// Forgets every remembered slot that is gone or from another server, and
-/// drops and forgets a lost one; keeps healthy and drained ones.
+/// Forgets every remembered slot that is not as order-service left it (gone,
+/// from another server, recreated or moved by someone else: see
+/// [`slot::mismatch`]), and drops and forgets a lost one; keeps intact and
+/// drained ones. A slot forgotten but kept is adopted at the next start, at
+/// the position it stands at, which is before this run's re-publishing.
 async fn forget_unusable_slots(pool: &PgPool, outcome: &mut Outcome) -> anyhow::Result<()> {
     let mut conn = pool.acquire().await?;
-    for remembered in cdc_slots::all(&mut conn).await? {
-        let name = remembered.slot_name;
-        let status = slot::status(pool, &name).await?;
+    for name in cdc_slots::all(&mut conn)
+        .await?
+        .into_iter()
+        .map(|r| r.slot_name)
+    {
+        let (status, Some(remembered)) = slot::found_then_remembered(pool, &name).await? else {
+            continue;
+        };
         let lost = status
             .as_ref()
             .is_some_and(|s| s.wal_status.as_deref() == Some("lost"));
         let unusable = remembered.drained_at.is_none()
-            && (!remembered.same_system || status.is_none() || lost);
+            && slot::mismatch(&remembered, status.as_ref()).is_some();
         if !unusable {
             outcome.kept_slots.push(name);
             continue;
@@ -244,10 +240,10 @@ fn report(outcome: &Outcome, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(outcome)?);
         return Ok(());
     }
-    println!(
-        "orders created since {}: {}",
-        outcome.since, outcome.orders_checked
-    );
+    match outcome.since {
+        Some(since) => println!("orders created since {since}: {}", outcome.orders_checked),
+        None => println!("orders: {}", outcome.orders_checked),
+    }
     println!("  already in the stream: {}", outcome.already_in_stream);
     println!("  re-published:          {}", outcome.republished);
     for name in &outcome.forgotten_slots {

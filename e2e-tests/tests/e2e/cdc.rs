@@ -11,7 +11,7 @@ use e2e_tests::{CrashPoint, Mode, TestEnv, eventually};
 use futures::future::join_all;
 use sqlx::PgPool;
 
-async fn place_many(env: &TestEnv, url: &str, from: usize, to: usize) {
+pub(super) async fn place_many(env: &TestEnv, url: &str, from: usize, to: usize) {
     join_all((from..to).map(|i| {
         let body = order(
             &format!("c{}", i % 10),
@@ -36,7 +36,7 @@ async fn slot_active(orders_db: &PgPool, suffix: &str) -> bool {
     .unwrap_or(false)
 }
 
-async fn wait_for_active_reader(env: &TestEnv, suffix: &str) {
+pub(super) async fn wait_for_active_reader(env: &TestEnv, suffix: &str) {
     let db = env.orders_db().await;
     eventually("a reader to hold the slot", CONVERGE, || async {
         slot_active(&db, suffix).await.then_some(())
@@ -297,7 +297,7 @@ async fn the_cdc_outbox_relay_survives_a_crash_before_confirm() {
 
 /// Runs `order-events cdc resync --json` against the test's order database
 /// and NATS; what it reports.
-async fn resync(env: &TestEnv) -> serde_json::Value {
+pub(super) async fn resync(env: &TestEnv) -> serde_json::Value {
     let output = tokio::process::Command::new(binary_path("order-events").unwrap())
         .args(["cdc", "resync", "--json"])
         .args([

@@ -21,6 +21,7 @@ mod poison;
 mod publish_batches;
 mod self_read;
 mod self_read_adversity;
+mod slot_identity;
 mod switching;
 mod traces;
 mod wait_notifier;

@@ -12,6 +12,9 @@ pub struct RememberedSlot {
     pub label: String,
     pub publication: String,
     pub created_lsn: String,
+    /// The last position order-service confirmed on the slot, written before
+    /// it was handed to PostgreSQL (`None`: remembered by an older version).
+    pub confirmed_lsn: Option<String>,
     pub created_at: DateTime<Utc>,
     /// When everything the slot held was published, before it was dropped:
     /// such a slot is never streamed again.
@@ -25,7 +28,8 @@ pub struct RememberedSlot {
 pub async fn all(conn: &mut PgConnection) -> sqlx::Result<Vec<RememberedSlot>> {
     sqlx::query_as!(
         RememberedSlot,
-        r#"SELECT slot_name, label, publication, created_lsn::text AS "created_lsn!", created_at, drained_at,
+        r#"SELECT slot_name, label, publication, created_lsn::text AS "created_lsn!",
+                  confirmed_lsn::text AS confirmed_lsn, created_at, drained_at,
                   system_identifier = (SELECT system_identifier FROM pg_control_system())
                       AS "same_system!"
            FROM cdc_slots
@@ -39,7 +43,8 @@ pub async fn all(conn: &mut PgConnection) -> sqlx::Result<Vec<RememberedSlot>> {
 pub async fn find(conn: &mut PgConnection, name: &str) -> sqlx::Result<Option<RememberedSlot>> {
     sqlx::query_as!(
         RememberedSlot,
-        r#"SELECT slot_name, label, publication, created_lsn::text AS "created_lsn!", created_at, drained_at,
+        r#"SELECT slot_name, label, publication, created_lsn::text AS "created_lsn!",
+                  confirmed_lsn::text AS confirmed_lsn, created_at, drained_at,
                   system_identifier = (SELECT system_identifier FROM pg_control_system())
                       AS "same_system!"
            FROM cdc_slots
@@ -50,7 +55,8 @@ pub async fn find(conn: &mut PgConnection, name: &str) -> sqlx::Result<Option<Re
     .await
 }
 
-/// Remembers the slot `name`, created at `created_lsn` on this server.
+/// Remembers the slot `name`, created (or found) at `created_lsn` on this
+/// server: the position it stands at is the first one order-service owns.
 pub async fn remember(
     conn: &mut PgConnection,
     name: &str,
@@ -59,8 +65,9 @@ pub async fn remember(
     created_lsn: &str,
 ) -> sqlx::Result<()> {
     sqlx::query!(
-        r#"INSERT INTO cdc_slots (slot_name, label, publication, created_lsn, system_identifier)
-           VALUES ($1, $2, $3, $4::text::pg_lsn,
+        r#"INSERT INTO cdc_slots
+               (slot_name, label, publication, created_lsn, confirmed_lsn, system_identifier)
+           VALUES ($1, $2, $3, $4::text::pg_lsn, $4::text::pg_lsn,
                    (SELECT system_identifier FROM pg_control_system()))
            ON CONFLICT (slot_name) DO NOTHING"#,
         name,
@@ -93,4 +100,25 @@ pub async fn mark_drained(conn: &mut PgConnection, name: &str) -> sqlx::Result<(
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Records that order-service is about to confirm `lsn` on the slot `name`
+/// (the remembered position only grows: a reader replaying after a crash
+/// confirms less than an earlier one did). False when the slot is no longer
+/// remembered.
+pub async fn record_confirmed(
+    conn: &mut PgConnection,
+    name: &str,
+    lsn: &str,
+) -> sqlx::Result<bool> {
+    Ok(sqlx::query!(
+        r#"UPDATE cdc_slots SET confirmed_lsn = GREATEST(confirmed_lsn, $2::text::pg_lsn)
+           WHERE slot_name = $1"#,
+        name,
+        lsn
+    )
+    .execute(conn)
+    .await?
+    .rows_affected()
+        == 1)
 }

@@ -10,11 +10,11 @@ use crate::domain::{Order, OrderLine};
 /// Where a page of [`created_since`] ends: the next page starts after it.
 pub type Cursor = (DateTime<Utc>, Uuid);
 
-/// Up to `limit` orders created at or after `since` (and after `after`),
-/// oldest first, with their lines, in one query.
+/// Up to `limit` orders created at or after `since` (every order without
+/// it), and after `after`, oldest first, with their lines, in one query.
 pub async fn created_since(
     conn: &mut PgConnection,
-    since: DateTime<Utc>,
+    since: Option<DateTime<Utc>>,
     after: Option<Cursor>,
     limit: i64,
 ) -> sqlx::Result<Vec<Order>> {
@@ -26,7 +26,7 @@ pub async fn created_since(
                   array_agg(l.unit_price_minor ORDER BY l.line_no) AS "prices!"
            FROM orders o
            JOIN order_lines l ON l.order_id = o.id
-           WHERE o.created_at >= $1
+           WHERE ($1::timestamptz IS NULL OR o.created_at >= $1)
              AND ($2::timestamptz IS NULL OR (o.created_at, o.id) > ($2, $3))
            GROUP BY o.id
            ORDER BY o.created_at, o.id

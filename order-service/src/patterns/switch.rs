@@ -9,8 +9,9 @@
 //! 1. Every remembered replication slot the new configuration does not stream
 //!    (leaving cdc mode, or leaving the CDC outbox relay) is retired: read to
 //!    the current end of the WAL, published, confirmed, dropped, forgotten
-//!    ([`crate::replication::retire`]). A remembered slot that is gone stops start-up
-//!    with the resync command, as it does in cdc mode.
+//!    ([`crate::replication::retire`]). A remembered slot that is gone, or not
+//!    as order-service left it, stops start-up with the resync command, as it
+//!    does in cdc mode.
 //! 2. Rows left in the outbox (by the polling relay, or by a crash) are
 //!    published with the polling relay's step until the outbox is empty
 //!    (except in outbox mode with the polling relay, whose relay does it).
@@ -161,17 +162,11 @@ async fn streamed_slot(_: Mode, _: &Deps, _: &PatternArgs) -> anyhow::Result<Opt
 
 #[cfg(feature = "cdc")]
 async fn retire(deps: &Deps, settings: &PatternArgs, slot: RememberedSlot) -> anyhow::Result<()> {
-    use crate::replication::{CdcSettings, Reader, retire, slot::resync_needed};
+    use crate::replication::{CdcSettings, Reader, retire};
 
     let deadline = deps.startup_deadline;
     if slot.drained_at.is_some() {
         return retire::drop_drained(&deps.pool, &slot.slot_name, deadline).await;
-    }
-    if !slot.same_system {
-        return Err(resync_needed(
-            &slot.slot_name,
-            "was created on another PostgreSQL server (a restore or a new cluster)",
-        ));
     }
     tracing::info!(slot = %slot.slot_name, "draining the replication slot a switch left behind");
     let label = match slot.label.as_str() {

@@ -11,6 +11,9 @@
 //! - Idle: with no transaction open and nothing in flight, the position of a
 //!   keepalive or of our own heartbeat message is confirmed, so WAL retained
 //!   by the slot stays bounded while other tables are busy.
+//! - Every position is written to the slot's memory (`cdc_slots`) before it
+//!   is confirmed, batches settled together in one write: a slot found past
+//!   that memory at start-up was moved by someone else, and is refused.
 //! - One reader per slot: PostgreSQL lets one session hold a slot; a second
 //!   instance gets SQLSTATE 55006 and waits as a standby, retrying until the
 //!   active reader dies.
@@ -28,8 +31,8 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use futures::StreamExt as _;
 use futures::stream::FuturesOrdered;
+use futures::{FutureExt as _, StreamExt as _};
 use pgwire_replication::{
     Lsn, PgWireError, ReplicationClient, ReplicationConfig, ReplicationEvent,
 };
@@ -42,6 +45,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 use super::{Capture, pgoutput, publication, slot};
+use crate::db::cdc_slots;
 use crate::db::orders::TRACE_MESSAGE_PREFIX;
 
 /// How a reader is set up.
@@ -253,6 +257,8 @@ impl<C: Capture> Reader<C> {
         // The trace context the open transaction logged for its events.
         let mut traceparent = None;
         let mut confirmed = None;
+        // The highest position written to the slot's memory this session.
+        let mut memory = Lsn::ZERO;
         let mut marker = None;
         loop {
             if in_flight.len() < self.settings.max_in_flight
@@ -263,9 +269,13 @@ impl<C: Capture> Reader<C> {
             tokio::select! {
                 biased;
                 Some(done) = in_flight.next() => {
-                    let lsn = done.map_err(retry)?;
+                    let mut lsn = done.map_err(retry)?;
+                    // Batches settled meanwhile are confirmed in the same step.
+                    while let Some(Some(done)) = in_flight.next().now_or_never() {
+                        lsn = done.map_err(retry)?;
+                    }
                     crash_point(self.settings.crash_point);
-                    client.update_applied_lsn(lsn);
+                    self.confirm(client, &mut memory, lsn).await?;
                     confirmed = Some(lsn);
                 }
                 () = shutdown.cancelled() => break,
@@ -297,7 +307,7 @@ impl<C: Capture> Reader<C> {
                             gathered.add(events, end_lsn);
                         }
                         ReplicationEvent::KeepAlive { wal_end, .. } if idle => {
-                            client.update_applied_lsn(wal_end);
+                            self.confirm(client, &mut memory, wal_end).await?;
                         }
                         ReplicationEvent::Message { transactional: false, lsn, prefix, content } => {
                             // Every transaction that committed before the
@@ -309,7 +319,7 @@ impl<C: Capture> Reader<C> {
                                 break;
                             }
                             if idle {
-                                client.update_applied_lsn(lsn);
+                                self.confirm(client, &mut memory, lsn).await?;
                             }
                         }
                         _ => {}
@@ -322,14 +332,52 @@ impl<C: Capture> Reader<C> {
         }
         while let Some(done) = in_flight.next().await {
             let lsn = done.map_err(retry)?;
-            client.update_applied_lsn(lsn);
+            self.confirm(client, &mut memory, lsn).await?;
             confirmed = Some(lsn);
         }
         if let Some(lsn) = marker {
-            client.update_applied_lsn(lsn);
+            self.confirm(client, &mut memory, lsn).await?;
             confirmed = Some(lsn);
         }
         Ok((confirmed, marker.is_some()))
+    }
+
+    /// Confirms `lsn` on the slot, after writing it to the slot's memory in
+    /// order-service's database (unless `memory`, the highest position
+    /// written this session, covers it already): in that order, so the slot
+    /// never stands past what order-service remembers confirming, and a slot
+    /// found past it at the next start was moved by someone else
+    /// ([`slot::mismatch`]).
+    async fn confirm(
+        &self,
+        client: &ReplicationClient,
+        memory: &mut Lsn,
+        lsn: Lsn,
+    ) -> Result<(), SessionError> {
+        if lsn > *memory {
+            let name = &self.settings.slot;
+            let mut conn = self.pool.acquire().await.map_err(|e| {
+                SessionError::Retry(anyhow::Error::new(e).context("remembering the slot position"))
+            })?;
+            let remembered = cdc_slots::record_confirmed(&mut conn, name, &lsn.to_pg_string())
+                .await
+                .map_err(|e| {
+                    SessionError::Retry(
+                        anyhow::Error::new(e).context("remembering the slot position"),
+                    )
+                })?;
+            if !remembered {
+                return Err(SessionError::Fatal(anyhow::anyhow!(
+                    "replication slot {name} is no longer remembered (cdc_slots) while \
+                     order-service streams it: `{}` ran with order-service up? Stop every \
+                     order-service, then start it again",
+                    slot::RESYNC_COMMAND
+                )));
+            }
+            *memory = lsn;
+        }
+        client.update_applied_lsn(lsn);
+        Ok(())
     }
 
     fn change(&mut self, data: &[u8]) -> Result<(), SessionError> {

@@ -1,0 +1,11 @@
+-- The last position order-service confirmed on each remembered slot, written
+-- BEFORE the position is handed to PostgreSQL. So a slot order-service alone
+-- moves never stands past it, and one that does — recreated under the same
+-- name (it starts at the end of the WAL, past this row's own write), advanced
+-- with pg_replication_slot_advance, confirmed by another reader — was moved by
+-- someone else, past orders that may never have been published: start-up
+-- refuses it. Behind is normal: PostgreSQL writes a slot's position to disk at
+-- checkpoints, so after its crash the slot replays from an earlier point.
+-- NULL for a slot remembered by an older version: its position is taken as
+-- found at the next start.
+ALTER TABLE cdc_slots ADD COLUMN confirmed_lsn pg_lsn;
