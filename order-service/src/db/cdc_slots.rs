@@ -122,3 +122,15 @@ pub async fn record_confirmed(
     .rows_affected()
         == 1)
 }
+
+/// The remembered slots a session holds now (a reader streams them).
+pub async fn held(conn: &mut PgConnection) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar!(
+        r#"SELECT c.slot_name
+           FROM cdc_slots c JOIN pg_replication_slots s ON s.slot_name = c.slot_name
+           WHERE s.active
+           ORDER BY c.slot_name"#
+    )
+    .fetch_all(conn)
+    .await
+}

@@ -23,9 +23,10 @@
 //!
 //! All three happen before the listener serves, and are idempotent: a crash in the
 //! middle is finished by the next start, and a replay carries the same event
-//! ids. The instances of the previous mode should be stopped first; one that
-//! is still running stores no more orders, and a slot it still holds makes
-//! start-up wait, then fail. The last instance to start sets the mode.
+//! ids. The instances of the previous mode should be stopped first. One that
+//! still streams a slot the switch would retire makes start-up refuse before
+//! anything changes; any other stores no more orders once step 0 is done.
+//! The last instance to start sets the mode.
 
 use anyhow::Context as _;
 
@@ -41,6 +42,21 @@ pub(super) async fn before_serving(
     deps: &Deps,
     settings: &PatternArgs,
 ) -> anyhow::Result<()> {
+    let streamed = streamed_slot(mode, deps, settings).await?;
+    let mut conn = deps.pool.acquire().await?;
+    // A slot this configuration would retire is streamed by a running
+    // instance of the old mode: refuse before anything changes (the mode
+    // row included), so that the old instance goes on serving.
+    let held = cdc_slots::held(&mut conn).await?;
+    if let Some(slot) = held.iter().find(|held| Some(*held) != streamed.as_ref()) {
+        anyhow::bail!(
+            "another session holds replication slot {slot}: stop the order-service instances \
+             still running the previous mode or relay, then start again"
+        );
+    }
+    let remembered = cdc_slots::all(&mut conn).await?;
+    drop(conn);
+
     let fence = mode.fence_name(relays_by_polling(settings));
     if let Some(previous) = crate::db::mode::switch_to(&deps.pool, fence)
         .await
@@ -52,8 +68,6 @@ pub(super) async fn before_serving(
             "switched mode: instances still running in the old mode store no more orders"
         );
     }
-    let streamed = streamed_slot(mode, deps, settings).await?;
-    let remembered = cdc_slots::all(&mut *deps.pool.acquire().await?).await?;
     for slot in remembered {
         if Some(&slot.slot_name) != streamed.as_ref() {
             retire(deps, settings, slot).await?;
