@@ -22,4 +22,5 @@ mod self_read;
 mod self_read_adversity;
 mod switching;
 mod traces;
+mod transient;
 mod wait_notifier;
