@@ -176,6 +176,22 @@ async fn a_projector_dead_letter_redriven_after_leaving_self_read_reaches_the_or
     let orders_db = env.orders_db().await;
     assert_eq!(count(&orders_db, "orders").await, 0);
 
+    // Without order-service's database, nothing is redriven and the
+    // refusal names the setting.
+    let refused = tokio::process::Command::new(
+        e2e_tests::service::binary_path("order-events").expect("the CLI is built"),
+    )
+    .env_remove("ORDERS_DATABASE_URL")
+    .args(["dlq", "redrive", "--nats-url", env.nats_url()])
+    .args(["--events-prefix", env.events_prefix()])
+    .output()
+    .await
+    .expect("running order-events dlq redrive");
+    assert!(!refused.status.success());
+    let error = String::from_utf8_lossy(&refused.stderr);
+    assert!(error.contains("ORDERS_DATABASE_URL"), "{error}");
+    assert_eq!(env.dead_letters().await, 1);
+
     let redriven = dlq_with(
         &env,
         &["redrive"],
