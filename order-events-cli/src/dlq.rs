@@ -9,13 +9,31 @@
 //! once, so the consumers that had applied it find a duplicate. The publish
 //! uses a message id of its own (the broker's duplicate window still holds
 //! the original id), and the dead letter is deleted only after the PubAck.
+//!
+//! A letter of the self-read projector (its consumer header names the
+//! projector's durable) is not republished: it is applied to the order
+//! history with the projector's own transaction, in order-service's database
+//! (`--orders-database-url`), and deleted after COMMIT. Republishing would
+//! reach only the consumers that exist, and leaving self-read deletes the
+//! projector's: an order whose projection was dead-lettered would never
+//! reach the history, while every credit is kept (and the audit would find
+//! a credit without an order). Applied directly, the letter lands whatever
+//! mode order-service runs by then, idempotently (the projector's inbox and
+//! order key), and a redrive never double-credits, since the rewards
+//! consumer is not sent the event again. The projector could not instead
+//! be kept from dead-lettering what a retry would apply: a failure it cannot
+//! classify (a missing column after a bad deployment, say) is dead-lettered
+//! after `CONSUMER_MAX_DELIVER` and does apply once fixed.
 
 use anyhow::{Context as _, bail};
 use async_nats::jetstream;
 use async_nats::jetstream::stream::{RawMessageErrorKind, Stream};
+use order_service::patterns::PROJECTOR_DURABLE;
+use order_service::patterns::self_read::projector;
 use serde::Serialize;
 use shared_events::jetstream::dead_letter_headers;
 use shared_events::{Envelope, ID_NAMESPACE, Names, OrderPlaced};
+use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::DlqArgs;
@@ -62,7 +80,8 @@ pub async fn list(args: &DlqArgs, json: bool) -> anyhow::Result<bool> {
 }
 
 /// Republishes every dead letter (or the one with `id`) to its original
-/// subject, then deletes it from the dead-letter stream.
+/// subject — or applies a projector's letter to the order history — then
+/// deletes it from the dead-letter stream.
 pub async fn redrive(args: &DlqArgs, id: Option<u64>) -> anyhow::Result<bool> {
     let (js, stream) = open(args).await?;
     let mut letters = read_all(&stream).await?;
@@ -89,8 +108,22 @@ pub async fn redrive(args: &DlqArgs, id: Option<u64>) -> anyhow::Result<bool> {
     if id.is_some() && !skipped.is_empty() {
         bail!("dead letter {} cannot be redriven", skipped[0].id);
     }
+    let order_history = order_history(args, &letters).await?;
     let dead_letter_stream = stream.cached_info().config.name.clone();
     for letter in &letters {
+        if let (Some(pool), true) = (&order_history, letter.consumer == PROJECTOR_DURABLE) {
+            project(pool, letter).await?;
+            stream
+                .delete_message(letter.id)
+                .await
+                .with_context(|| format!("deleting redriven dead letter {}", letter.id))?;
+            eprintln!(
+                "applied {} ({}) to the order history",
+                letter.id,
+                letter.event_id.as_deref().unwrap_or("not an event")
+            );
+            continue;
+        }
         if letter.original_subject.is_empty() {
             bail!("dead letter {} names no original subject", letter.id);
         }
@@ -120,6 +153,38 @@ pub async fn redrive(args: &DlqArgs, id: Option<u64>) -> anyhow::Result<bool> {
     }
     println!("redriven: {}", letters.len());
     Ok(true)
+}
+
+/// order-service's database, when a letter of the projector is to be
+/// redriven: checked before any letter is, so that none is half done.
+async fn order_history(args: &DlqArgs, letters: &[DeadLetter]) -> anyhow::Result<Option<PgPool>> {
+    let Some(first) = letters.iter().find(|l| l.consumer == PROJECTOR_DURABLE) else {
+        return Ok(None);
+    };
+    let Some(url) = &args.orders_database_url else {
+        bail!(
+            "dead letter {} comes from the self-read projector ({PROJECTOR_DURABLE}), which \
+             is redriven into order-service's database: set ORDERS_DATABASE_URL (or pass \
+             --orders-database-url)",
+            first.id
+        );
+    };
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(url)
+        .await
+        .context("connecting to order-service's database (ORDERS_DATABASE_URL)")?;
+    Ok(Some(pool))
+}
+
+/// Applies a projector's letter to the order history, as the projector would.
+async fn project(pool: &PgPool, letter: &DeadLetter) -> anyhow::Result<()> {
+    let event = Envelope::<OrderPlaced>::decode(&letter.payload)
+        .with_context(|| format!("decoding dead letter {}", letter.id))?;
+    projector::project(pool, vec![event])
+        .await
+        .with_context(|| format!("applying dead letter {} to the order history", letter.id))?;
+    Ok(())
 }
 
 async fn open(args: &DlqArgs) -> anyhow::Result<(jetstream::Context, Stream)> {

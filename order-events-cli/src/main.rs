@@ -66,6 +66,8 @@ enum DlqCommand {
     },
     /// Republish dead letters to their original subject (every consumer sees
     /// them again, idempotently), then delete them from the dead-letter stream.
+    /// The self-read projector's letters are applied to the order history in
+    /// order-service's database instead (ORDERS_DATABASE_URL), in any mode.
     Redrive {
         /// Only the dead letter with this id (as `dlq list` shows it).
         #[arg(long)]
@@ -99,6 +101,15 @@ pub struct DlqArgs {
     /// Prefix of stream and subject names, as the services use it.
     #[arg(long, env = "EVENTS_PREFIX", default_value = "", global = true)]
     events_prefix: String,
+    /// order-service's database: where `redrive` applies the self-read
+    /// projector's letters (needed only for those).
+    #[arg(
+        long,
+        env = "ORDERS_DATABASE_URL",
+        hide_env_values = true,
+        global = true
+    )]
+    orders_database_url: Option<String>,
 }
 
 #[derive(Subcommand)]

@@ -13,11 +13,16 @@
 //! - when a batch fails, it is applied again one message at a time, so the
 //!   failure is pinned on the message that causes it; a message that fails
 //!   deterministically ([`Failure::Poison`]) is dead-lettered, the rest go on;
+//! - a transient failure ([`Failure::Transient`]: a lost connection, a
+//!   database shutting down, a lock or statement timeout, a serialization
+//!   failure, a deadlock) says nothing about the messages: the whole batch
+//!   is naked with backoff and retried for as long as the cause lasts, and
+//!   never counted toward dead-lettering — the broker's delivery count is
+//!   not what decides (its `MaxDeliver` is unlimited), this process's count
+//!   of the message's own failures is;
 //! - other failures nak the message with exponential backoff and jitter;
-//!   after `max_deliver` such failures it is dead-lettered. Failures while
-//!   the database is unavailable say nothing about the message: they are
-//!   retried for as long as the outage lasts and not counted (the count
-//!   lives in this process; a restart starts it again).
+//!   after `max_deliver` such failures it is dead-lettered (the count lives
+//!   in this process; a restart starts it again).
 //!
 //! Lost connections and vanished consumers are retried.
 
@@ -94,7 +99,8 @@ pub struct ConsumerArgs {
     #[arg(long, env = "CONSUMER_ACK_WAIT", default_value = "30s", value_parser = crate::duration::parse)]
     pub consumer_ack_wait: Duration,
     /// Failures of an event that cannot be applied before it is
-    /// dead-lettered (failures while the database is unreachable do not count).
+    /// dead-lettered (transient database failures — unreachable, shutting
+    /// down, timeouts, serialization failures, deadlocks — do not count).
     #[arg(long, env = "CONSUMER_MAX_DELIVER", default_value_t = 10, value_parser = clap::value_parser!(i64).range(1..))]
     pub consumer_max_deliver: i64,
 }
@@ -130,7 +136,7 @@ pub struct ConsumerSettings {
     /// How long JetStream waits for an ack before redelivering.
     pub ack_wait: Duration,
     /// Deliveries of a message that keeps failing before it is dead-lettered
-    /// (not counting failures while the database is unavailable).
+    /// (not counting transient database failures).
     pub max_deliver: i64,
     /// Crash point between COMMIT and ack.
     pub crash_point: &'static str,
@@ -144,8 +150,8 @@ pub struct EventConsumer<A> {
     settings: ConsumerSettings,
     apply: A,
     /// Retryable failures per stream sequence. The server's delivery count
-    /// would also count redeliveries while the database was down, and
-    /// dead-letter a healthy event on its first real failure afterwards.
+    /// would also count redeliveries after transient failures, and
+    /// dead-letter a healthy event that waited out a lock or an outage.
     failures: Mutex<HashMap<u64, i64>>,
 }
 
@@ -268,7 +274,8 @@ impl<A: Apply> EventConsumer<A> {
                 self.acknowledge(valid, outcomes).await;
             }
             Err(error) => match classify(&error, A::IDEMPOTENCY_KEYS) {
-                Failure::Unavailable => {
+                // Applying them one by one would fail the same way.
+                Failure::Transient => {
                     for v in &valid {
                         self.nak(&v.message, &error).await;
                     }
@@ -309,7 +316,7 @@ impl<A: Apply> EventConsumer<A> {
     async fn failed_alone(&self, valid: Valid<A::Item>, error: &anyhow::Error) {
         let reason = match classify(error, A::IDEMPOTENCY_KEYS) {
             Failure::Poison => format!("{error:#}"),
-            Failure::Unavailable => return self.nak(&valid.message, error).await,
+            Failure::Transient => return self.nak(&valid.message, error).await,
             Failure::Retry => {
                 let failed = self.count_failure(&valid.message);
                 if failed < self.settings.max_deliver {

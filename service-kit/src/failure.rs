@@ -1,7 +1,8 @@
-//! Telling a message that can never be applied from a dependency that is
-//! down for a while. A consumer that retries the first kind forever stalls
-//! every message batched with it; one that gives up on the second kind
-//! dead-letters healthy events during every database restart.
+//! Telling a message that can never be applied from a database that cannot
+//! apply anything just now. A consumer that retries the first kind forever
+//! stalls every message batched with it; one that counts the second kind
+//! against the message dead-letters healthy events during every database
+//! restart, lock queue or burst of contention.
 
 /// What a failure to apply an event says about retrying it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -10,15 +11,17 @@ pub enum Failure {
     /// cannot store (SQLSTATE class 22: an overflow, a bad encoding) or a
     /// constraint it breaks (class 23). Isolated and dead-lettered at once.
     Poison,
-    /// The database is unreachable or refusing work (connections, pool
-    /// time-outs, SQLSTATE classes 08, 53, 57P0x, and 25006: a read-only
-    /// standby while a failover completes). Nothing is wrong with the
-    /// message: it is retried with backoff for as long as this lasts and is
-    /// never dead-lettered for it.
-    Unavailable,
-    /// Anything else, such as a serialization failure (40001) or a deadlock
-    /// (40P01): retried with backoff, dead-lettered after the consumer's
-    /// maximum deliveries.
+    /// The database, not the message, failed: it is unreachable or refusing
+    /// work (lost connections, pool time-outs, SQLSTATE classes 08 and 53,
+    /// 57P01–57P05, 25006: a read-only standby while a failover completes),
+    /// or it gave up on work that a later attempt finishes (a serialization
+    /// failure 40001, a deadlock 40P01, a lock not available 55P03, a
+    /// statement, transaction or idle timeout 57014, 25P03, 25P04). Retried
+    /// with backoff for as long as it lasts and never counted toward
+    /// dead-lettering.
+    Transient,
+    /// Anything else: retried with backoff, dead-lettered after the
+    /// consumer's maximum deliveries.
     Retry,
 }
 
@@ -40,18 +43,34 @@ pub fn classify(error: &anyhow::Error, idempotency_keys: &[&str]) -> Failure {
         | sqlx::Error::Tls(_)
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => Failure::Unavailable,
+        | sqlx::Error::WorkerCrashed => Failure::Transient,
         _ => Failure::Retry,
     }
 }
 
+/// SQLSTATEs that say nothing about the statement: a later attempt passes.
+const TRANSIENT_STATES: [&str; 11] = [
+    // Contention: another transaction got there first.
+    "40001", "40P01", "55P03",
+    // Time limits the operator set: statement, idle in transaction, transaction.
+    "57014", "25P03", "25P04",
+    // The server is shutting down or starting, or ended the session.
+    "57P01", "57P02", "57P03", "57P05",
+    // A read-only standby while a failover completes.
+    "25006",
+];
+
+/// Whole classes of them: connection exceptions and insufficient resources.
+const TRANSIENT_CLASSES: [&str; 2] = ["08", "53"];
+
 fn classify_sqlstate(code: &str, constraint: &str, idempotency_keys: &[&str]) -> Failure {
+    let class = code.get(..2).unwrap_or_default();
     match code {
         "23505" if idempotency_keys.contains(&constraint) => Failure::Retry,
-        // Shutting down, or a read-only standby during a failover.
-        "57P01" | "57P02" | "57P03" | "25006" => Failure::Unavailable,
-        _ if code.starts_with("22") || code.starts_with("23") => Failure::Poison,
-        _ if code.starts_with("08") || code.starts_with("53") => Failure::Unavailable,
+        _ if TRANSIENT_STATES.contains(&code) || TRANSIENT_CLASSES.contains(&class) => {
+            Failure::Transient
+        }
+        _ if class == "22" || class == "23" => Failure::Poison,
         _ => Failure::Retry,
     }
 }
@@ -77,18 +96,33 @@ mod tests {
             classify_sqlstate("23505", "ledger_pkey", &keys),
             Failure::Retry
         );
-        assert_eq!(classify_sqlstate("40001", "", &keys), Failure::Retry);
-        assert_eq!(classify_sqlstate("40P01", "", &keys), Failure::Retry);
-        assert_eq!(classify_sqlstate("57P01", "", &keys), Failure::Unavailable);
-        assert_eq!(classify_sqlstate("08006", "", &keys), Failure::Unavailable);
-        assert_eq!(classify_sqlstate("53300", "", &keys), Failure::Unavailable);
-        assert_eq!(classify_sqlstate("25006", "", &keys), Failure::Unavailable);
+        assert_eq!(classify_sqlstate("42P01", "", &keys), Failure::Retry);
+        assert_eq!(classify_sqlstate("XX000", "", &keys), Failure::Retry);
+    }
+
+    #[test]
+    fn contention_timeouts_and_a_database_going_away_are_transient() {
+        for code in [
+            "40001", "40P01", "55P03", "57014", "25P03", "25P04", "57P01", "57P02", "57P03",
+            "57P05", "25006", "08000", "08003", "08006", "53100", "53200", "53300",
+        ] {
+            assert_eq!(
+                classify_sqlstate(code, "", &[]),
+                Failure::Transient,
+                "{code}"
+            );
+        }
+        // Neighbours that are not: a dropped database, an object in use.
+        assert_eq!(classify_sqlstate("57P04", "", &[]), Failure::Retry);
+        assert_eq!(classify_sqlstate("55006", "", &[]), Failure::Retry);
     }
 
     #[test]
     fn errors_without_a_database_cause_are_retried() {
         assert_eq!(classify(&anyhow::anyhow!("odd"), &[]), Failure::Retry);
         let pool = anyhow::Error::from(sqlx::Error::PoolTimedOut).context("crediting");
-        assert_eq!(classify(&pool, &[]), Failure::Unavailable);
+        assert_eq!(classify(&pool, &[]), Failure::Transient);
+        let lost = anyhow::Error::from(sqlx::Error::Io(std::io::ErrorKind::BrokenPipe.into()));
+        assert_eq!(classify(&lost, &[]), Failure::Transient);
     }
 }

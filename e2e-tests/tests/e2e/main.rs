@@ -24,4 +24,5 @@ mod self_read_adversity;
 mod slot_identity;
 mod switching;
 mod traces;
+mod transient;
 mod wait_notifier;

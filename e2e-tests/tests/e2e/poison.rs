@@ -37,9 +37,16 @@ fn placed(customer: &str, currency: &str, total_minor: i64) -> Envelope<OrderPla
 
 /// Runs `order-events dlq ARGS` against the test's NATS; stdout.
 async fn dlq(env: &TestEnv, args: &[&str]) -> String {
+    dlq_with(env, args, &[]).await
+}
+
+/// Runs `order-events dlq ARGS` against the test's NATS with the
+/// environment variables `vars`; stdout.
+pub(crate) async fn dlq_with(env: &TestEnv, args: &[&str], vars: &[(&str, &str)]) -> String {
     let output = tokio::process::Command::new(
         e2e_tests::service::binary_path("order-events").expect("the CLI is built"),
     )
+    .envs(vars.iter().copied())
     .arg("dlq")
     .args(args)
     .args([
