@@ -20,6 +20,7 @@ mod poison;
 mod publish_batches;
 mod self_read;
 mod self_read_adversity;
+mod stream_settings;
 mod switching;
 mod traces;
 mod wait_notifier;
