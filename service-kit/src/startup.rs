@@ -36,7 +36,8 @@ pub struct ServiceArgs {
     /// deployments; both services must use the same.
     #[arg(long, env = "EVENTS_PREFIX", default_value = "")]
     pub events_prefix: String,
-    /// JetStream's duplicate window of the order stream (used when creating it).
+    /// JetStream's duplicate window of both streams; an existing stream with a
+    /// shorter one is raised to it at start-up.
     #[arg(long, env = "DUPLICATE_WINDOW", default_value = "2m", value_parser = crate::duration::parse)]
     pub duplicate_window: Duration,
     /// Publish what is already a batch (a relay's claimed rows, the CDC
