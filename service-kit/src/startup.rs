@@ -36,7 +36,8 @@ pub struct ServiceArgs {
     /// deployments; both services must use the same.
     #[arg(long, env = "EVENTS_PREFIX", default_value = "")]
     pub events_prefix: String,
-    /// JetStream's duplicate window of the order stream (used when creating it).
+    /// JetStream's duplicate window of both streams; an existing stream with a
+    /// shorter one is raised to it at start-up.
     #[arg(long, env = "DUPLICATE_WINDOW", default_value = "2m", value_parser = crate::duration::parse)]
     pub duplicate_window: Duration,
     /// Publish what is already a batch (a relay's claimed rows, the CDC
@@ -197,9 +198,14 @@ pub async fn connect(
         replicas: usize::from(args.stream_replicas),
         atomic_batches: args.atomic_batches,
     };
-    let features = retry_until(deadline, "creating the JetStream streams", || {
-        shared_events::jetstream::ensure_streams(&jetstream, &names, &streams)
-    })
+    // A stream whose settings would lose events stays so until an operator
+    // changes it: refused at once, not retried until the deadline.
+    let features = retry_until_unless(
+        deadline,
+        "creating the JetStream streams",
+        || shared_events::jetstream::ensure_streams(&jetstream, &names, &streams),
+        shared_events::jetstream::StreamSetupError::is_refused,
+    )
     .await?;
     tracing::info!(
         server = %nats.server_info().version,
@@ -318,10 +324,26 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
+    retry_until_unless(deadline, what, attempt, |_| false).await
+}
+
+/// [`retry_until`], but an error for which `permanent` holds is returned at
+/// once.
+pub async fn retry_until_unless<T, E, F, Fut>(
+    deadline: Instant,
+    what: &str,
+    attempt: F,
+    permanent: impl Fn(&E) -> bool,
+) -> anyhow::Result<T>
+where
+    E: std::fmt::Display + Into<anyhow::Error>,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
     attempt
         .retry(backoff(Duration::from_secs(2)))
         .sleep(tokio::time::sleep)
-        .when(|_| Instant::now() < deadline)
+        .when(|error| !permanent(error) && Instant::now() < deadline)
         .notify(|error, pause| tracing::warn!(%error, "{what} failed; retrying in {pause:?}"))
         .await
         .map_err(|error| error.into().context(what.to_owned()))

@@ -15,8 +15,10 @@ use uuid::Uuid;
 use crate::names::Names;
 
 mod batch;
+mod requirements;
 
 pub use batch::{MAX_ATOMIC_BATCH, Outgoing, PendingBatch, Publisher};
+pub use requirements::{Correction, Refusal, Review, review};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -55,16 +57,42 @@ pub struct StreamFeatures {
 
 /// The streams could not be created or do not have the shape we need.
 #[derive(Debug, thiserror::Error)]
-#[error("setting up stream {stream}: {source}")]
-pub struct StreamSetupError {
-    stream: String,
-    #[source]
-    source: BoxError,
+pub enum StreamSetupError {
+    /// The broker did not answer, or refused a request: worth retrying.
+    #[error("setting up stream {stream}: {source}")]
+    Failed {
+        stream: String,
+        #[source]
+        source: BoxError,
+    },
+    /// The stream exists with settings that would lose events (see
+    /// [`review`]); retrying changes nothing until an operator acts.
+    #[error(
+        "stream {stream} exists with settings that would lose events; start-up stopped:{}",
+        list(refusals)
+    )]
+    Refused {
+        stream: String,
+        refusals: Vec<Refusal>,
+    },
+}
+
+impl StreamSetupError {
+    /// Whether an operator must change the stream before a start can succeed.
+    pub fn is_refused(&self) -> bool {
+        matches!(self, Self::Refused { .. })
+    }
+}
+
+fn list(refusals: &[Refusal]) -> String {
+    refusals.iter().map(|r| format!("\n  - {r}")).collect()
 }
 
 /// Creates the order stream and its dead-letter stream if they do not exist
 /// (file storage), then reads their configuration back: older servers drop
-/// fields they do not know instead of refusing them. A stream with another
+/// fields they do not know instead of refusing them, and a stream made
+/// before may delete events ([`review`]: refused with
+/// [`StreamSetupError::Refused`], or corrected where that loses nothing). A stream with another
 /// number of replicas is updated to `settings.replicas`, so that
 /// `STREAM_REPLICAS` can be raised (or lowered) by restarting a service.
 /// With `settings.atomic_batches`, the order stream is let take atomic
@@ -106,9 +134,10 @@ pub async fn ensure_streams(
 /// The stream option that lets a stream take atomic batches (2.12+).
 const ALLOW_ATOMIC: &str = "allow_atomic";
 
-/// Creates the stream unless it exists, checks its shape, and updates its
-/// replicas (and, with `atomic`, sets [`ALLOW_ATOMIC`]) in one update.
-/// Returns whether the stream takes atomic batches.
+/// Creates the stream unless it exists, checks its settings ([`review`]:
+/// refused if they would lose events), and updates its replicas, the
+/// corrections the review asks for and, with `atomic`, [`ALLOW_ATOMIC`] in
+/// one update. Returns whether the stream takes atomic batches.
 ///
 /// async-nats 0.42 does not know `allow_atomic`, so an update is written as
 /// the configuration the server sent, as JSON, with only those fields
@@ -123,7 +152,7 @@ async fn ensure_stream(
     use async_nats::jetstream::response::Response;
     use serde_json::{Value, json};
 
-    let fail = |source: BoxError| StreamSetupError {
+    let fail = |source: BoxError| StreamSetupError::Failed {
         stream: wanted.name.clone(),
         source,
     };
@@ -137,22 +166,15 @@ async fn ensure_stream(
         .map_err(|e| fail(e.into()))?
         .config
         .clone();
-    if actual.subjects != wanted.subjects || actual.storage != wanted.storage {
-        return Err(fail(
-            format!(
-                "exists with subjects {:?} and {:?} storage; expected {:?} and {:?}",
-                actual.subjects, actual.storage, wanted.subjects, wanted.storage
-            )
-            .into(),
-        ));
-    }
-    if actual.duplicate_window != wanted.duplicate_window {
-        tracing::warn!(
-            stream = %wanted.name,
-            actual = ?actual.duplicate_window,
-            wanted = ?wanted.duplicate_window,
-            "stream exists with another duplicate window; keeping it"
-        );
+    let Review {
+        refusals,
+        corrections,
+    } = review(&actual, &wanted);
+    if !refusals.is_empty() {
+        return Err(StreamSetupError::Refused {
+            stream: wanted.name.clone(),
+            refusals,
+        });
     }
 
     let info: Response<Value> = js
@@ -166,8 +188,11 @@ async fn ensure_stream(
     let atomic_now = config[ALLOW_ATOMIC] == Value::Bool(true);
     let add_atomic = atomic && !atomic_now;
     let replicas = actual.num_replicas != wanted.num_replicas;
-    if !add_atomic && !replicas {
+    if !add_atomic && !replicas && corrections.is_empty() {
         return Ok(atomic && atomic_now);
+    }
+    for correction in &corrections {
+        correct(&wanted.name, correction, &mut config);
     }
     if replicas {
         tracing::info!(
@@ -187,10 +212,10 @@ async fn ensure_stream(
         .map_err(|e| fail(e.into()))?;
     let atomic_kept = match updated {
         Response::Ok(info) => atomic && info["config"][ALLOW_ATOMIC] == Value::Bool(true),
-        // Refused for the option alone: change the replicas without it.
+        // Refused for the option alone: make the other changes without it.
         Response::Err { error } if add_atomic => {
             tracing::info!(stream = %wanted.name, %error, "the server refused atomic batches");
-            if replicas {
+            if replicas || !corrections.is_empty() {
                 if let Some(fields) = config.as_object_mut() {
                     fields.remove(ALLOW_ATOMIC);
                 }
@@ -213,6 +238,32 @@ async fn ensure_stream(
         );
     }
     Ok(atomic_kept)
+}
+
+/// Writes `correction` into a stream's configuration as the server sent it,
+/// and says so: an operator who set the value should learn it changed.
+fn correct(stream: &str, correction: &Correction, config: &mut serde_json::Value) {
+    match correction {
+        Correction::RaiseDuplicateWindow { from, to } => {
+            tracing::warn!(
+                stream,
+                from = ?from,
+                to = ?to,
+                "raised the stream's duplicate window to DUPLICATE_WINDOW: a shorter one lets \
+                 a retry after it store an event twice"
+            );
+            config["duplicate_window"] =
+                serde_json::json!(u64::try_from(to.as_nanos()).unwrap_or(u64::MAX));
+        }
+        Correction::DisallowRollups => {
+            tracing::warn!(
+                stream,
+                "disallowed rollups on the stream: one message with a rollup header would \
+                 delete its history, and nothing here sends one"
+            );
+            config["allow_rollup_hdrs"] = serde_json::Value::Bool(false);
+        }
+    }
 }
 
 /// A publish that was sent and whose PubAck has not been awaited yet.
@@ -307,7 +358,7 @@ pub async fn ensure_consumer(
     filter_subject: String,
     ack_wait: Duration,
 ) -> Result<PullConsumer, StreamSetupError> {
-    let fail = |source: BoxError| StreamSetupError {
+    let fail = |source: BoxError| StreamSetupError::Failed {
         stream: stream.to_owned(),
         source,
     };

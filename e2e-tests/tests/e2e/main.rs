@@ -22,6 +22,7 @@ mod publish_batches;
 mod self_read;
 mod self_read_adversity;
 mod slot_identity;
+mod stream_settings;
 mod switching;
 mod traces;
 mod transient;
