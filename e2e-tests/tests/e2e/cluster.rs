@@ -22,7 +22,6 @@ use e2e_tests::env::CONVERGE;
 use e2e_tests::fleet::{Fleet, Verdict};
 use e2e_tests::{Mode, TestEnv, eventually};
 use shared_events::Names;
-use uuid::Uuid;
 
 const MODES: [Mode; 3] = [Mode::Outbox, Mode::Cdc, Mode::SelfRead];
 /// Orders per mode, and their rate: about ten seconds of orders, into
