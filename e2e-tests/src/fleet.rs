@@ -4,10 +4,10 @@
 //! what became of the orders the clients were told about.
 
 use serde::Serialize;
-use uuid::Uuid;
 
 use crate::api::metric_sum;
 use crate::chaos::{Tally, converge, tally};
+use crate::clients::{Answer, order_ids};
 use crate::clients::{Clients, Load};
 use crate::env::TestEnv;
 use crate::mode::Mode;
@@ -177,10 +177,8 @@ impl Fleet {
 
     /// Waits until every order of `acknowledged` is credited and the
     /// consumers have nothing in flight, then counts.
-    pub async fn verdict(&self, acknowledged: &[Uuid]) -> anyhow::Result<Verdict> {
-        let mut distinct = acknowledged.to_vec();
-        distinct.sort_unstable();
-        distinct.dedup();
+    pub async fn verdict(&self, answers: &[Answer]) -> anyhow::Result<Verdict> {
+        let distinct = order_ids(answers);
         converge(&self.env, &distinct, self.mode).await?;
         let orders = Self::running(&self.orders)
             .next()
@@ -192,7 +190,7 @@ impl Fleet {
         Ok(Verdict {
             mode: self.mode.name(),
             acknowledged: distinct.len(),
-            tally: tally(&self.env, &distinct, self.mode).await?,
+            tally: tally(&self.env, answers).await?,
             stream_messages: self.env.stream_messages().await,
             published: self.published().await,
             audit_consistent: findings["consistent"] == true,
@@ -240,17 +238,7 @@ impl Verdict {
     pub fn assert_exact(&self, n: usize) {
         let mode = self.mode;
         assert_eq!(self.acknowledged, n, "{mode}: acknowledged");
-        assert_eq!(
-            self.tally,
-            Tally {
-                credited_once: n,
-                lost: 0,
-                doubled: 0,
-                wrong_points: 0,
-                not_in_history: 0,
-            },
-            "{mode}"
-        );
+        assert_eq!(self.tally, Tally::exact(n), "{mode}");
         assert_eq!(self.stream_messages, n as u64, "{mode}: stream messages");
         if let Some(published) = self.published {
             let n = n as u64;

@@ -1,9 +1,11 @@
 //! `order-events audit`: is every order credited exactly once, with the right
 //! points? Compares what order-service holds with what rewards-service
-//! credited, through their own HTTP APIs only (no reaching into another
-//! service's database), and with `--repair` re-publishes `OrderPlaced` for
-//! orders without a credit — idempotently: the event id derives from the
-//! order id, and the ledger credits an order once whatever the event id.
+//! credited and each balance holds, through their own HTTP APIs only (no
+//! reaching into another service's database), with the stream's events per
+//! order, and with the order ids the clients were told about when given;
+//! with `--repair` re-publishes `OrderPlaced` for orders without a credit —
+//! idempotently: the event id derives from the order id, and the ledger
+//! credits an order once whatever the event id.
 //!
 //! `order-events dlq list | redrive [--id ID]`: the dead-lettered events, and
 //! sending them back to their consumers once the cause is fixed.
@@ -20,6 +22,7 @@
 mod audit;
 mod dlq;
 mod resync;
+mod stream;
 
 use std::process::ExitCode;
 
@@ -34,8 +37,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Compare orders with credits: orders without a credit, orders credited
-    /// more than once, credits with the wrong points, credits without an order.
+    /// Compare orders with credits, balances and the stream: orders without a
+    /// credit, credits with the wrong points, credits for orders order-service
+    /// does not hold, balances that are not the points of the customer's
+    /// credited orders, orders in the stream under two event ids, and (with
+    /// --acknowledged) orders no client was told about and acknowledged
+    /// orders order-service does not hold.
     Audit(AuditArgs),
     /// Change data capture operations.
     #[command(subcommand)]
@@ -141,7 +148,13 @@ pub struct AuditArgs {
     /// Re-publish OrderPlaced for every order without a credit.
     #[arg(long)]
     repair: bool,
-    /// NATS server to re-publish to (with --repair).
+    /// A file of the order ids the clients were told about (201 or 202),
+    /// one a line: an order order-service holds that is not in it (a second
+    /// order for one request) and one in it that order-service does not
+    /// hold are inconsistencies. Without it, such an order looks like any other.
+    #[arg(long, value_name = "FILE")]
+    acknowledged: Option<std::path::PathBuf>,
+    /// NATS server whose stream is read (and re-published to with --repair).
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
     nats_url: String,
     /// Prefix of stream and subject names, as the services use it.

@@ -21,14 +21,13 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
+use async_nats::jetstream::consumer::DeliverPolicy;
 use chrono::{DateTime, Utc};
 use clap::Args;
-use futures::StreamExt as _;
 use order_service::db::{cdc_slots, replay};
 use order_service::replication::slot;
 use serde::Serialize;
-use shared_events::{Envelope, Names, OrderPlaced};
+use shared_events::Names;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -156,45 +155,8 @@ async fn in_stream_since(
         }
         None => DeliverPolicy::All,
     };
-    let mut consumer: PullConsumer = stream
-        .create_consumer(pull::Config {
-            deliver_policy,
-            ack_policy: AckPolicy::None,
-            filter_subject: names.order_placed_subject(),
-            inactive_threshold: Duration::from_secs(60),
-            ..Default::default()
-        })
-        .await
-        .context("reading the stream")?;
-    let info = consumer.info().await?;
-    let (name, mut remaining) = (info.name.clone(), info.num_pending);
-    let mut orders = HashSet::new();
-    while remaining > 0 {
-        let mut batch = consumer
-            .fetch()
-            .max_messages(PAGE as usize)
-            .messages()
-            .await
-            .context("reading the stream")?;
-        let mut got = 0;
-        while let Some(message) = batch.next().await {
-            let message = message.map_err(|e| anyhow::anyhow!("reading the stream: {e}"))?;
-            remaining = message.info().map_err(|e| anyhow::anyhow!("{e}"))?.pending;
-            got += 1;
-            // Anything that is not an OrderPlaced envelope credits nothing.
-            if let Ok(event) = Envelope::<OrderPlaced>::decode(&message.payload) {
-                orders.insert(event.payload.order_id);
-            }
-        }
-        if got == 0 {
-            bail!("the stream stopped delivering with {remaining} message(s) left to read");
-        }
-    }
-    // It would expire on its own; no need to leave it until then.
-    if let Err(error) = stream.delete_consumer(&name).await {
-        eprintln!("warning: deleting the temporary consumer {name}: {error}");
-    }
-    Ok(orders)
+    let placed = crate::stream::placed_events(stream, names, deliver_policy).await?;
+    Ok(placed.into_keys().collect())
 }
 
 /// Forgets every remembered slot that is not as order-service left it (gone,

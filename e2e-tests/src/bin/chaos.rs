@@ -82,7 +82,7 @@ async fn main() -> anyhow::Result<()> {
     let patterns_sound = results
         .iter()
         .filter(|r| r.mode != "dual-write")
-        .all(|r| r.lost == 0 && r.doubled == 0 && r.wrong_points == 0 && r.not_in_history == 0);
+        .all(|r| r.tally == chaos::Tally::exact(r.acknowledged));
     anyhow::ensure!(patterns_sound, "a pattern lost or doubled credits");
     Ok(())
 }

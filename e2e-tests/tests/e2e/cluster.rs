@@ -16,13 +16,12 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::PullConsumer;
 use e2e_tests::api::{assert_credited_exactly, get_json, order, place_ok, place_order};
-use e2e_tests::clients::request;
+use e2e_tests::clients::{Answer, request};
 use e2e_tests::cluster::{self, NODES, NatsCluster};
 use e2e_tests::env::CONVERGE;
 use e2e_tests::fleet::{Fleet, Verdict};
 use e2e_tests::{Mode, TestEnv, eventually};
 use shared_events::Names;
-use uuid::Uuid;
 
 const MODES: [Mode; 3] = [Mode::Outbox, Mode::Cdc, Mode::SelfRead];
 /// Orders per mode, and their rate: about ten seconds of orders, into
@@ -94,7 +93,7 @@ impl World {
     }
 
     /// The orders each mode acknowledged, placed while `strike` ran.
-    async fn place_through(&mut self, strike: impl AsyncFnOnce(&mut Self)) -> Vec<Vec<Uuid>> {
+    async fn place_through(&mut self, strike: impl AsyncFnOnce(&mut Self)) -> Vec<Vec<Answer>> {
         let clients: Vec<_> = self
             .fleets
             .iter()
@@ -118,7 +117,7 @@ impl World {
 
     /// Each mode's verdict on its acknowledged orders, printed as a row of
     /// the fault table.
-    async fn judge(&self, fault: &str, acknowledged: Vec<Vec<Uuid>>) -> Vec<Verdict> {
+    async fn judge(&self, fault: &str, acknowledged: Vec<Vec<Answer>>) -> Vec<Verdict> {
         let mut verdicts = Vec::new();
         for (fleet, ids) in self.fleets.iter().zip(acknowledged) {
             let verdict = fleet.verdict(&ids).await.expect("the verdict");

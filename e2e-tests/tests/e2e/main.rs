@@ -4,6 +4,7 @@
 
 mod api_contract;
 mod audit;
+mod audit_checks;
 mod bad_input;
 mod bench_smoke;
 mod cdc;

@@ -2,12 +2,14 @@
 //! order-service (with its relay, CDC reader or projector), rewards-service,
 //! NATS and PostgreSQL are killed and restarted at random moments. Then the
 //! run waits for convergence and counts, for the orders the clients were
-//! told about: credited once, lost, doubled.
+//! told about: credited once, lost, doubled ([`verdict`]).
 //!
 //! The clients ([`crate::clients`]) retry each order with its
 //! `Idempotency-Key` until it is acknowledged.
 
-use std::collections::HashSet;
+mod verdict;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,7 +21,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::api::count;
-use crate::clients::{Clients, Load};
+use crate::clients::{Answer, Asked, Clients, Load, order_ids};
 use crate::cluster::{NODES, NatsCluster};
 use crate::env::{Private, TestEnv};
 use crate::mode::Mode;
@@ -49,17 +51,8 @@ pub struct ChaosResult {
     pub nats_nodes: usize,
     /// Orders the clients were told about (201 or 202).
     pub acknowledged: usize,
-    pub credited_once: usize,
-    /// Acknowledged, and never credited.
-    pub lost: usize,
-    /// Customers whose balance is not the sum of their credits (a credit
-    /// counted twice).
-    pub doubled: usize,
-    /// Credits whose points are not those of the order's total as
-    /// order-service stores it.
-    pub wrong_points: usize,
-    /// Self-read: acknowledged orders missing from the order history.
-    pub not_in_history: usize,
+    #[serde(flatten)]
+    pub tally: Tally,
     pub faults: Vec<String>,
     /// From the end of the last fault to the last credit.
     pub converge_secs: f64,
@@ -245,7 +238,8 @@ async fn run_mode(mode: Mode, config: &ChaosConfig, seed: u64) -> anyhow::Result
         );
     }
     let last_fault = Instant::now();
-    let (acknowledged, _) = clients.finish().await?;
+    let (answers, _) = clients.finish().await?;
+    let acknowledged = order_ids(&answers);
     eprintln!(
         "\n[chaos {name}] {} orders acknowledged; waiting for convergence",
         acknowledged.len()
@@ -253,19 +247,18 @@ async fn run_mode(mode: Mode, config: &ChaosConfig, seed: u64) -> anyhow::Result
 
     let converged = converge(&env, &acknowledged, mode).await?;
     let converge_secs = converged.duration_since(last_fault).as_secs_f64();
-    let Tally {
-        credited_once,
-        lost,
-        doubled,
-        wrong_points,
-        not_in_history,
-    } = tally(&env, &acknowledged, mode).await?;
+    let tally = tally(&env, &answers).await?;
     let rewards_db = env.rewards_db().await;
 
     let running = services.lock().await;
-    let audit_consistent = audit(&env, &running, &[]).await?["consistent"] == Value::Bool(true);
+    // The audit, too, is told what the clients were told.
+    let told = tempfile::NamedTempFile::new()?;
+    let lines: Vec<String> = acknowledged.iter().map(Uuid::to_string).collect();
+    std::fs::write(told.path(), lines.join("\n"))?;
+    let told = ["--acknowledged", told.path().to_str().unwrap_or_default()];
+    let audit_consistent = audit(&env, &running, &told).await?["consistent"] == Value::Bool(true);
     let repaired = if mode == Mode::DualWrite && !audit_consistent {
-        let report = audit(&env, &running, &["--repair"]).await?;
+        let report = audit(&env, &running, &[&told[..], &["--repair"]].concat()).await?;
         let repaired = report["republished"].as_u64().unwrap_or(0) as usize;
         let expected = acknowledged.len() as i64;
         crate::eventually("the repaired credits", crate::env::CONVERGE, || async {
@@ -281,68 +274,56 @@ async fn run_mode(mode: Mode, config: &ChaosConfig, seed: u64) -> anyhow::Result
         mode: name,
         nats_nodes: if cluster.is_some() { NODES } else { 1 },
         acknowledged: acknowledged.len(),
-        credited_once,
-        lost,
-        doubled,
-        wrong_points,
-        not_in_history,
+        tally,
         faults,
         converge_secs,
         audit_consistent,
         repaired,
     };
     eprintln!(
-        "[chaos {name}] acknowledged {}, credited once {}, lost {}, doubled {}",
-        result.acknowledged, result.credited_once, result.lost, result.doubled
+        "[chaos {name}] acknowledged {}: {:?}",
+        result.acknowledged, result.tally
     );
     Ok(result)
 }
 
-/// What became of the acknowledged orders, counted against independent
-/// truths once the system has converged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Tally {
-    pub credited_once: usize,
-    /// Acknowledged, and never credited.
-    pub lost: usize,
-    /// Customers whose balance is not the sum of their credits (a credit
-    /// counted twice).
-    pub doubled: usize,
-    /// Credits whose points are not those of the order's total as
-    /// order-service stores it.
-    pub wrong_points: usize,
-    /// Self-read: acknowledged orders missing from the order history.
-    pub not_in_history: usize,
-}
+pub use verdict::{Observed, Tally, verdict};
 
-/// Counts what became of `acknowledged` (call after [`converge`]).
-pub async fn tally(env: &TestEnv, acknowledged: &[Uuid], mode: Mode) -> anyhow::Result<Tally> {
-    let wanted: HashSet<Uuid> = acknowledged.iter().copied().collect();
-    let credited: Vec<Uuid> = sqlx::query_scalar("SELECT order_id FROM reward_ledger")
-        .fetch_all(&env.rewards_db().await)
-        .await?;
-    let credited: HashSet<Uuid> = credited.into_iter().collect();
-    let credited_once = wanted.iter().filter(|id| credited.contains(id)).count();
-    // The ledger keys credits by order, so a double credit can only show in
-    // a balance: each is compared with the sum of its credits, and each
-    // credit with the order's total as order-service stores it.
-    let check = crate::api::check_ledger(env).await;
-    let not_in_history = if mode == Mode::SelfRead {
-        let history: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM orders")
-            .fetch_all(&env.orders_db().await)
+/// Reads what became of the clients' `answers` (call after [`converge`])
+/// and counts it with [`verdict`].
+pub async fn tally(env: &TestEnv, answers: &[Answer]) -> anyhow::Result<Tally> {
+    let rewards_db = env.rewards_db().await;
+    let ledger: Vec<(Uuid, String, i64)> =
+        sqlx::query_as("SELECT order_id, customer_id, points FROM reward_ledger")
+            .fetch_all(&rewards_db)
             .await?;
-        let history: HashSet<Uuid> = history.into_iter().collect();
-        wanted.iter().filter(|id| !history.contains(id)).count()
-    } else {
-        0
-    };
-    Ok(Tally {
-        credited_once,
-        lost: wanted.len() - credited_once,
-        doubled: usize::try_from(check.wrong_balances)?,
-        wrong_points: usize::try_from(check.wrong_points)?,
-        not_in_history,
+    let balances: BTreeMap<String, i64> =
+        sqlx::query_as("SELECT customer_id, balance FROM reward_accounts")
+            .fetch_all(&rewards_db)
+            .await?
+            .into_iter()
+            .collect();
+    let held: HashMap<Uuid, Asked> = sqlx::query_as::<_, (Uuid, String, i64, String)>(
+        "SELECT id, customer_id, total_minor, currency FROM orders",
+    )
+    .fetch_all(&env.orders_db().await)
+    .await?
+    .into_iter()
+    .map(|(id, customer_id, total_minor, currency)| {
+        let asked = Asked {
+            customer_id,
+            total_minor,
+            currency,
+        };
+        (id, asked)
     })
+    .collect();
+    Ok(verdict(&Observed {
+        answers,
+        held: &held,
+        ledger: &ledger,
+        balances: &balances,
+    }))
 }
 
 /// Waits until every acknowledged order is credited — or, for the control
@@ -432,7 +413,7 @@ async fn audit(env: &TestEnv, services: &Services, extra: &[&str]) -> anyhow::Re
 /// The comparison table.
 pub fn table(results: &[ChaosResult]) -> String {
     let mut out = String::from(
-        "| mode | NATS nodes | acknowledged | credited once | lost | doubled | wrong points | faults | converged after | audit |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
+        "| mode | NATS nodes | acknowledged | credited once | lost | doubled | not acknowledged | wrong balances | wrong points | faults | converged after | audit |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
     );
     for r in results {
         let audit = match r.repaired {
@@ -442,14 +423,16 @@ pub fn table(results: &[ChaosResult]) -> String {
         };
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.1} s | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} s | {} |",
             r.mode,
             r.nats_nodes,
             r.acknowledged,
-            r.credited_once,
-            r.lost,
-            r.doubled,
-            r.wrong_points,
+            r.tally.credited_once,
+            r.tally.lost,
+            r.tally.doubled,
+            r.tally.unacknowledged,
+            r.tally.wrong_balances,
+            r.tally.wrong_points,
             r.faults.len(),
             r.converge_secs,
             audit

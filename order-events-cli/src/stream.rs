@@ -1,0 +1,67 @@
+//! Reading the `OrderPlaced` events the stream holds, for the audit and the
+//! resync.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
+use async_nats::jetstream::stream::Stream;
+use futures::StreamExt as _;
+use shared_events::{Envelope, Names, OrderPlaced};
+use uuid::Uuid;
+
+/// Stream messages fetched per round trip.
+const PAGE: usize = 500;
+
+/// Each order whose `OrderPlaced` the stream holds, from `deliver` on, with
+/// the distinct event ids it was stored under: one, unless the order was
+/// published twice as two events (a redelivery of one event keeps its id).
+pub async fn placed_events(
+    stream: &mut Stream,
+    names: &Names,
+    deliver: DeliverPolicy,
+) -> anyhow::Result<HashMap<Uuid, BTreeSet<Uuid>>> {
+    let mut consumer: PullConsumer = stream
+        .create_consumer(pull::Config {
+            deliver_policy: deliver,
+            ack_policy: AckPolicy::None,
+            filter_subject: names.order_placed_subject(),
+            inactive_threshold: Duration::from_secs(60),
+            ..Default::default()
+        })
+        .await
+        .context("reading the stream")?;
+    let info = consumer.info().await?;
+    let (name, mut remaining) = (info.name.clone(), info.num_pending);
+    let mut orders: HashMap<Uuid, BTreeSet<Uuid>> = HashMap::new();
+    while remaining > 0 {
+        let mut batch = consumer
+            .fetch()
+            .max_messages(PAGE)
+            .messages()
+            .await
+            .context("reading the stream")?;
+        let mut got = 0;
+        while let Some(message) = batch.next().await {
+            let message = message.map_err(|e| anyhow::anyhow!("reading the stream: {e}"))?;
+            remaining = message.info().map_err(|e| anyhow::anyhow!("{e}"))?.pending;
+            got += 1;
+            // Anything that is not an OrderPlaced envelope credits nothing.
+            if let Ok(event) = Envelope::<OrderPlaced>::decode(&message.payload) {
+                orders
+                    .entry(event.payload.order_id)
+                    .or_default()
+                    .insert(event.event_id);
+            }
+        }
+        if got == 0 {
+            bail!("the stream stopped delivering with {remaining} message(s) left to read");
+        }
+    }
+    // It would expire on its own; no need to leave it until then.
+    if let Err(error) = stream.delete_consumer(&name).await {
+        eprintln!("warning: deleting the temporary consumer {name}: {error}");
+    }
+    Ok(orders)
+}
