@@ -4,9 +4,10 @@
 //! COMMIT and the PubAck, the order is stored and the event is gone for good;
 //! nothing will ever publish it. The e2e suite asserts this loss.
 
-use shared_events::{Envelope, jetstream, placed_event_id};
+use shared_events::{Envelope, jetstream};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
+use uuid::Uuid;
 
 use super::store::{self, Stored};
 use super::{Deps, Mode, Outcome, PlaceError, Placed, Placement, Worker};
@@ -30,11 +31,7 @@ impl DualWrite {
                 Stored::Replayed(order) => return Ok(Placed::stored(order, Outcome::Replayed)),
             };
 
-        let mut event = Envelope::new(
-            placed_event_id(order.id),
-            order.created_at,
-            order.placed_event(),
-        );
+        let mut event = Envelope::new(Uuid::now_v7(), order.created_at, order.placed_event());
         event.traceparent = service_kit::trace::current_traceparent();
         let subject = self.deps.names.order_placed_subject();
         let span = service_kit::trace::publish_span(&subject, event.event_id);

@@ -29,9 +29,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use futures::FutureExt as _;
-use shared_events::{Envelope, placed_event_id};
+use shared_events::Envelope;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use super::store::{self, Stored};
 use super::{Deps, Mode, Outcome, PatternArgs, PlaceError, Placed, Placement, Worker};
@@ -143,11 +144,7 @@ impl Outbox {
     pub async fn place(&self, placement: Placement) -> Result<Placed, PlaceError> {
         let order = store::new_order(&placement);
         let fence = Mode::Outbox.fence_name(self.relay_kind == RelayKind::Polling);
-        let mut event = Envelope::new(
-            placed_event_id(order.id),
-            order.created_at,
-            order.placed_event(),
-        );
+        let mut event = Envelope::new(Uuid::now_v7(), order.created_at, order.placed_event());
         event.traceparent = service_kit::trace::current_traceparent();
         let payload = serde_json::to_value(&event).context("serializing OrderPlaced")?;
         let subject = self.deps.names.order_placed_subject();
