@@ -1,8 +1,8 @@
 //! Every metric the services export, named here once: the `order_events_`
 //! prefix, base units (seconds, bytes), `_total` on counters, and one label
 //! set per name, whichever service or pattern records it. Process metrics
-//! keep their standard `process_` names. The README lists them all; alert
-//! rules are in `docs/alerts.yml`.
+//! keep their standard `process_` names. `docs/observability.md` lists them
+//! all; alert rules are in `docs/alerts.yml`.
 
 use std::time::Duration;
 
@@ -36,7 +36,7 @@ pub const HTTP_REQUEST_DURATION: &str = "order_events_http_request_duration_seco
 pub const HTTP_REQUESTS_SHED: &str = "order_events_http_requests_shed_total";
 pub const HTTP_REQUESTS_TIMED_OUT: &str = "order_events_http_requests_timed_out_total";
 
-/// Every name above, for the check that the README lists each.
+/// Every name above, for the check that `docs/observability.md` lists each.
 pub const ALL: &[&str] = &[
     ORDERS_PLACED,
     ORDER_LOOKUPS,
@@ -276,11 +276,12 @@ mod tests {
 
     use super::*;
 
-    /// The README's metrics table names exactly the metrics defined here.
+    /// The metrics table of `docs/observability.md` names exactly the
+    /// metrics defined here.
     #[test]
-    fn the_readme_lists_every_metric_and_no_other() {
-        let readme = include_str!("../../README.md");
-        let listed: BTreeSet<&str> = readme
+    fn the_observability_page_lists_every_metric_and_no_other() {
+        let page = include_str!("../../docs/observability.md");
+        let listed: BTreeSet<&str> = page
             .lines()
             .filter_map(|line| line.strip_prefix("| `order_events_"))
             .filter_map(|rest| rest.split_once('`'))

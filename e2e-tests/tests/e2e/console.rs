@@ -4,7 +4,7 @@
 //! order-services and places one followed order in each; then reads what
 //! the page shows: the control lost exactly that order (the audit counts
 //! it), the outbox credited every order it placed. A screenshot of the page
-//! is saved as `target/console.png` (the picture in the README is one).
+//! is saved as `target/console.png` (the picture in `docs/observability.md` is one).
 
 use std::path::PathBuf;
 use std::time::Duration;

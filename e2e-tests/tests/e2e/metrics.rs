@@ -3,7 +3,7 @@
 //! - every metric follows one naming (the `order_events_` prefix, or the
 //!   standard `process_`; `_total` on counters and only there; base units),
 //!   keeps one label set wherever it is recorded, and is listed in the
-//!   README's table;
+//!   table of `docs/observability.md`;
 //! - the backlog gauges read what waits: rows in the outbox while the broker
 //!   is down, messages a dead consumer has not taken, the dead-letter depth;
 //! - the alert rules in `docs/alerts.yml` pass `promtool check rules` and
@@ -70,10 +70,10 @@ fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     })
 }
 
-/// The metric names the README's table lists.
-fn readme_metrics() -> BTreeSet<String> {
-    let readme = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../README.md");
-    std::fs::read_to_string(readme)
+/// The metric names the table of `docs/observability.md` lists.
+fn documented_metrics() -> BTreeSet<String> {
+    let page = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/observability.md");
+    std::fs::read_to_string(page)
         .unwrap()
         .lines()
         .filter_map(|line| line.strip_prefix("| `"))
@@ -102,9 +102,12 @@ fn family<'a>(name: &'a str, types: &BTreeMap<String, String>) -> &'a str {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_metric_is_named_one_way_keeps_its_labels_and_is_in_the_readme() {
-    let listed = readme_metrics();
-    assert!(listed.len() >= 20, "the README's metrics table: {listed:?}");
+async fn every_metric_is_named_one_way_keeps_its_labels_and_is_documented() {
+    let listed = documented_metrics();
+    assert!(
+        listed.len() >= 20,
+        "the metrics table of docs/observability.md: {listed:?}"
+    );
     // Label keys of each family, over every series of both services, in
     // the outbox (polling relay) and in cdc.
     let mut label_keys: BTreeMap<String, BTreeSet<BTreeSet<String>>> = BTreeMap::new();
@@ -155,7 +158,7 @@ async fn every_metric_is_named_one_way_keeps_its_labels_and_is_in_the_readme() {
                 }
                 assert!(
                     listed.contains(name),
-                    "{name} is missing from the README's table"
+                    "{name} is missing from the table of docs/observability.md"
                 );
             }
             for (name, mut labels, _) in samples(&text) {
@@ -333,7 +336,7 @@ fn the_alert_rules_pass_promtool_and_their_unit_tests() {
     }
     // Every metric a rule reads is one the services export.
     let rules = std::fs::read_to_string(docs.join("alerts.yml")).unwrap();
-    let listed = readme_metrics();
+    let listed = documented_metrics();
     for word in rules.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
         if word.starts_with("order_events_") {
             let family = word.trim_end_matches("_count");
