@@ -352,7 +352,7 @@ impl Drop for Postgres {
 
 /// `$NATS_SERVER_BIN`, the build `scripts/lib.sh` put in `.tools/`, or the
 /// one on `PATH`.
-pub(crate) fn nats_server_bin() -> anyhow::Result<PathBuf> {
+pub fn nats_server_bin() -> anyhow::Result<PathBuf> {
     let tools = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.tools/nats/bin"));
     find_program("nats-server", "NATS_SERVER_BIN", &[tools])
 }

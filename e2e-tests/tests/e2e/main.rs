@@ -10,6 +10,7 @@ mod bench_smoke;
 mod cdc;
 mod chaos_smoke;
 mod cluster;
+mod compose_files;
 mod console;
 mod crash_demo;
 mod dual_write;
