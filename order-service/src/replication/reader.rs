@@ -71,6 +71,26 @@ pub struct CdcSettings {
 const STANDBY_POLL: Duration = Duration::from_millis(500);
 /// How often the replication client reports the confirmed position.
 const STATUS_INTERVAL: Duration = Duration::from_millis(200);
+/// The longest one step of a session may take — sending a batch, writing
+/// the slot's memory, dead-lettering — before the session is retried: a
+/// step that hangs (a broker connection that came back without answering, a
+/// database that stopped answering) becomes a logged retry, never a reader
+/// that silently stops publishing.
+const STEP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `step` within [`STEP_TIMEOUT`], or a retry naming `what`.
+async fn bounded<T>(
+    what: &str,
+    step: impl Future<Output = Result<T, SessionError>>,
+) -> Result<T, SessionError> {
+    tokio::time::timeout(STEP_TIMEOUT, step)
+        .await
+        .unwrap_or_else(|_| {
+            Err(SessionError::Retry(anyhow::anyhow!(
+                "{what} did not finish within {STEP_TIMEOUT:?}"
+            )))
+        })
+}
 
 type InFlight = Pin<Box<dyn Future<Output = Result<Lsn, PublishError>> + Send>>;
 
@@ -264,7 +284,8 @@ impl<C: Capture> Reader<C> {
             if in_flight.len() < self.settings.max_in_flight
                 && let Some((events, end_lsn)) = gathered.take()
             {
-                in_flight.push_back(self.publish(events, end_lsn).await.map_err(retry)?);
+                let sending = async { self.publish(events, end_lsn).await.map_err(retry) };
+                in_flight.push_back(bounded("sending a batch", sending).await?);
             }
             tokio::select! {
                 biased;
@@ -275,7 +296,7 @@ impl<C: Capture> Reader<C> {
                         lsn = done.map_err(retry)?;
                     }
                     crash_point(self.settings.crash_point);
-                    self.confirm(client, &mut memory, lsn).await?;
+                    bounded("confirming", self.confirm(client, &mut memory, lsn)).await?;
                     confirmed = Some(lsn);
                 }
                 () = shutdown.cancelled() => break,
@@ -302,12 +323,15 @@ impl<C: Capture> Reader<C> {
                                 .commit(traceparent.take())
                                 .map_err(SessionError::Fatal)?;
                             if let Some(rejected) = self.capture.rejected() {
-                                self.dead_letter(rejected, end_lsn).await.map_err(retry)?;
+                                let dead_letter = async {
+                                    self.dead_letter(rejected, end_lsn).await.map_err(retry)
+                                };
+                                bounded("dead-lettering", dead_letter).await?;
                             }
                             gathered.add(events, end_lsn);
                         }
                         ReplicationEvent::KeepAlive { wal_end, .. } if idle => {
-                            self.confirm(client, &mut memory, wal_end).await?;
+                            bounded("confirming", self.confirm(client, &mut memory, wal_end)).await?;
                         }
                         ReplicationEvent::Message { transactional: false, lsn, prefix, content } => {
                             // Every transaction that committed before the
@@ -319,7 +343,7 @@ impl<C: Capture> Reader<C> {
                                 break;
                             }
                             if idle {
-                                self.confirm(client, &mut memory, lsn).await?;
+                                bounded("confirming", self.confirm(client, &mut memory, lsn)).await?;
                             }
                         }
                         _ => {}
