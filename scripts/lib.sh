@@ -110,7 +110,7 @@ ensure_deps() {
             die "missing ${missing[*]}: install them (Debian: sudo apt-get install ${missing[*]}) or run as root"
         fi
     fi
-    command -v cargo >/dev/null || die "cargo not found: install Rust (https://rustup.rs), 1.88 or newer"
+    command -v cargo >/dev/null || die "cargo not found: install Rust (https://rustup.rs), 1.89 or newer"
     ensure_durable_nats
     if [ "$(id -u)" = 0 ]; then
         id postgres >/dev/null 2>&1 || die "PostgreSQL refuses to run as root and there is no 'postgres' user to run it as"

@@ -5,6 +5,9 @@ use service_kit::startup::ServiceArgs;
 
 use crate::patterns::{Mode, PatternArgs};
 
+/// `MAX_ORDER_TOTAL_MINOR` when unset; the OpenAPI document names it.
+pub const DEFAULT_MAX_ORDER_TOTAL_MINOR: i64 = 1_000_000_000;
+
 /// order-service: takes orders and turns each into exactly one `OrderPlaced`.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "order-service", version, about)]
@@ -21,7 +24,7 @@ pub struct Config {
     /// Largest order total accepted, in minor units of the order's currency;
     /// larger orders are refused with 422 `total_too_large`, before they can
     /// overflow anything downstream.
-    #[arg(long, env = "MAX_ORDER_TOTAL_MINOR", default_value_t = 1_000_000_000, value_parser = clap::value_parser!(i64).range(1..))]
+    #[arg(long, env = "MAX_ORDER_TOTAL_MINOR", default_value_t = DEFAULT_MAX_ORDER_TOTAL_MINOR, value_parser = clap::value_parser!(i64).range(1..))]
     pub max_order_total_minor: i64,
     /// Each pattern's own settings.
     #[command(flatten)]

@@ -33,7 +33,11 @@ pub struct OrderPlaced {
 /// One line of an order: `quantity` units of `sku` at `unit_price_minor` each.
 // Also the line of order-service's API, whose OpenAPI document carries the
 // limits order-service enforces on the lines it takes (so on every line it
-// publishes): `sku` is 1 to 64 characters, none of them a control character.
+// publishes): `sku` is 1 to 64 characters, none of them a control character;
+// `quantity` is at most 1,000,000 and `unit_price_minor` at most 10^10. The
+// event's JSON Schema leaves those two maxima out: rewards-service checks
+// events against it, and an event published before the limits existed
+// must still be credited, not dead-lettered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(as = OrderLine)]
@@ -45,11 +49,11 @@ pub struct OrderPlacedLine {
     )]
     pub sku: String,
     #[schemars(range(min = 1))]
-    #[schema(minimum = 1)]
+    #[schema(minimum = 1, maximum = 1_000_000)]
     pub quantity: i64,
     /// Minor units of the order's currency.
     #[schemars(range(min = 0))]
-    #[schema(minimum = 0)]
+    #[schema(minimum = 0, maximum = 10_000_000_000_i64)]
     pub unit_price_minor: i64,
 }
 

@@ -56,10 +56,16 @@ fn cases() -> Vec<(&'static str, String, u16, &'static str)> {
             "too_many_lines",
         ),
         (
-            "total overflow",
-            line(json!(i64::MAX / 2), json!(3)),
+            "quantity above the maximum",
+            line(json!(1_000_001), json!(1)),
             422,
-            "total_overflow",
+            "invalid_quantity",
+        ),
+        (
+            "unit price above the maximum",
+            line(json!(1), json!(10_000_000_001_i64)),
+            422,
+            "price_too_large",
         ),
         (
             "body over 64 KiB",

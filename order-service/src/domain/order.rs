@@ -8,11 +8,32 @@ use uuid::Uuid;
 pub const MAX_LINES: usize = 100;
 /// Most characters of a customer id or a SKU.
 pub const MAX_ID_LEN: usize = 64;
+/// Most units of one line.
+pub const MAX_QUANTITY: i64 = 1_000_000;
+/// Highest unit price, in minor units (100,000,000.00 in a two-decimal
+/// currency).
+pub const MAX_UNIT_PRICE_MINOR: i64 = 10_000_000_000;
+
+// The line limits bound every total to 10^18 minor units, so a total never
+// overflows 64 bits: the only limit left on the sum is the configured
+// `MAX_ORDER_TOTAL_MINOR`, which the document states in words.
+const _: () = assert!(
+    match (MAX_LINES as i64).checked_mul(MAX_QUANTITY) {
+        Some(units) => units.checked_mul(MAX_UNIT_PRICE_MINOR).is_some(),
+        None => false,
+    },
+    "MAX_LINES x MAX_QUANTITY x MAX_UNIT_PRICE_MINOR must fit in an i64"
+);
 
 // The limits in the `#[schema]` attributes below are these constants (the
 // attributes take literals only); a test of the OpenAPI document checks them.
 
 /// The body of `POST /orders`, as the client sent it.
+///
+/// Beyond each field's own limits, one rule spans the lines: the total (the
+/// sum of the lines' `quantity` × `unit_price_minor`) may be at most
+/// `MAX_ORDER_TOTAL_MINOR` minor units, 1,000,000,000 unless the operator set
+/// another; a larger total is a 422 `total_too_large`.
 #[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlaceOrderRequest {
@@ -44,12 +65,12 @@ pub enum ValidationError {
     TooManyLines(usize),
     #[error("line {line}: sku must be 1 to {MAX_ID_LEN} printable characters")]
     InvalidSku { line: usize },
-    #[error("line {line}: quantity must be at least 1, got {quantity}")]
+    #[error("line {line}: quantity must be 1 to {MAX_QUANTITY}, got {quantity}")]
     InvalidQuantity { line: usize, quantity: i64 },
     #[error("line {line}: unit_price_minor must not be negative, got {price}")]
     NegativePrice { line: usize, price: i64 },
-    #[error("the order total does not fit in a 64-bit amount of minor units")]
-    TotalOverflow,
+    #[error("line {line}: unit_price_minor may be at most {MAX_UNIT_PRICE_MINOR}, got {price}")]
+    PriceTooLarge { line: usize, price: i64 },
     #[error("the order total may be at most {0} minor units")]
     TotalTooLarge(i64),
 }
@@ -64,7 +85,7 @@ impl ValidationError {
             Self::InvalidSku { .. } => "invalid_sku",
             Self::InvalidQuantity { .. } => "invalid_quantity",
             Self::NegativePrice { .. } => "negative_price",
-            Self::TotalOverflow => "total_overflow",
+            Self::PriceTooLarge { .. } => "price_too_large",
             Self::TotalTooLarge(_) => "total_too_large",
         }
     }
@@ -126,7 +147,7 @@ impl TryFrom<PlaceOrderRequest> for NewOrder {
             if !sku_ok {
                 return Err(ValidationError::InvalidSku { line: number });
             }
-            if line.quantity < 1 {
+            if !(1..=MAX_QUANTITY).contains(&line.quantity) {
                 return Err(ValidationError::InvalidQuantity {
                     line: number,
                     quantity: line.quantity,
@@ -138,11 +159,13 @@ impl TryFrom<PlaceOrderRequest> for NewOrder {
                     price: line.unit_price_minor,
                 });
             }
-            total_minor = line
-                .quantity
-                .checked_mul(line.unit_price_minor)
-                .and_then(|amount| total_minor.checked_add(amount))
-                .ok_or(ValidationError::TotalOverflow)?;
+            if line.unit_price_minor > MAX_UNIT_PRICE_MINOR {
+                return Err(ValidationError::PriceTooLarge {
+                    line: number,
+                    price: line.unit_price_minor,
+                });
+            }
+            total_minor += line.quantity * line.unit_price_minor;
             lines.push(line);
         }
         Ok(Self {
@@ -312,8 +335,8 @@ mod tests {
             (request(vec![(0, 100)]), "invalid_quantity"),
             (request(vec![(-1, 100)]), "invalid_quantity"),
             (request(vec![(1, -5)]), "negative_price"),
-            (request(vec![(i64::MAX, 2)]), "total_overflow"),
-            (request(vec![(1, i64::MAX), (1, 1)]), "total_overflow"),
+            (request(vec![(i64::MAX, 2)]), "invalid_quantity"),
+            (request(vec![(1, i64::MAX), (1, 1)]), "price_too_large"),
             (request(vec![(1, 1); MAX_LINES + 1]), "too_many_lines"),
         ];
         for (input, code) in cases {
@@ -344,6 +367,28 @@ mod tests {
         assert_eq!(with_sku("é".repeat(MAX_ID_LEN + 1)), Err("invalid_sku"));
         assert_eq!(with_sku(String::new()), Err("invalid_sku"));
         assert_eq!(with_sku("a\u{85}b".into()), Err("invalid_sku"));
+    }
+
+    #[test]
+    fn each_line_limit_admits_its_maximum_and_refuses_one_more() {
+        let code = |quantity, price| {
+            NewOrder::try_from(request(vec![(quantity, price)]))
+                .map(|order| order.total_minor())
+                .map_err(|e| e.code())
+        };
+        assert_eq!(code(MAX_QUANTITY, 1), Ok(MAX_QUANTITY));
+        assert_eq!(code(MAX_QUANTITY + 1, 1), Err("invalid_quantity"));
+        assert_eq!(code(1, MAX_UNIT_PRICE_MINOR), Ok(MAX_UNIT_PRICE_MINOR));
+        assert_eq!(code(1, MAX_UNIT_PRICE_MINOR + 1), Err("price_too_large"));
+    }
+
+    #[test]
+    fn the_largest_order_the_line_limits_admit_has_its_exact_total() {
+        let largest = request(vec![(MAX_QUANTITY, MAX_UNIT_PRICE_MINOR); MAX_LINES]);
+        assert_eq!(
+            NewOrder::try_from(largest).unwrap().total_minor(),
+            1_000_000_000_000_000_000
+        );
     }
 
     #[test]

@@ -61,7 +61,23 @@ mod tests {
     use shared_events::contract::{check_committed, render};
 
     use super::*;
-    use crate::domain::{IdempotencyKey, MAX_ID_LEN, MAX_LINES};
+    use crate::config::DEFAULT_MAX_ORDER_TOTAL_MINOR;
+    use crate::domain::{
+        IdempotencyKey, MAX_ID_LEN, MAX_LINES, MAX_QUANTITY, MAX_UNIT_PRICE_MINOR,
+    };
+
+    /// `1000000` as the documents write it, `1,000,000`.
+    fn thousands(n: i64) -> String {
+        let digits = n.to_string();
+        let mut grouped = String::new();
+        for (i, digit) in digits.chars().enumerate() {
+            if i > 0 && (digits.len() - i).is_multiple_of(3) {
+                grouped.push(',');
+            }
+            grouped.push(digit);
+        }
+        grouped
+    }
 
     fn json(document: &Document) -> Value {
         serde_json::to_value(document).expect("a document")
@@ -102,7 +118,20 @@ mod tests {
             schemas["OrderLine"]["properties"]["sku"]["maxLength"],
             MAX_ID_LEN
         );
+        assert_eq!(
+            schemas["OrderLine"]["properties"]["quantity"]["maximum"],
+            MAX_QUANTITY
+        );
+        assert_eq!(
+            schemas["OrderLine"]["properties"]["unit_price_minor"]["maximum"],
+            MAX_UNIT_PRICE_MINOR
+        );
+        let default_total = thousands(DEFAULT_MAX_ORDER_TOTAL_MINOR);
+        let total_rule = schemas["PlaceOrderRequest"]["description"].as_str();
+        assert!(total_rule.is_some_and(|text| text.contains(&default_total)));
         let place = &document["paths"]["/orders"]["post"];
+        let refused = place["responses"]["422"]["description"].as_str();
+        assert!(refused.is_some_and(|text| text.contains(&default_total)));
         assert_eq!(place["parameters"][0]["name"], "Idempotency-Key");
         assert_eq!(
             place["parameters"][0]["schema"]["maxLength"],

@@ -67,9 +67,9 @@ const MAX_PAGE: u32 = 500;
         (status = 422, description = "The body is JSON but not an order this service takes; nothing was stored.\n\
             - `invalid_body`: wrong types, unknown or missing fields.\n\
             - `invalid_customer_id`, `unknown_currency`, `no_lines`, `too_many_lines`, `invalid_sku`, \
-              `invalid_quantity`, `negative_price`: a field breaks its rule.\n\
-            - `total_overflow`: the total does not fit in 64 bits of minor units.\n\
-            - `total_too_large`: the total is above `MAX_ORDER_TOTAL_MINOR`.\n\
+              `invalid_quantity`, `negative_price`, `price_too_large`: a field breaks its rule.\n\
+            - `total_too_large`: the total (the sum of the lines' `quantity` × `unit_price_minor`) is \
+              above `MAX_ORDER_TOTAL_MINOR`, 1,000,000,000 minor units unless the operator set another.\n\
             - `idempotency_key_reused`: this customer used the `Idempotency-Key` with another body.",
             body = ErrorBody),
         (status = 500, description = "- `internal`: anything else, a database connection lost during \
