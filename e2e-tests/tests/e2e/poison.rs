@@ -213,7 +213,9 @@ async fn an_order_above_the_maximum_total_is_refused_with_422_and_writes_nothing
     let body = json!({
         "customer_id": "whale",
         "currency": "JPY",
-        "lines": [{ "sku": "SKU-1", "quantity": 1, "unit_price_minor": i64::MAX }],
+        // Each line within its limits, the total (10^10) above the default
+        // MAX_ORDER_TOTAL_MINOR (10^9).
+        "lines": [{ "sku": "SKU-1", "quantity": 1000, "unit_price_minor": 10_000_000 }],
     });
     let refused = place_order(&env.http, orders.url(), &body, None)
         .await
