@@ -78,6 +78,9 @@ const STATUS_INTERVAL: Duration = Duration::from_millis(200);
 /// that silently stops publishing.
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The shortest silence of the replication stream that restarts a session.
+const SILENCE_FLOOR: Duration = Duration::from_secs(10);
+
 /// `step` within [`STEP_TIMEOUT`], or a retry naming `what`.
 async fn bounded<T>(
     what: &str,
@@ -280,6 +283,12 @@ impl<C: Capture> Reader<C> {
         // The highest position written to the slot's memory this session.
         let mut memory = Lsn::ZERO;
         let mut marker = None;
+        // A heartbeat reaches the stream every `heartbeat_interval`: a
+        // session that hears nothing for much longer is broken, although its
+        // connection looks alive (seen after a PostgreSQL crash followed at
+        // once by a broker restart), and is started again.
+        let silence = (self.settings.heartbeat_interval * 10).max(SILENCE_FLOOR);
+        let mut heard = tokio::time::Instant::now();
         loop {
             if in_flight.len() < self.settings.max_in_flight
                 && let Some((events, end_lsn)) = gathered.take()
@@ -300,7 +309,15 @@ impl<C: Capture> Reader<C> {
                     confirmed = Some(lsn);
                 }
                 () = shutdown.cancelled() => break,
+                () = tokio::time::sleep_until(heard + silence), if gathered.has_room() => {
+                    return Err(SessionError::Retry(anyhow::anyhow!(
+                        "nothing came over the replication stream for {silence:?}, though a \
+                         heartbeat is written every {:?}: reconnecting",
+                        self.settings.heartbeat_interval
+                    )));
+                }
                 event = client.recv(), if gathered.has_room() => {
+                    heard = tokio::time::Instant::now();
                     let event = event
                         .map_err(classify)?
                         .ok_or_else(|| SessionError::Retry(anyhow::anyhow!("the replication stream ended")))?;
