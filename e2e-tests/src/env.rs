@@ -49,6 +49,16 @@ pub struct Private {
     pub durable: bool,
 }
 
+impl Private {
+    /// A PostgreSQL of the test's own, which it may stop, crash and restart.
+    pub fn postgres() -> Self {
+        Self {
+            postgres: true,
+            ..Self::default()
+        }
+    }
+}
+
 impl TestEnv {
     /// Creates fresh databases `<name>_orders` and `<name>_rewards`; `name`
     /// also prefixes the test's streams. Use the test's name: it must be unique.

@@ -155,14 +155,7 @@ async fn a_standby_instance_takes_over_when_the_active_reader_dies() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_reader_reconnects_after_postgres_restarts_mid_stream() {
-    let env = TestEnv::with_private(
-        "cdc_postgres_restart",
-        Private {
-            postgres: true,
-            ..Private::default()
-        },
-    )
-    .await;
+    let env = TestEnv::with_private("cdc_postgres_restart", Private::postgres()).await;
     let orders = env.order_service(Mode::Cdc).start().await;
     let _rewards = env.rewards_service().start().await;
     place_many(&env, orders.url(), 0, 50).await;
@@ -192,14 +185,7 @@ async fn the_reader_reconnects_after_postgres_restarts_mid_stream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_slot_does_not_retain_wal_while_other_tables_are_busy() {
-    let env = TestEnv::with_private(
-        "cdc_idle_slot",
-        Private {
-            postgres: true,
-            ..Private::default()
-        },
-    )
-    .await;
+    let env = TestEnv::with_private("cdc_idle_slot", Private::postgres()).await;
     let _orders = env.order_service(Mode::Cdc).start().await;
     wait_for_active_reader(&env, "orders").await;
     let db = env.orders_db().await;

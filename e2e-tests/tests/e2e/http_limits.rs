@@ -140,14 +140,7 @@ async fn the_concurrency_limit_sheds_load_with_503_and_retry_after() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_database_down_reads_and_orders_answer_503_with_retry_after() {
-    let env = TestEnv::with_private(
-        "database_down",
-        Private {
-            postgres: true,
-            ..Private::default()
-        },
-    )
-    .await;
+    let env = TestEnv::with_private("database_down", Private::postgres()).await;
     let orders = env
         .order_service(Mode::Outbox)
         .set("DB_ACQUIRE_TIMEOUT", "500ms")

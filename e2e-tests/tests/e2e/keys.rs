@@ -175,14 +175,7 @@ async fn a_keyless_dual_write_order_past_its_time_names_a_key_that_finds_it() {
 /// request timeout, instead of waiting out the pool on every lookup.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn self_read_answers_a_keyed_retry_from_the_broker_while_its_database_is_down() {
-    let env = TestEnv::with_private(
-        "self_read_retry_without_database",
-        Private {
-            postgres: true,
-            ..Private::default()
-        },
-    )
-    .await;
+    let env = TestEnv::with_private("self_read_retry_without_database", Private::postgres()).await;
     let _rewards = env.rewards_service().start().await;
     let orders = env
         .order_service(Mode::SelfRead)

@@ -229,14 +229,7 @@ async fn an_order_above_the_maximum_total_is_refused_with_422_and_writes_nothing
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_while_the_database_is_down_never_dead_letter_an_event() {
-    let env = TestEnv::with_private(
-        "poison_database_outage",
-        Private {
-            postgres: true,
-            ..Private::default()
-        },
-    )
-    .await;
+    let env = TestEnv::with_private("poison_database_outage", Private::postgres()).await;
     // Self-read places orders without the order database, so events keep
     // arriving while PostgreSQL is down.
     let orders = env.order_service(Mode::SelfRead).start().await;

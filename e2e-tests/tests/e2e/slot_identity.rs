@@ -43,7 +43,9 @@ async fn two_orders_only_the_slot_holds(env: &TestEnv, orders: &mut e2e_tests::s
 
 /// The error order-service refuses to start with in `mode` (no backtrace, so
 /// that the error is among the log lines reported).
-async fn refused_start(env: &TestEnv, mode: Mode) -> String {
+/// Starts order-service in `mode`, asserts that it refuses to, naming the
+/// position order-service confirmed and the resync command.
+async fn assert_refused_until_resync(env: &TestEnv, mode: Mode) {
     let refused = env
         .order_service(mode)
         .set("RUST_LIB_BACKTRACE", "0")
@@ -51,7 +53,12 @@ async fn refused_start(env: &TestEnv, mode: Mode) -> String {
         .await
         .err()
         .expect("order-service refuses to start with a slot it did not move there");
-    format!("{refused:#}")
+    let refused = format!("{refused:#}");
+    assert!(refused.contains("order-events cdc resync"), "{refused}");
+    assert!(
+        refused.contains("the last position order-service confirmed"),
+        "{refused}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -66,12 +73,7 @@ async fn a_slot_recreated_under_the_same_name_stops_start_up_until_resync_credit
     // the WAL, after the two orders.
     recreate_slot(&env.orders_db().await).await;
 
-    let refused = refused_start(&env, Mode::Cdc).await;
-    assert!(refused.contains("order-events cdc resync"), "{refused}");
-    assert!(
-        refused.contains("the last position order-service confirmed"),
-        "{refused}"
-    );
+    assert_refused_until_resync(&env, Mode::Cdc).await;
 
     let outcome = resync(&env).await;
     assert_eq!(outcome["orders_checked"], 2);
@@ -107,12 +109,7 @@ async fn a_slot_advanced_by_someone_else_stops_start_up_until_resync_credits_wha
     })
     .await;
 
-    let refused = refused_start(&env, Mode::Cdc).await;
-    assert!(refused.contains("order-events cdc resync"), "{refused}");
-    assert!(
-        refused.contains("the last position order-service confirmed"),
-        "{refused}"
-    );
+    assert_refused_until_resync(&env, Mode::Cdc).await;
 
     let outcome = resync(&env).await;
     assert_eq!(outcome["republished"], 2);
@@ -146,12 +143,7 @@ async fn a_switch_away_from_cdc_refuses_to_drain_a_recreated_slot_until_resync()
 
     // Draining it would publish nothing and drop the proof that two orders
     // were skipped.
-    let refused = refused_start(&env, Mode::Outbox).await;
-    assert!(refused.contains("order-events cdc resync"), "{refused}");
-    assert!(
-        refused.contains("the last position order-service confirmed"),
-        "{refused}"
-    );
+    assert_refused_until_resync(&env, Mode::Outbox).await;
 
     let outcome = resync(&env).await;
     assert_eq!(outcome["republished"], 2);
@@ -161,14 +153,7 @@ async fn a_switch_away_from_cdc_refuses_to_drain_a_recreated_slot_until_resync()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slot_order_service_moved_itself_starts_after_a_stop_a_crash_and_a_postgres_crash() {
-    let env = TestEnv::with_private(
-        "slot_healthy_restarts",
-        Private {
-            postgres: true,
-            ..Private::default()
-        },
-    )
-    .await;
+    let env = TestEnv::with_private("slot_healthy_restarts", Private::postgres()).await;
     let _rewards = env.rewards_service().start().await;
 
     let mut orders = env.order_service(Mode::Cdc).start().await;

@@ -91,14 +91,7 @@ async fn waiters_are_woken_by_the_projection_not_by_polling() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiters_are_still_woken_after_postgres_restarts() {
-    let env = TestEnv::with_private(
-        "woken_after_restart",
-        Private {
-            postgres: true,
-            ..Private::default()
-        },
-    )
-    .await;
+    let env = TestEnv::with_private("woken_after_restart", Private::postgres()).await;
     let orders = env.order_service(Mode::SelfRead).start().await;
     let base = orders.url().to_owned();
     env.restart_postgres();
