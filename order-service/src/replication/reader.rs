@@ -148,6 +148,45 @@ pub struct Reader<C> {
     pub(super) publisher: jetstream::Publisher,
     pub(super) settings: CdcSettings,
     capture: C,
+    /// The last sign of life of the running session.
+    alive: Alive,
+}
+
+/// When a session last showed a sign of life: an event received, a batch
+/// sent, a position confirmed.
+#[derive(Clone)]
+struct Alive {
+    since: std::time::Instant,
+    millis: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Alive {
+    fn new() -> Self {
+        Self {
+            since: std::time::Instant::now(),
+            millis: Default::default(),
+        }
+    }
+
+    fn mark(&self) {
+        let now = u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.millis.store(now, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn quiet_for(&self) -> Duration {
+        let last = Duration::from_millis(self.millis.load(std::sync::atomic::Ordering::Relaxed));
+        self.since.elapsed().saturating_sub(last)
+    }
+
+    /// Completes once the session has shown no sign of life for `limit`.
+    async fn stalled(&self, limit: Duration) {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if self.quiet_for() >= limit {
+                return;
+            }
+        }
+    }
 }
 
 impl<C: Capture> Reader<C> {
@@ -180,6 +219,7 @@ impl<C: Capture> Reader<C> {
             publisher,
             settings,
             capture,
+            alive: Alive::new(),
         }
     }
 
@@ -198,11 +238,20 @@ impl<C: Capture> Reader<C> {
                 tracing::info!(slot = %self.settings.slot, "CDC reader stopped");
                 return Ok(());
             }
+            let alive = self.alive.clone();
+            alive.mark();
+            // Every wait of a session is bounded or watched from inside; this
+            // is the last guard, from outside, against one that still stops
+            // moving (its future is dropped, which ends its connection).
+            let limit = self.silence() * 2;
             let session = self.session(&shutdown, None);
             let outcome = tokio::select! {
                 biased;
                 lost = &mut watch => return lost,
                 outcome = session => outcome,
+                () = alive.stalled(limit) => Err(SessionError::Retry(anyhow::anyhow!(
+                    "the session showed no sign of life for {limit:?}: starting it again"
+                ))),
             };
             let wait = match outcome {
                 Ok(_) => {
@@ -287,7 +336,7 @@ impl<C: Capture> Reader<C> {
         // session that hears nothing for much longer is broken, although its
         // connection looks alive (seen after a PostgreSQL crash followed at
         // once by a broker restart), and is started again.
-        let silence = (self.settings.heartbeat_interval * 10).max(SILENCE_FLOOR);
+        let silence = self.silence();
         let mut heard = tokio::time::Instant::now();
         loop {
             if in_flight.len() < self.settings.max_in_flight
@@ -306,6 +355,7 @@ impl<C: Capture> Reader<C> {
                     }
                     crash_point(self.settings.crash_point);
                     bounded("confirming", self.confirm(client, &mut memory, lsn)).await?;
+                    self.alive.mark();
                     confirmed = Some(lsn);
                 }
                 () = shutdown.cancelled() => break,
@@ -318,6 +368,7 @@ impl<C: Capture> Reader<C> {
                 }
                 event = client.recv(), if gathered.has_room() => {
                     heard = tokio::time::Instant::now();
+                    self.alive.mark();
                     let event = event
                         .map_err(classify)?
                         .ok_or_else(|| SessionError::Retry(anyhow::anyhow!("the replication stream ended")))?;
@@ -381,6 +432,11 @@ impl<C: Capture> Reader<C> {
             confirmed = Some(lsn);
         }
         Ok((confirmed, marker.is_some()))
+    }
+
+    /// How long a session's stream may bring nothing, not even a heartbeat.
+    fn silence(&self) -> Duration {
+        (self.settings.heartbeat_interval * 10).max(SILENCE_FLOOR)
     }
 
     /// Confirms `lsn` on the slot, after writing it to the slot's memory in
