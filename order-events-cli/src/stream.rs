@@ -14,10 +14,34 @@ use uuid::Uuid;
 /// Stream messages fetched per round trip.
 const PAGE: usize = 500;
 
+/// How long reading the stream is tried again after a failure (a cluster
+/// electing a leader answers 503 for a few seconds).
+const READ_PATIENCE: Duration = Duration::from_secs(30);
+
 /// Each order whose `OrderPlaced` the stream holds, from `deliver` on, with
 /// the distinct event ids it was stored under: one, unless the order was
 /// published twice as two events (a redelivery of one event keeps its id).
+/// A read that fails is started again from the beginning, for
+/// [`READ_PATIENCE`], saying so on stderr.
 pub async fn placed_events(
+    stream: &mut Stream,
+    names: &Names,
+    deliver: DeliverPolicy,
+) -> anyhow::Result<HashMap<Uuid, BTreeSet<Uuid>>> {
+    let deadline = tokio::time::Instant::now() + READ_PATIENCE;
+    loop {
+        match read_once(stream, names, deliver).await {
+            Ok(orders) => return Ok(orders),
+            Err(error) if tokio::time::Instant::now() < deadline => {
+                eprintln!("warning: {error:#}; reading the stream again in 1 s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+async fn read_once(
     stream: &mut Stream,
     names: &Names,
     deliver: DeliverPolicy,
