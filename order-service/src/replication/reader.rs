@@ -152,8 +152,8 @@ pub struct Reader<C> {
     alive: Alive,
 }
 
-/// When a session last showed a sign of life: an event received, a batch
-/// sent, a position confirmed.
+/// When a session last confirmed a position: a healthy one does at least at
+/// every heartbeat when idle, and at every batch when busy.
 #[derive(Clone)]
 struct Alive {
     since: std::time::Instant,
@@ -242,7 +242,7 @@ impl<C: Capture> Reader<C> {
             alive.mark();
             // Every wait of a session is bounded or watched from inside; this
             // is the last guard, from outside, against one that still stops
-            // moving (its future is dropped, which ends its connection).
+            // confirming (its future is dropped, which ends its connection).
             let limit = self.silence() * 2;
             let session = self.session(&shutdown, None);
             let outcome = tokio::select! {
@@ -250,7 +250,8 @@ impl<C: Capture> Reader<C> {
                 lost = &mut watch => return lost,
                 outcome = session => outcome,
                 () = alive.stalled(limit) => Err(SessionError::Retry(anyhow::anyhow!(
-                    "the session showed no sign of life for {limit:?}: starting it again"
+                    "the session confirmed nothing for {limit:?}, though a heartbeat is \
+                     confirmed when idle: starting it again"
                 ))),
             };
             let wait = match outcome {
@@ -355,7 +356,6 @@ impl<C: Capture> Reader<C> {
                     }
                     crash_point(self.settings.crash_point);
                     bounded("confirming", self.confirm(client, &mut memory, lsn)).await?;
-                    self.alive.mark();
                     confirmed = Some(lsn);
                 }
                 () = shutdown.cancelled() => break,
@@ -368,7 +368,6 @@ impl<C: Capture> Reader<C> {
                 }
                 event = client.recv(), if gathered.has_room() => {
                     heard = tokio::time::Instant::now();
-                    self.alive.mark();
                     let event = event
                         .map_err(classify)?
                         .ok_or_else(|| SessionError::Retry(anyhow::anyhow!("the replication stream ended")))?;
@@ -474,6 +473,7 @@ impl<C: Capture> Reader<C> {
             *memory = lsn;
         }
         client.update_applied_lsn(lsn);
+        self.alive.mark();
         Ok(())
     }
 
@@ -516,7 +516,19 @@ impl<C: Capture> Reader<C> {
         let label = self.settings.label;
         Ok(Box::pin(
             async move {
-                let confirmed = sent.confirmed().await;
+                // Each PubAck is bounded by its own timeout; this bounds the
+                // batch as a whole.
+                let confirmed = match tokio::time::timeout(STEP_TIMEOUT * 3, sent.confirmed()).await
+                {
+                    Ok(confirmed) => confirmed,
+                    Err(_) => {
+                        return Err(PublishError::Batch {
+                            first: uuid::Uuid::nil(),
+                            count: 0,
+                            reason: format!("no PubAcks within {:?}", STEP_TIMEOUT * 3),
+                        });
+                    }
+                };
                 let (new, duplicates) = (confirmed.new, confirmed.duplicates);
                 service_kit::meters::published(label, new, duplicates);
                 let confirmed = confirmed.result();
