@@ -77,12 +77,7 @@ pub async fn run(args: &ResyncArgs) -> anyhow::Result<bool> {
         .await
         .context("connecting to order-service's database")?;
     let names = Names::new(&args.events_prefix)?;
-    let client = service_kit::startup::connect_nats_once(&args.nats_url, "order-events").await?;
-    let js = async_nats::jetstream::new(client);
-    let mut stream = js
-        .get_stream(names.stream())
-        .await
-        .with_context(|| format!("looking up stream {}", names.stream()))?;
+    let (js, mut stream) = crate::stream::open(&args.nats_url, &names).await?;
 
     let margin = chrono::Duration::from_std(args.margin)?;
     let since = args.since.as_deref().map(parse_since).transpose()?;

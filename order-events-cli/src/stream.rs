@@ -21,24 +21,40 @@ const READ_PATIENCE: Duration = Duration::from_secs(30);
 /// Each order whose `OrderPlaced` the stream holds, from `deliver` on, with
 /// the distinct event ids it was stored under: one, unless the order was
 /// published twice as two events (a redelivery of one event keeps its id).
-/// A read that fails is started again from the beginning, for
-/// [`READ_PATIENCE`], saying so on stderr.
+/// A read that fails is started again from the beginning, after the
+/// services' own backoff, for [`READ_PATIENCE`], saying so on stderr.
 pub async fn placed_events(
     stream: &mut Stream,
     names: &Names,
     deliver: DeliverPolicy,
 ) -> anyhow::Result<HashMap<Uuid, BTreeSet<Uuid>>> {
     let deadline = tokio::time::Instant::now() + READ_PATIENCE;
+    let mut pauses = service_kit::startup::pauses(Duration::from_secs(2));
     loop {
         match read_once(stream, names, deliver).await {
             Ok(orders) => return Ok(orders),
             Err(error) if tokio::time::Instant::now() < deadline => {
-                eprintln!("warning: {error:#}; reading the stream again in 1 s");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                let pause = pauses.next().unwrap_or(Duration::from_secs(2));
+                eprintln!("warning: {error:#}; reading the stream again in {pause:?}");
+                tokio::time::sleep(pause).await;
             }
             Err(error) => return Err(error),
         }
     }
+}
+
+/// The JetStream context at `nats_url` and the order stream named by `names`.
+pub async fn open(
+    nats_url: &str,
+    names: &Names,
+) -> anyhow::Result<(async_nats::jetstream::Context, Stream)> {
+    let client = service_kit::startup::connect_nats_once(nats_url, "order-events").await?;
+    let js = async_nats::jetstream::new(client);
+    let stream = js
+        .get_stream(names.stream())
+        .await
+        .with_context(|| format!("looking up stream {} at {nats_url}", names.stream()))?;
+    Ok((js, stream))
 }
 
 async fn read_once(

@@ -131,12 +131,7 @@ async fn published(
     args: &AuditArgs,
 ) -> anyhow::Result<std::collections::HashMap<Uuid, BTreeSet<Uuid>>> {
     let names = Names::new(&args.events_prefix)?;
-    let client = service_kit::startup::connect_nats_once(&args.nats_url, "order-events").await?;
-    let js = async_nats::jetstream::new(client);
-    let mut stream = js
-        .get_stream(names.stream())
-        .await
-        .with_context(|| format!("looking up stream {} at {}", names.stream(), args.nats_url))?;
+    let (_, mut stream) = crate::stream::open(&args.nats_url, &names).await?;
     crate::stream::placed_events(&mut stream, &names, DeliverPolicy::All).await
 }
 

@@ -178,13 +178,15 @@ impl Alive {
         self.since.elapsed().saturating_sub(last)
     }
 
-    /// Completes once the session has shown no sign of life for `limit`.
+    /// Completes once the session has confirmed nothing for `limit`: waits
+    /// until the earliest moment that can be true, and looks again.
     async fn stalled(&self, limit: Duration) {
         loop {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            if self.quiet_for() >= limit {
+            let quiet = self.quiet_for();
+            if quiet >= limit {
                 return;
             }
+            tokio::time::sleep(limit - quiet).await;
         }
     }
 }
