@@ -28,7 +28,6 @@
 use anyhow::{Context as _, bail};
 use async_nats::jetstream;
 use async_nats::jetstream::stream::{RawMessageErrorKind, Stream};
-use order_service::patterns::PROJECTOR_DURABLE;
 use order_service::patterns::self_read::projector;
 use serde::Serialize;
 use shared_events::jetstream::dead_letter_headers;
@@ -111,7 +110,7 @@ pub async fn redrive(args: &DlqArgs, id: Option<u64>) -> anyhow::Result<bool> {
     let order_history = order_history(args, &letters).await?;
     let dead_letter_stream = stream.cached_info().config.name.clone();
     for letter in &letters {
-        if let (Some(pool), true) = (&order_history, letter.consumer == PROJECTOR_DURABLE) {
+        if let (Some(pool), true) = (&order_history, letter.consumer == Names::PROJECTOR_CONSUMER) {
             project(pool, letter).await?;
             stream
                 .delete_message(letter.id)
@@ -158,15 +157,19 @@ pub async fn redrive(args: &DlqArgs, id: Option<u64>) -> anyhow::Result<bool> {
 /// order-service's database, when a letter of the projector is to be
 /// redriven: checked before any letter is, so that none is half done.
 async fn order_history(args: &DlqArgs, letters: &[DeadLetter]) -> anyhow::Result<Option<PgPool>> {
-    let Some(first) = letters.iter().find(|l| l.consumer == PROJECTOR_DURABLE) else {
+    let Some(first) = letters
+        .iter()
+        .find(|l| l.consumer == Names::PROJECTOR_CONSUMER)
+    else {
         return Ok(None);
     };
     let Some(url) = &args.orders_database_url else {
         bail!(
-            "dead letter {} comes from the self-read projector ({PROJECTOR_DURABLE}), which \
+            "dead letter {} comes from the self-read projector ({}), which \
              is redriven into order-service's database: set ORDERS_DATABASE_URL (or pass \
              --orders-database-url)",
-            first.id
+            first.id,
+            Names::PROJECTOR_CONSUMER,
         );
     };
     let pool = sqlx::postgres::PgPoolOptions::new()

@@ -5,14 +5,15 @@
 //! - [`startup`]: [`Application`] — connects, migrates, binds, runs until stopped.
 //! - [`config`]: flags with environment fallbacks.
 //! - [`http`]: routes, handlers and the error type clients see.
-//! - [`patterns`]: one module per mode (write path + background worker); the
-//!   only `match` on the mode.
+//! - [`patterns`]: one folder per mode: its write path, worker, SQL, read
+//!   side and what it leaves behind on a switch.
 //! - [`replication`]: the logical-replication reader (slot, pgoutput, resync)
 //!   that the `cdc` mode and the CDC outbox relay share.
-//! - [`db`]: all SQL.
+//! - [`db`]: the SQL of the tables every mode shares.
 //! - [`domain`]: parsed, always-valid orders.
 //!
-//! Dependencies point one way: `startup -> http -> patterns -> {db, domain}`.
+//! Dependencies point one way: `startup -> http -> patterns -> replication
+//! -> {db, domain}`.
 
 pub mod config;
 pub mod db;

@@ -4,14 +4,13 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use service_kit::limits::Limits;
 use service_kit::serve::Listeners;
-use service_kit::startup::{Connected, retry_until};
+use service_kit::startup::Connected;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::http::announcements::Listener;
-use crate::http::{self, Announcements, AppState};
-use crate::patterns::{Deps, Pattern, Worker};
+use crate::http::{self, AppState};
+use crate::patterns::{self, Deps, Started, Worker};
 
 /// A built order-service: connected, migrated, bound, not yet serving.
 pub struct Application {
@@ -20,7 +19,6 @@ pub struct Application {
     listeners: Listeners,
     limits: Limits,
     worker: Option<Worker>,
-    announcer: Listener,
     state: AppState,
 }
 
@@ -42,31 +40,24 @@ impl Application {
             startup_deadline: deadline,
         };
         let stop = CancellationToken::new();
-        let (pattern, worker) =
-            Pattern::start(config.mode, deps, &config.patterns, stop.child_token()).await?;
-
-        let announcements = Announcements::default();
-        let announcer = retry_until(deadline, "listening for projected orders", || {
-            announcements.listen(&config.service.database_url)
-        })
-        .await?;
+        let Started { write, worker } =
+            patterns::start(config.mode, deps, &config.patterns, stop.child_token()).await?;
         let listeners =
             Listeners::bind(config.listen_addr, config.service.http.admin_listen_addr).await?;
         tracing::info!(mode = config.mode.name(), "order-service ready");
         Ok(Self {
-            stop,
             listeners,
             limits: Limits::new(&config.service.http),
             worker,
-            announcer,
             state: AppState {
-                pattern: Arc::new(pattern),
+                write: Arc::from(write),
                 core,
                 max_order_total_minor: config.max_order_total_minor,
-                announcements,
+                stopping: stop.child_token(),
                 max_wait: AppState::max_wait_for(config.service.http.request_timeout),
                 place_timeout: AppState::place_timeout_for(config.service.http.request_timeout),
             },
+            stop,
         })
     }
 
@@ -99,7 +90,6 @@ impl Application {
             })
         });
 
-        tasks.spawn(self.announcer.run(stop.child_token()));
         let routers = http::routers(self.state, &self.limits, self.listeners.has_admin());
         let served = self
             .listeners

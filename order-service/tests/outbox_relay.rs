@@ -6,7 +6,6 @@
 use std::time::Duration;
 
 use e2e_tests::servers::Nats;
-use order_service::db::outbox;
 use order_service::patterns::outbox::relay::{Relay, Step};
 use shared_events::{Names, StreamSettings, jetstream};
 use sqlx::PgPool;
@@ -30,7 +29,12 @@ async fn waiting(pool: &PgPool, names: &Names, ids: &[Uuid]) -> anyhow::Result<(
     let mut tx = pool.begin().await?;
     for (i, id) in ids.iter().enumerate() {
         let payload = serde_json::json!({ "n": i });
-        outbox::insert(&mut tx, *id, &names.order_placed_subject(), &payload).await?;
+        sqlx::query("INSERT INTO outbox (event_id, subject, payload) VALUES ($1, $2, $3)")
+            .bind(id)
+            .bind(names.order_placed_subject())
+            .bind(payload)
+            .execute(&mut *tx)
+            .await?;
     }
     tx.commit().await?;
     Ok(())

@@ -467,6 +467,34 @@ fn jittered(delay: Duration) -> Duration {
     delay.mul_f64(0.5 + fastrand::f64() / 2.0)
 }
 
+/// The durable consumer `durable` of `stream`, if it exists.
+pub async fn find_durable(
+    jetstream: &async_nats::jetstream::Context,
+    stream: &str,
+    durable: &str,
+) -> anyhow::Result<Option<PullConsumer>> {
+    use async_nats::jetstream::ErrorCode;
+    use async_nats::jetstream::stream::ConsumerErrorKind;
+
+    match jetstream.get_consumer_from_stream(durable, stream).await {
+        Ok(consumer) => Ok(Some(consumer)),
+        Err(error)
+            if matches!(error.kind(), ConsumerErrorKind::JetStream(e)
+                if e.error_code() == ErrorCode::CONSUMER_NOT_FOUND) =>
+        {
+            Ok(None)
+        }
+        Err(error) => {
+            Err(anyhow::Error::new(error).context(format!("looking up consumer {durable}")))
+        }
+    }
+}
+
+/// Whether a durable consumer has applied and acked everything in its stream.
+pub fn caught_up(info: &async_nats::jetstream::consumer::Info) -> bool {
+    info.num_pending == 0 && info.num_ack_pending == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -76,6 +76,16 @@ impl Names {
     pub fn rewards_consumer(&self) -> &'static str {
         "rewards"
     }
+
+    /// Durable name of order-service's self-read projector, which writes the
+    /// order history from the stream (known to every mode: leaving
+    /// self-read removes it once it has applied everything).
+    pub fn projector_consumer(&self) -> &'static str {
+        Self::PROJECTOR_CONSUMER
+    }
+
+    /// [`Names::projector_consumer`], for who has no names at hand.
+    pub const PROJECTOR_CONSUMER: &'static str = "order-history";
 }
 
 #[cfg(test)]

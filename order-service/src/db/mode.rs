@@ -1,5 +1,5 @@
 //! The mode order-service runs in: the fence that every write of an order
-//! checks in its own statement (see [`crate::db::orders::insert`]).
+//! checks in its own statement (see [`crate::db::orders::OrderWrite`]).
 
 use sqlx::{PgConnection, PgPool};
 

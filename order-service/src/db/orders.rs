@@ -1,3 +1,7 @@
+//! Orders and their lines: the one statement that writes a new order
+//! (fenced by the active mode, with what its pattern adds to it), and the
+//! reads.
+
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
@@ -15,15 +19,10 @@ pub struct OutboxRow<'a> {
     pub traceparent: Option<&'a str>,
 }
 
-/// The prefix of the transactional logical decoding message that carries
-/// an order's trace context to the CDC reader (`cdc` mode), beside the
-/// order's rows in the same transaction.
-pub const TRACE_MESSAGE_PREFIX: &str = "order_events.traceparent";
-
-/// What [`insert`] did.
+/// What [`OrderWrite::execute`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Inserted {
-    /// The order, its lines and its outbox row are written.
+    /// The order, its lines and what the write carried are written.
     New,
     /// The key placed an order before (one with this id, or, for a key
     /// from before ids were derived from keys, the one the key table names;
@@ -35,28 +34,75 @@ pub enum Inserted {
     Fenced,
 }
 
-/// Writes `order` with its lines, and with `outbox` when given, and
-/// `wal_traceparent` as a [`TRACE_MESSAGE_PREFIX`] message in the WAL, in
-/// **one statement**: one round trip, and in autocommit no BEGIN or COMMIT
-/// of its own. It writes nothing when `key` placed an order before, or when
-/// the active mode is not `mode` (the fence: the key-share lock it takes on
+/// The write of one new order in **one statement**: one round trip, and in
+/// autocommit no BEGIN or COMMIT of its own. The order and its lines, and
+/// what the pattern adds to the same statement: its event as an outbox row
+/// ([`OrderWrite::with_outbox_row`]), a message in the WAL
+/// ([`OrderWrite::with_wal_message`]).
+///
+/// It writes nothing when the key placed an order before, or when the
+/// active mode is not `mode` (the fence: the key-share lock it takes on
 /// the mode row makes a switch wait for this write, and a write that waited
 /// for a switch sees the new mode and stores nothing). A replay's earlier
 /// order is then read by a statement of its own (this one's snapshot
 /// predates a concurrent insert it waited for).
-pub async fn insert(
-    conn: &mut PgConnection,
-    mode: &str,
-    order: &Order,
-    key: &IdempotencyKey,
-    outbox: Option<OutboxRow<'_>>,
-    wal_traceparent: Option<&str>,
-) -> sqlx::Result<Inserted> {
-    let lines = LineColumns::of(&order.lines);
-    // `traced` modifies nothing, so it runs only because the last SELECT
-    // reads it.
-    let row = sqlx::query!(
-        r#"WITH fence AS (
+pub struct OrderWrite<'a> {
+    mode: &'static str,
+    order: &'a Order,
+    key: &'a IdempotencyKey,
+    outbox: Option<OutboxRow<'a>>,
+    /// A transactional logical decoding message: prefix and content.
+    wal_message: Option<(&'a str, &'a str)>,
+}
+
+impl<'a> OrderWrite<'a> {
+    /// `order` under `key`, if `mode` is the active one.
+    pub fn new(mode: &'static str, order: &'a Order, key: &'a IdempotencyKey) -> Self {
+        Self {
+            mode,
+            order,
+            key,
+            outbox: None,
+            wal_message: None,
+        }
+    }
+
+    /// With the order's event as a row of the outbox.
+    pub fn with_outbox_row(self, row: OutboxRow<'a>) -> Self {
+        Self {
+            outbox: Some(row),
+            ..self
+        }
+    }
+
+    /// With a message for a reader of the WAL beside the order's rows
+    /// (transactional: streamed with them, at their commit), when there is
+    /// `content`.
+    pub fn with_wal_message(self, prefix: &'a str, content: Option<&'a str>) -> Self {
+        Self {
+            wal_message: content.map(|content| (prefix, content)),
+            ..self
+        }
+    }
+
+    /// The mode the write is fenced by.
+    pub fn mode(&self) -> &'static str {
+        self.mode
+    }
+
+    pub async fn execute(self, conn: &mut PgConnection) -> sqlx::Result<Inserted> {
+        let Self {
+            mode,
+            order,
+            key,
+            outbox,
+            wal_message,
+        } = self;
+        let lines = LineColumns::of(&order.lines);
+        // `traced` modifies nothing, so it runs only because the last SELECT
+        // reads it.
+        let row = sqlx::query!(
+            r#"WITH fence AS (
                SELECT FROM order_mode WHERE mode = $7 FOR KEY SHARE
            ), new_order AS (
                INSERT INTO orders (id, customer_id, currency, total_minor, created_at)
@@ -80,33 +126,34 @@ pub async fn insert(
            SELECT EXISTS (SELECT FROM new_order) AS "inserted!",
                   EXISTS (SELECT FROM fence) AS "admitted!",
                   (SELECT count(*) FROM traced) AS "traced!""#,
-        order.id,
-        order.customer_id.as_str(),
-        order.currency.code(),
-        order.total_minor,
-        order.created_at,
-        key.as_str(),
-        mode,
-        &lines.line_nos,
-        &lines.skus,
-        &lines.quantities,
-        &lines.prices,
-        outbox.as_ref().map(|o| o.event_id),
-        outbox.as_ref().map(|o| o.subject),
-        outbox.as_ref().map(|o| o.payload),
-        outbox.as_ref().and_then(|o| o.traceparent),
-        TRACE_MESSAGE_PREFIX,
-        wal_traceparent,
-    )
-    .fetch_one(&mut *conn)
-    .await?;
-    Ok(if row.inserted {
-        Inserted::New
-    } else if row.admitted {
-        Inserted::KeyTaken
-    } else {
-        Inserted::Fenced
-    })
+            order.id,
+            order.customer_id.as_str(),
+            order.currency.code(),
+            order.total_minor,
+            order.created_at,
+            key.as_str(),
+            mode,
+            &lines.line_nos,
+            &lines.skus,
+            &lines.quantities,
+            &lines.prices,
+            outbox.as_ref().map(|o| o.event_id),
+            outbox.as_ref().map(|o| o.subject),
+            outbox.as_ref().map(|o| o.payload),
+            outbox.as_ref().and_then(|o| o.traceparent),
+            wal_message.map(|(prefix, _)| prefix),
+            wal_message.map(|(_, content)| content),
+        )
+        .fetch_one(&mut *conn)
+        .await?;
+        Ok(if row.inserted {
+            Inserted::New
+        } else if row.admitted {
+            Inserted::KeyTaken
+        } else {
+            Inserted::Fenced
+        })
+    }
 }
 
 /// Order lines as the column arrays `UNNEST` takes.
@@ -296,6 +343,16 @@ mod tests {
         Ok(counts)
     }
 
+    /// The plain write of `order` under `key`, in `mode`.
+    async fn insert(
+        conn: &mut PgConnection,
+        mode: &'static str,
+        order: &Order,
+        key: &IdempotencyKey,
+    ) -> sqlx::Result<Inserted> {
+        OrderWrite::new(mode, order, key).execute(conn).await
+    }
+
     /// Waits until `n` sessions of this database wait on a lock.
     async fn sessions_waiting(pool: &PgPool, n: i64) {
         e2e_tests::eventually(
@@ -322,20 +379,15 @@ mod tests {
         let k1 = key("k1");
         let placed = order("ivy", &k1, 500);
         let payload = serde_json::json!({ "order": placed.id });
-        let inserted = insert(
-            &mut *pool.acquire().await?,
-            MODE,
-            &placed,
-            &k1,
-            Some(OutboxRow {
+        let inserted = OrderWrite::new(MODE, &placed, &k1)
+            .with_outbox_row(OutboxRow {
                 event_id: Uuid::now_v7(),
                 subject: "orders.placed",
                 payload: &payload,
                 traceparent: None,
-            }),
-            None,
-        )
-        .await?;
+            })
+            .execute(&mut *pool.acquire().await?)
+            .await?;
         assert_eq!(inserted, Inserted::New);
         assert_eq!(rows(&pool).await?, [1, 1, 0, 1]);
         let stored = find(&mut *pool.acquire().await?, placed.id).await?;
@@ -350,10 +402,7 @@ mod tests {
         let (first, second) = (order("ivy", &k1, 500), order("ivy", &k1, 700));
         let mut conn = pool.acquire().await?;
         for (placed, expected) in [(&first, Inserted::New), (&second, Inserted::KeyTaken)] {
-            assert_eq!(
-                insert(&mut conn, MODE, placed, &k1, None, None).await?,
-                expected
-            );
+            assert_eq!(insert(&mut conn, MODE, placed, &k1).await?, expected);
         }
         assert_eq!(rows(&pool).await?, [1, 1, 0, 0]);
         let taken = crate::db::idempotency::order_of(&mut conn, &first.customer_id, &k1).await?;
@@ -367,8 +416,7 @@ mod tests {
         let k1 = key("k1");
         let mut conn = pool.acquire().await?;
         for customer in ["ivy", "jon"] {
-            let inserted =
-                insert(&mut conn, MODE, &order(customer, &k1, 500), &k1, None, None).await?;
+            let inserted = insert(&mut conn, MODE, &order(customer, &k1, 500), &k1).await?;
             assert_eq!(inserted, Inserted::New, "{customer}");
         }
         assert_eq!(rows(&pool).await?, [2, 2, 0, 0]);
@@ -386,7 +434,7 @@ mod tests {
         earlier.id = Uuid::now_v7();
         let mut conn = pool.acquire().await?;
         assert_eq!(
-            insert(&mut conn, MODE, &earlier, &key("other"), None, None).await?,
+            insert(&mut conn, MODE, &earlier, &key("other")).await?,
             Inserted::New
         );
         sqlx::query(
@@ -397,7 +445,7 @@ mod tests {
         .await?;
         let retry = order("ivy", &k1, 500);
         assert_eq!(
-            insert(&mut conn, MODE, &retry, &k1, None, None).await?,
+            insert(&mut conn, MODE, &retry, &k1).await?,
             Inserted::KeyTaken
         );
         assert_eq!(rows(&pool).await?, [1, 1, 1, 0]);
@@ -417,13 +465,10 @@ mod tests {
         let k1 = key("k1");
         let (first, second) = (order("ivy", &k1, 500), order("ivy", &k1, 500));
         let mut tx = pool.begin().await?;
-        assert_eq!(
-            insert(&mut tx, MODE, &first, &k1, None, None).await?,
-            Inserted::New
-        );
+        assert_eq!(insert(&mut tx, MODE, &first, &k1).await?, Inserted::New);
         let mut other = pool.acquire().await?;
         {
-            let racing = insert(&mut other, MODE, &second, &k1, None, None);
+            let racing = insert(&mut other, MODE, &second, &k1);
             tokio::pin!(racing);
             tokio::select! {
                 finished = &mut racing => panic!("the second insert did not wait: {finished:?}"),
@@ -449,8 +494,6 @@ mod tests {
             MODE,
             &order("ivy", &k1, 500),
             &k1,
-            None,
-            None,
         )
         .await?;
         assert_eq!(inserted, Inserted::Fenced);
@@ -467,7 +510,7 @@ mod tests {
         let mut write = pool.begin().await?;
         let k1 = key("k1");
         assert_eq!(
-            insert(&mut write, MODE, &order("ivy", &k1, 500), &k1, None, None).await?,
+            insert(&mut write, MODE, &order("ivy", &k1, 500), &k1).await?,
             Inserted::New
         );
         {
@@ -489,7 +532,7 @@ mod tests {
         let late = order("ivy", &k2, 500);
         let mut conn = pool.acquire().await?;
         {
-            let write = insert(&mut conn, "cdc", &late, &k2, None, None);
+            let write = insert(&mut conn, "cdc", &late, &k2);
             tokio::pin!(write);
             tokio::select! {
                 finished = &mut write => panic!("the write did not wait for the switch: {finished:?}"),

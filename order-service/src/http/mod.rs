@@ -5,10 +5,10 @@
 //! `GET /orders`) go with it, or, when `ADMIN_LISTEN_ADDR` is set, to the
 //! admin listener only. Health and readiness are on both.
 
-pub mod announcements;
 mod error;
 pub mod openapi;
 mod orders;
+mod wait;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,12 +19,12 @@ use service_kit::limits::Limits;
 use service_kit::ops::{Ops, Routes};
 use service_kit::serve::Routers;
 use service_kit::startup::Core;
+use tokio_util::sync::CancellationToken;
 
-pub use announcements::Announcements;
 pub use error::ApiError;
 pub use orders::MAX_WAIT;
 
-use crate::patterns::Pattern;
+use crate::patterns::WritePath;
 
 /// Largest request body accepted; larger ones get 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -36,12 +36,14 @@ const WAIT_MARGIN: Duration = Duration::from_secs(1);
 
 #[derive(Clone)]
 pub struct AppState {
-    pub pattern: Arc<Pattern>,
+    /// The active pattern's write path.
+    pub write: Arc<dyn WritePath>,
     /// Database, NATS, stream names and metrics.
     pub core: Core,
     /// Orders above this total (minor units) are refused.
     pub max_order_total_minor: i64,
-    pub announcements: Announcements,
+    /// Cancelled when the process stops: every `?wait` answers at once.
+    pub stopping: CancellationToken,
     /// The longest a `?wait` actually waits: [`MAX_WAIT`], or less under a
     /// shorter request timeout.
     pub max_wait: Duration,
@@ -97,7 +99,7 @@ impl Ops for AppState {
     }
 
     fn serves_without_broker(&self) -> bool {
-        !self.pattern.places_through_broker()
+        !self.write.places_through_broker()
     }
 
     /// The outbox's backlog (in every mode: rows an earlier mode left
@@ -117,7 +119,7 @@ impl Ops for AppState {
     }
 }
 
-#[cfg(all(test, feature = "dual-write"))]
+#[cfg(test)]
 mod tests;
 
 #[cfg(test)]

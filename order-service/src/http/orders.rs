@@ -8,11 +8,12 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use service_kit::http::{ErrorBody, JsonBody, path_rejection, query_rejection};
 use tokio::time::Instant;
+use tracing::Instrument as _;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::announcements::Next;
 use super::error::OutcomeUnknownBody;
+use super::wait::{Next, Waiter};
 use super::{ApiError, AppState};
 use crate::db;
 use crate::domain::{CustomerId, IdempotencyKey, NewOrder, Order, PlaceOrderRequest};
@@ -118,7 +119,12 @@ pub async fn place(
         key: client_key.unwrap_or_else(IdempotencyKey::generate),
     };
     let key = placement.key.clone();
-    let placed = tokio::time::timeout(state.place_timeout, state.pattern.place(placement))
+    // The span whose trace context the event carries on.
+    let placing = state
+        .write
+        .place(placement)
+        .instrument(tracing::info_span!("place order"));
+    let placed = tokio::time::timeout(state.place_timeout, placing)
         .await
         .map_err(|_| {
             tracing::warn!(
@@ -172,7 +178,7 @@ fn parse_wait(text: &str) -> Option<Duration> {
 
 /// `GET /orders/{id}[?wait=2s]`. A wait looks at the database when it
 /// starts, when the order is announced, and at its deadline (see
-/// [`super::announcements`]); it never outlasts the request timeout, and
+/// [`super::wait`]); it never outlasts the request timeout, and
 /// when the process stops it answers at once (503 `shutting_down` if the
 /// order is not there: it may still come, ask another instance).
 #[utoipa::path(
@@ -218,9 +224,9 @@ pub async fn get(
         None => Duration::ZERO,
         Some(text) => parse_wait(&text).ok_or(ApiError::InvalidWait(MAX_WAIT.as_secs()))?,
     };
-    let mut waiter = state
-        .announcements
-        .waiter(id, Instant::now() + wait.min(state.max_wait));
+    let deadline = Instant::now() + wait.min(state.max_wait);
+    let watch = (!wait.is_zero()).then(|| state.write.watch(id)).flatten();
+    let mut waiter = Waiter::new(deadline, watch, state.stopping.clone());
     let mut last_look = false;
     loop {
         service_kit::meters::order_lookup();

@@ -1,13 +1,18 @@
 //! Every kind of bad input, sent through the router in-process: no server,
-//! no database, no broker. The state's pool and NATS client point at closed
-//! ports, so an answer other than the expected 4xx (a 503, a hang) would
-//! show that the input got past the checks and reached a dependency.
+//! no database, no broker, and a fake write path. The state's pool and NATS
+//! client point at closed ports, and the write path counts what reaches it,
+//! so an answer other than the expected 4xx (a 503, a hang) or a count
+//! above zero would show that the input got past the checks.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use anyhow::Context as _;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, header};
+use futures::future::BoxFuture;
 use serde_json::{Value, json};
 use service_kit::limits::{HttpSettings, Limits};
 use service_kit::startup::Core;
@@ -16,32 +21,52 @@ use tower::ServiceExt as _;
 use uuid::Uuid;
 
 use super::{AppState, MAX_WAIT, routers};
-use crate::patterns::{Deps, Pattern, dual_write};
+use crate::patterns::{PlaceError, Placed, Placement, WritePath};
 
 /// The configured cap on an order's total.
 const MAX_TOTAL: i64 = 1_000_000_000;
 
+/// A write path over a database that is not there, counting the placements
+/// that reach it: bad input never does.
+struct Unreachable {
+    pool: sqlx::PgPool,
+    reached: Arc<AtomicUsize>,
+}
+
+impl WritePath for Unreachable {
+    fn place(&self, _: Placement) -> BoxFuture<'_, Result<Placed, PlaceError>> {
+        self.reached.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async {
+            let _conn = self
+                .pool
+                .acquire()
+                .await
+                .context("acquiring a database connection")?;
+            unreachable!("the database is not there")
+        })
+    }
+}
+
 /// The public router, or the admin listener's public router with
 /// `separate_admin`, over dependencies that cannot be reached.
 async fn app(separate_admin: bool) -> Router {
+    counting_app(separate_admin).await.0
+}
+
+/// [`app`], and how many placements reached its write path.
+async fn counting_app(separate_admin: bool) -> (Router, Arc<AtomicUsize>) {
     let core = Core::unreachable().await;
-    let deps = Deps {
+    let reached = Arc::new(AtomicUsize::new(0));
+    let write = Unreachable {
         pool: core.pool.clone(),
-        database_url: String::new(),
-        nats: core.nats.clone(),
-        jetstream: core.jetstream.clone(),
-        publisher: core.publisher.clone(),
-        names: core.names.clone(),
-        startup_deadline: tokio::time::Instant::now(),
+        reached: reached.clone(),
     };
     let request_timeout = Duration::from_secs(10);
     let state = AppState {
-        pattern: std::sync::Arc::new(Pattern::DualWrite(
-            dual_write::start(deps, CancellationToken::new()).0,
-        )),
+        write: Arc::new(write),
         core,
         max_order_total_minor: MAX_TOTAL,
-        announcements: super::Announcements::default(),
+        stopping: CancellationToken::new(),
         max_wait: AppState::max_wait_for(request_timeout),
         place_timeout: AppState::place_timeout_for(request_timeout),
     };
@@ -50,7 +75,7 @@ async fn app(separate_admin: bool) -> Router {
         max_concurrent_requests: 16,
         admin_listen_addr: None,
     });
-    routers(state, &limits, separate_admin).public
+    (routers(state, &limits, separate_admin).public, reached)
 }
 
 /// `(status, error code)` of the answer; checks that the body is the JSON error shape.
@@ -107,7 +132,7 @@ fn lines(n: usize) -> Value {
 
 #[tokio::test]
 async fn each_kind_of_bad_order_body_gets_its_4xx() {
-    let app = app(false).await;
+    let (app, reached) = counting_app(false).await;
     let cases = [
         (
             "malformed JSON",
@@ -202,6 +227,11 @@ async fn each_kind_of_bad_order_body_gets_its_4xx() {
             "{what}"
         );
     }
+    assert_eq!(
+        reached.load(Ordering::SeqCst),
+        0,
+        "bad input reached the write path"
+    );
 }
 
 #[tokio::test]
@@ -446,7 +476,7 @@ async fn the_answers_without_a_database_are_declared() {
         ),
         (place, text),
         (place, bad_key),
-        // Valid: it reaches the database, which is not there.
+        // Valid: it reaches the write path, whose database is not there.
         (place, post_json(order().to_string())),
         (get_order, get("/orders/not-a-uuid")),
         (get_order, get("/orders/%FF")),

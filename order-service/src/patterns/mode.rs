@@ -1,4 +1,4 @@
-//! The modes, and the error for one this build left out.
+//! The modes, and the build that needs one at least.
 
 #[cfg(not(any(
     feature = "outbox",
@@ -33,34 +33,4 @@ impl Mode {
             Self::DualWrite => "dual-write",
         }
     }
-
-    /// The name this mode writes its orders under, with its relay: what the
-    /// mode row holds (`db::mode`), which every write checks. The outbox
-    /// relayed by CDC is a mode of its own there, since a switch between
-    /// the two relays strands what the other one would have published.
-    pub fn fence_name(self, outbox_relayed_by_polling: bool) -> &'static str {
-        match self {
-            Self::Outbox if !outbox_relayed_by_polling => "outbox-cdc",
-            other => other.name(),
-        }
-    }
-}
-
-/// The start-up error for a mode this build left out.
-pub fn not_compiled(mode: Mode) -> anyhow::Error {
-    let compiled = [Mode::Outbox, Mode::Cdc, Mode::SelfRead, Mode::DualWrite]
-        .into_iter()
-        .filter(|m| match m {
-            Mode::Outbox => cfg!(feature = "outbox"),
-            Mode::Cdc => cfg!(feature = "cdc"),
-            Mode::SelfRead => cfg!(feature = "self-read"),
-            Mode::DualWrite => cfg!(feature = "dual-write"),
-        })
-        .map(Mode::name)
-        .collect::<Vec<_>>();
-    anyhow::anyhow!(
-        "mode {} is not in this build of order-service (compiled in: {})",
-        mode.name(),
-        compiled.join(", ")
-    )
 }

@@ -1,31 +1,9 @@
 //! What every pattern takes and gives back: the order to place, the answer,
-//! the ways placing can fail, and what a pattern needs from the outside.
+//! and the ways placing can fail.
 
-use futures::future::BoxFuture;
-use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::domain::{IdempotencyKey, NewOrder, Order};
-
-/// What every pattern needs from the outside world.
-#[derive(Clone)]
-pub struct Deps {
-    pub pool: PgPool,
-    /// For the replication connection, which sqlx's pool cannot lend.
-    pub database_url: String,
-    pub nats: async_nats::Client,
-    pub jetstream: async_nats::jetstream::Context,
-    /// Publishes a relay's or a reader's events as one batch.
-    pub publisher: shared_events::jetstream::Publisher,
-    pub names: shared_events::Names,
-    /// When start-up gives up, draining what a switch left included.
-    pub startup_deadline: tokio::time::Instant,
-}
-
-/// A pattern's background work (relay, replication reader, projector): it
-/// runs until its shutdown token is cancelled, and ends with an error only
-/// when going on would be unsafe — which stops the service.
-pub type Worker = BoxFuture<'static, anyhow::Result<()>>;
 
 /// An order to place, under the client's idempotency key or one made for
 /// it: every order is placed under a key, whose order id it takes

@@ -1,20 +1,30 @@
 //! The part of placing an order that every database-first pattern shares:
-//! insert the order and (in the outbox) its event in one statement, fenced
-//! by the active mode, or find the order the key placed before.
+//! run the pattern's [`OrderWrite`] (one statement, fenced by the active
+//! mode), or find the order the key placed before.
 
 use anyhow::Context as _;
 use chrono::{SubsecRound as _, Utc};
 use sqlx::PgConnection;
 
-use super::{PlaceError, Placement};
+use super::{Outcome, PlaceError, Placed, Placement};
 use crate::db;
-use crate::db::orders::{Inserted, OutboxRow};
+use crate::db::orders::{Inserted, OrderWrite};
 use crate::domain::{NewOrder, Order};
 
-/// Whether [`insert`] stored a new order or found the key's earlier one.
+/// Whether [`execute`] stored the new order or found the key's earlier one.
 pub(crate) enum Stored {
-    New(Order),
+    New,
     Replayed(Order),
+}
+
+impl Stored {
+    /// The answer: `new` (the order written), or the earlier order.
+    pub(crate) fn placed(self, new: Order) -> Placed {
+        match self {
+            Self::New => Placed::stored(new, Outcome::New),
+            Self::Replayed(earlier) => Placed::stored(earlier, Outcome::Replayed),
+        }
+    }
 }
 
 /// The order `placement` will be stored as: the key's id, and the time now
@@ -28,24 +38,18 @@ pub(crate) fn new_order(placement: &Placement) -> Order {
     )
 }
 
-/// Inserts `order` (with its outbox row when given, and the trace context
-/// for the CDC reader when given) in one statement on `conn`, if `mode` is
-/// the active one; in autocommit that is the whole transaction. A key used
-/// before answers with its earlier order, or [`PlaceError::KeyReused`] when
-/// that order has other content.
-pub(crate) async fn insert(
+/// Runs `write` (the placement's order) on `conn`; in autocommit that is the
+/// whole transaction. A key used before answers with its earlier order, or
+/// [`PlaceError::KeyReused`] when that order has other content; a write of
+/// a mode switched away from, with [`PlaceError::ModeSwitched`].
+pub(crate) async fn execute(
     conn: &mut PgConnection,
-    mode: &'static str,
+    write: OrderWrite<'_>,
     placement: &Placement,
-    order: Order,
-    outbox: Option<OutboxRow<'_>>,
-    wal_traceparent: Option<&str>,
 ) -> Result<Stored, PlaceError> {
-    let inserted = db::orders::insert(conn, mode, &order, &placement.key, outbox, wal_traceparent)
-        .await
-        .context("inserting the order")?;
-    match inserted {
-        Inserted::New => Ok(Stored::New(order)),
+    let ours = write.mode();
+    match write.execute(conn).await.context("inserting the order")? {
+        Inserted::New => Ok(Stored::New),
         Inserted::KeyTaken => {
             let earlier = earlier_order(conn, placement)
                 .await?
@@ -58,19 +62,19 @@ pub(crate) async fn insert(
                 .context("reading the active mode")?
                 .unwrap_or_default();
             tracing::error!(
-                ours = mode,
+                ours,
                 active,
                 "order-service was switched to another mode: this instance stores no more \
                  orders and must be stopped"
             );
-            Err(PlaceError::ModeSwitched { ours: mode, active })
+            Err(PlaceError::ModeSwitched { ours, active })
         }
     }
 }
 
 /// The order the placement's key placed before, if any, by the rule every
 /// mode follows ([`db::idempotency`]).
-pub(crate) async fn earlier_order(
+async fn earlier_order(
     conn: &mut PgConnection,
     placement: &Placement,
 ) -> anyhow::Result<Option<Order>> {
@@ -89,7 +93,7 @@ pub(crate) async fn earlier_order(
 
 /// The answer to a retry whose key placed `earlier`: the same order, or
 /// [`PlaceError::KeyReused`] when the request had other content.
-pub(crate) fn replay(earlier: Order, new: &NewOrder) -> Result<Order, PlaceError> {
+fn replay(earlier: Order, new: &NewOrder) -> Result<Order, PlaceError> {
     if earlier.has_content_of(new) {
         Ok(earlier)
     } else {
@@ -97,24 +101,11 @@ pub(crate) fn replay(earlier: Order, new: &NewOrder) -> Result<Order, PlaceError
     }
 }
 
-/// The order committed on its own (one statement in autocommit), for the
-/// patterns whose transaction holds nothing else but, for the CDC reader,
-/// `wal_traceparent`.
-#[cfg(any(feature = "cdc", feature = "dual-write"))]
-pub(crate) async fn commit(
+/// A connection of `pool` for one write in autocommit.
+pub(crate) async fn connection(
     pool: &sqlx::PgPool,
-    mode: &'static str,
-    placement: Placement,
-    wal_traceparent: Option<&str>,
-) -> Result<Stored, PlaceError> {
-    let mut conn = pool
-        .acquire()
+) -> anyhow::Result<sqlx::pool::PoolConnection<sqlx::Postgres>> {
+    pool.acquire()
         .await
-        .context("acquiring a database connection")?;
-    let order = new_order(&placement);
-    let stored = insert(&mut conn, mode, &placement, order, None, wal_traceparent).await?;
-    if matches!(stored, Stored::New(_)) {
-        service_kit::crash::crash_point("after_commit_before_publish");
-    }
-    Ok(stored)
+        .context("acquiring a database connection")
 }

@@ -29,6 +29,22 @@ use anyhow::bail;
 
 pub use reader::{CdcSettings, Reader};
 
+/// The prefix of the transactional logical decoding message that carries a
+/// transaction's trace context to the reader, beside its rows: the trace
+/// the reader's publishes continue.
+pub const TRACE_MESSAGE_PREFIX: &str = "order_events.traceparent";
+
+/// What change data capture works with: the database it streams and keeps
+/// its slots' memory in, and the broker it publishes to.
+#[derive(Clone)]
+pub struct Connections {
+    pub pool: sqlx::PgPool,
+    /// For the replication connection, which sqlx's pool cannot lend.
+    pub database_url: String,
+    pub publisher: shared_events::jetstream::Publisher,
+    pub names: shared_events::Names,
+}
+
 /// Settings of change data capture, for the `cdc` mode and the CDC outbox relay.
 #[derive(Debug, Clone, clap::Args)]
 #[group(id = "replication")]
@@ -59,27 +75,60 @@ impl Args {
     /// `order_events_<label>`.
     pub async fn settings(
         &self,
-        deps: &crate::patterns::Deps,
+        to: &Connections,
         label: &'static str,
     ) -> anyhow::Result<CdcSettings> {
         let slot = match &self.slot_prefix {
             Some(prefix) => format!("{prefix}_{label}"),
-            None => slot::default_name(&deps.pool, label).await?,
+            None => slot::default_name(&to.pool, label).await?,
         };
         anyhow::ensure!(
             slot::valid_identifier(&slot),
             "slot name {slot:?}: use lower-case letters, digits and '_'"
         );
         Ok(CdcSettings {
-            database_url: deps.database_url.clone(),
+            database_url: to.database_url.clone(),
             slot,
             publication: format!("order_events_{label}"),
             heartbeat_interval: self.heartbeat_interval,
             max_in_flight: self.max_in_flight,
             crash_point: "cdc_before_confirm",
             label,
-            names: deps.names.clone(),
+            names: to.names.clone(),
         })
+    }
+
+    /// Retires every slot of `label` that order-service remembers but
+    /// `keep` (the one the configuration about to serve streams): what a
+    /// switch away from that capture left behind ([`retire`]).
+    pub async fn retire_left<C: Capture>(
+        &self,
+        to: &Connections,
+        label: &'static str,
+        keep: Option<&str>,
+        capture: impl Fn() -> C,
+        deadline: tokio::time::Instant,
+    ) -> anyhow::Result<()> {
+        let remembered = crate::db::cdc_slots::all(&mut *to.pool.acquire().await?).await?;
+        let left = remembered
+            .into_iter()
+            .filter(|slot| slot.label == label && Some(slot.slot_name.as_str()) != keep);
+        for slot in left {
+            if slot.drained_at.is_some() {
+                retire::drop_drained(&to.pool, &slot.slot_name, deadline).await?;
+                continue;
+            }
+            tracing::info!(slot = %slot.slot_name, "draining the replication slot a switch left behind");
+            let settings = CdcSettings {
+                slot: slot.slot_name,
+                publication: slot.publication,
+                ..self.settings(to, label).await?
+            };
+            Reader::new(to.pool.clone(), to.publisher.clone(), settings, capture())
+                .retire(deadline)
+                .await?;
+        }
+        Ok(())
     }
 }
 

@@ -46,7 +46,6 @@ use tracing::Instrument as _;
 
 use super::{Capture, pgoutput, publication, slot};
 use crate::db::cdc_slots;
-use crate::db::orders::TRACE_MESSAGE_PREFIX;
 
 /// How a reader is set up.
 #[derive(Debug, Clone)]
@@ -381,7 +380,7 @@ impl<C: Capture> Reader<C> {
                         }
                         ReplicationEvent::XLogData { data, .. } => self.change(&data)?,
                         ReplicationEvent::Message { transactional: true, prefix, content, .. }
-                            if prefix == TRACE_MESSAGE_PREFIX =>
+                            if prefix == super::TRACE_MESSAGE_PREFIX =>
                         {
                             traceparent = std::str::from_utf8(&content).ok().map(str::to_owned);
                         }

@@ -19,58 +19,118 @@
 //! without `order_lines` (repaired at start-up); rows that form no event (lines
 //! without their order: dead-lettered and counted); a changed table shape (the
 //! reader stops loudly until the mapping is updated). Leaving cdc mode drains
-//! the slot before dropping it (see `patterns::switch`).
+//! the slot before dropping it ([`Cdc::leave`]).
 
 mod capture;
 
 use futures::FutureExt as _;
+use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
 use super::store::{self, Stored};
-use super::{Deps, Mode, Outcome, PlaceError, Placed, Placement, Worker};
-use crate::replication::{self, Reader};
+use super::{Deps, Mode, Pattern, PatternArgs, PlaceError, Placed, Placement};
+use super::{Started, Target, WritePath};
+use crate::db::orders::OrderWrite;
+use crate::replication::{Reader, TRACE_MESSAGE_PREFIX};
 
 pub use capture::OrdersCapture;
 
-/// Checks (or creates) the publication and the slot before the first order
-/// — a slot sees only what comes after it — and returns the write path and
-/// the reader that streams the slot.
-pub async fn start(
-    deps: Deps,
-    args: &replication::Args,
-    shutdown: CancellationToken,
-) -> anyhow::Result<(Cdc, Option<Worker>)> {
-    let reader = Reader::prepare(
-        deps.pool.clone(),
-        deps.publisher.clone(),
-        args.settings(&deps, "orders").await?,
-        OrdersCapture::new(deps.names.order_placed_subject()),
-    )
-    .await?;
-    Ok((Cdc { deps }, Some(reader.run(shutdown).boxed())))
-}
+/// The slot's and the publication's label: `<prefix>_orders`, `order_events_orders`.
+const LABEL: &str = "orders";
 
-pub struct Cdc {
-    deps: Deps,
-}
+pub struct Cdc;
 
-impl Cdc {
-    pub async fn place(&self, placement: Placement) -> Result<Placed, PlaceError> {
-        // The WAL of this transaction is the event: nothing else to write
-        // but the trace context, as a message beside the rows.
-        let traceparent = service_kit::trace::current_traceparent();
-        Ok(
-            match store::commit(
-                &self.deps.pool,
-                Mode::Cdc.name(),
-                placement,
-                traceparent.as_deref(),
+impl Pattern for Cdc {
+    fn mode(&self) -> Mode {
+        Mode::Cdc
+    }
+
+    fn target<'a>(
+        &'a self,
+        deps: &'a Deps,
+        args: &'a PatternArgs,
+    ) -> BoxFuture<'a, anyhow::Result<Target>> {
+        Box::pin(async move {
+            let settings = args
+                .replication
+                .settings(&deps.replication(), LABEL)
+                .await?;
+            Ok(Target {
+                slot: Some(settings.slot),
+                ..Target::plain(Mode::Cdc)
+            })
+        })
+    }
+
+    /// Checks (or creates) the publication and the slot before the first
+    /// order — a slot sees only what comes after it — and returns the write
+    /// path and the reader that streams the slot.
+    fn start<'a>(
+        &'a self,
+        deps: Deps,
+        args: &'a PatternArgs,
+        shutdown: CancellationToken,
+    ) -> BoxFuture<'a, anyhow::Result<Started>> {
+        Box::pin(async move {
+            let reader = Reader::prepare(
+                deps.pool.clone(),
+                deps.publisher.clone(),
+                args.replication
+                    .settings(&deps.replication(), LABEL)
+                    .await?,
+                OrdersCapture::new(deps.names.order_placed_subject()),
             )
-            .await?
-            {
-                Stored::New(order) => Placed::stored(order, Outcome::New),
-                Stored::Replayed(order) => Placed::stored(order, Outcome::Replayed),
-            },
-        )
+            .await?;
+            Ok(Started {
+                write: Box::new(Writes { deps }),
+                worker: Some(reader.run(shutdown).boxed()),
+            })
+        })
+    }
+
+    /// Drains the orders' slot (what it has not confirmed is published),
+    /// then drops it, unless `next` streams it.
+    fn leave<'a>(
+        &'a self,
+        deps: &'a Deps,
+        args: &'a PatternArgs,
+        next: &'a Target,
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
+        let subject = deps.names.order_placed_subject();
+        Box::pin(async move {
+            let capture = || OrdersCapture::new(subject.clone());
+            let (slot, deadline) = (next.slot.as_deref(), deps.startup_deadline);
+            let replication = deps.replication();
+            args.replication
+                .retire_left(&replication, LABEL, slot, capture, deadline)
+                .await
+        })
+    }
+}
+
+struct Writes {
+    deps: Deps,
+}
+
+impl WritePath for Writes {
+    fn place(&self, placement: Placement) -> BoxFuture<'_, Result<Placed, PlaceError>> {
+        Box::pin(self.commit(placement))
+    }
+}
+
+impl Writes {
+    /// The WAL of this transaction is the event: nothing else to write but
+    /// the trace context, as a message beside the rows.
+    async fn commit(&self, placement: Placement) -> Result<Placed, PlaceError> {
+        let order = store::new_order(&placement);
+        let traceparent = service_kit::trace::current_traceparent();
+        let write = OrderWrite::new(Mode::Cdc.name(), &order, &placement.key)
+            .with_wal_message(TRACE_MESSAGE_PREFIX, traceparent.as_deref());
+        let mut conn = store::connection(&self.deps.pool).await?;
+        let stored = store::execute(&mut conn, write, &placement).await?;
+        if matches!(stored, Stored::New) {
+            service_kit::crash::crash_point("after_commit_before_publish");
+        }
+        Ok(stored.placed(order))
     }
 }

@@ -20,7 +20,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::db;
+use super::sql;
 use service_kit::crash::crash_point;
 use service_kit::startup::{pauses, retry_until};
 use service_kit::trace::PublishSpans;
@@ -84,7 +84,7 @@ impl Relay {
             .begin()
             .await
             .context("beginning the relay transaction")?;
-        let rows = db::outbox::claim_batch(&mut tx, self.batch_size)
+        let rows = sql::claim_batch(&mut tx, self.batch_size)
             .await
             .context("claiming outbox rows")?;
         if rows.is_empty() {
@@ -93,7 +93,7 @@ impl Relay {
         tracing::Span::current().record("rows", rows.len());
         // The DELETE is the one write a crash may lose: each step would
         // otherwise wait for a flush of its own.
-        db::outbox::commit_without_waiting_for_disk(&mut tx)
+        sql::commit_without_waiting_for_disk(&mut tx)
             .await
             .context("relaxing the relay's commit")?;
         let mut events = Vec::with_capacity(rows.len());
@@ -125,7 +125,7 @@ impl Relay {
         crash_point("after_publish_before_mark");
 
         let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
-        db::outbox::delete(&mut tx, &seqs)
+        sql::delete(&mut tx, &seqs)
             .await
             .context("deleting published outbox rows")?;
         tx.commit()

@@ -41,7 +41,9 @@
 //! timeout; the projector stays the guarantee (its inbox makes the second
 //! application a no-op).
 
+mod announcements;
 pub mod projector;
+mod sql;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -50,16 +52,20 @@ use std::time::Duration;
 use anyhow::Context as _;
 use chrono::{SubsecRound as _, Utc};
 use futures::FutureExt as _;
+use futures::future::BoxFuture;
 use service_kit::duration;
+use service_kit::startup::retry_until;
 use shared_events::jetstream::{self, PublishError};
 use shared_events::{Envelope, OrderPlaced, Published, placed_event_id};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 use uuid::Uuid;
 
-use super::{Deps, Outcome, PlaceError, Placed, Placement, Worker};
+use super::{Deps, Mode, Outcome, Pattern, PatternArgs, PlaceError, Placed, Placement};
+use super::{Started, Target, Watch, WritePath};
 use crate::db;
 use crate::domain::{IdempotencyKey, NewOrder, Order};
+use announcements::Announcements;
 use service_kit::crash::crash_point;
 
 type AckFuture = Pin<Box<dyn Future<Output = Result<Published, PublishError>> + Send>>;
@@ -80,24 +86,96 @@ pub struct Args {
     pub projector: service_kit::consumer::ConsumerArgs,
 }
 
-/// The write path, and the projector as the worker.
-pub fn start(deps: Deps, args: &Args, shutdown: CancellationToken) -> (SelfRead, Option<Worker>) {
-    let projector = projector::consumer(&deps, args);
-    let worker = projector.run(shutdown).map(Ok).boxed();
-    let self_read = SelfRead {
-        deps,
-        publish_timeout: args.publish_timeout,
-    };
-    (self_read, Some(worker))
+pub struct SelfRead;
+
+impl Pattern for SelfRead {
+    fn mode(&self) -> Mode {
+        Mode::SelfRead
+    }
+
+    /// The write path; the worker runs the projector, and the `LISTEN` that
+    /// tells `?wait` readers which orders it stored.
+    fn start<'a>(
+        &'a self,
+        deps: Deps,
+        args: &'a PatternArgs,
+        shutdown: CancellationToken,
+    ) -> BoxFuture<'a, anyhow::Result<Started>> {
+        Box::pin(async move {
+            let announcements = Announcements::default();
+            let listener = retry_until(
+                deps.startup_deadline,
+                "listening for projected orders",
+                || announcements.listen(&deps.database_url),
+            )
+            .await?;
+            let projector = projector::consumer(&deps, &args.self_read);
+            let worker = async move {
+                futures::join!(projector.run(shutdown.clone()), listener.run(shutdown));
+                Ok(())
+            };
+            let write = Writes {
+                deps,
+                publish_timeout: args.self_read.publish_timeout,
+                announcements,
+            };
+            Ok(Started {
+                write: Box::new(write),
+                worker: Some(worker.boxed()),
+            })
+        })
+    }
+
+    /// Leaving self-read, the projector applies what is left in the stream
+    /// (a 202 answered just before the switch still reaches the order
+    /// history); the switch then removes its durable consumer.
+    fn leave<'a>(
+        &'a self,
+        deps: &'a Deps,
+        args: &'a PatternArgs,
+        next: &'a Target,
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            if next.fence == Mode::SelfRead.name() {
+                return Ok(());
+            }
+            let durable = deps.names.projector_consumer();
+            let found =
+                service_kit::consumer::find_durable(&deps.jetstream, deps.names.stream(), durable);
+            let Some(mut consumer) = found.await? else {
+                return Ok(());
+            };
+            if !service_kit::consumer::caught_up(consumer.info().await?) {
+                tracing::info!("applying what the self-read projector has left before switching");
+                projector::catch_up(deps, &args.self_read, &mut consumer).await?;
+            }
+            Ok(())
+        })
+    }
 }
 
-pub struct SelfRead {
+struct Writes {
     deps: Deps,
     publish_timeout: Duration,
+    announcements: Announcements,
 }
 
-impl SelfRead {
-    pub async fn place(&self, placement: Placement) -> Result<Placed, PlaceError> {
+impl WritePath for Writes {
+    fn place(&self, placement: Placement) -> BoxFuture<'_, Result<Placed, PlaceError>> {
+        Box::pin(self.publish_first(placement))
+    }
+
+    fn places_through_broker(&self) -> bool {
+        true
+    }
+
+    fn watch(&self, id: Uuid) -> Option<Box<dyn Watch>> {
+        Some(Box::new(self.announcements.watch(id)))
+    }
+}
+
+impl Writes {
+    async fn publish_first(&self, placement: Placement) -> Result<Placed, PlaceError> {
         let order_id = placement.order_id();
         if placement.client_key
             && let Some(existing) = self.earlier_order(&placement).await

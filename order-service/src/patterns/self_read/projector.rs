@@ -6,17 +6,14 @@
 //! which PostgreSQL delivers at COMMIT to the `?wait` readers.
 
 use anyhow::Context as _;
-use service_kit::consumer::{Applied, Apply, EventConsumer};
+use service_kit::consumer::{Applied, Apply, EventConsumer, caught_up};
 use shared_events::{Envelope, OrderPlaced};
 use sqlx::PgPool;
 
-use super::Args;
+use super::{Args, sql};
 use crate::db;
 use crate::domain::Order;
 use crate::patterns::Deps;
-
-/// Durable consumer name of the projector.
-pub const DURABLE: &str = crate::patterns::PROJECTOR_DURABLE;
 
 pub struct Projection {
     pool: PgPool,
@@ -56,7 +53,7 @@ pub async fn project(
     let mut outcomes = Vec::with_capacity(events.len());
     let mut projected = Vec::with_capacity(events.len());
     for event in &events {
-        let new_event = db::inbox::record(&mut tx, event.event_id)
+        let new_event = sql::record(&mut tx, event.event_id)
             .await
             .context("recording the event")?;
         let inserted = new_event
@@ -74,7 +71,7 @@ pub async fn project(
     }
     // Delivered by PostgreSQL at COMMIT, and only then: wakes the
     // `GET /orders/{id}?wait=` readers of these orders.
-    db::projected::announce(&mut tx, &projected)
+    sql::announce(&mut tx, &projected)
         .await
         .context("announcing the projected orders")?;
     tx.commit().await.context("committing the projection")?;
@@ -86,7 +83,7 @@ pub fn consumer(deps: &Deps, settings: &Args) -> EventConsumer<Projection> {
         deps.jetstream.clone(),
         deps.names.clone(),
         settings.projector.settings(
-            DURABLE,
+            deps.names.projector_consumer(),
             "projector_after_commit_before_ack",
             "projector_apply_fails",
         ),
@@ -96,9 +93,9 @@ pub fn consumer(deps: &Deps, settings: &Args) -> EventConsumer<Projection> {
     )
 }
 
-/// Runs the projector until its durable consumer has applied everything in
-/// the stream (`consumer` is that durable consumer), within the start-up
-/// deadline: what leaving self-read must do first.
+/// Runs the projector until its durable consumer (`consumer`) has applied
+/// everything in the stream, within the start-up deadline: what leaving
+/// self-read must do first.
 pub async fn catch_up(
     deps: &Deps,
     settings: &Args,
@@ -108,7 +105,7 @@ pub async fn catch_up(
     let running = tokio::spawn(self::consumer(deps, settings).run(stop.child_token()));
     let result = async {
         loop {
-            if super::super::switch::caught_up(consumer.info().await?) {
+            if caught_up(consumer.info().await?) {
                 return Ok(());
             }
             anyhow::ensure!(

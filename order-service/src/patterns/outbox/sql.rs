@@ -1,23 +1,7 @@
+//! The outbox table's SQL: what a relay claims, publishes and deletes.
+
 use sqlx::PgConnection;
 use uuid::Uuid;
-
-/// Adds an event to the outbox, in the caller's transaction.
-pub async fn insert(
-    conn: &mut PgConnection,
-    event_id: Uuid,
-    subject: &str,
-    payload: &serde_json::Value,
-) -> sqlx::Result<()> {
-    sqlx::query!(
-        "INSERT INTO outbox (event_id, subject, payload) VALUES ($1, $2, $3)",
-        event_id,
-        subject,
-        payload
-    )
-    .execute(conn)
-    .await?;
-    Ok(())
-}
 
 /// An outbox row claimed by a relay.
 pub struct Pending {
@@ -81,6 +65,24 @@ mod tests {
     use sqlx::PgPool;
 
     use super::*;
+
+    /// Adds an event to the outbox, in the caller's transaction.
+    async fn insert(
+        conn: &mut PgConnection,
+        event_id: Uuid,
+        subject: &str,
+        payload: &serde_json::Value,
+    ) -> sqlx::Result<()> {
+        sqlx::query!(
+            "INSERT INTO outbox (event_id, subject, payload) VALUES ($1, $2, $3)",
+            event_id,
+            subject,
+            payload
+        )
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
 
     /// Commits `n` outbox rows; returns their event ids, oldest first.
     async fn rows(pool: &PgPool, n: usize) -> sqlx::Result<Vec<Uuid>> {

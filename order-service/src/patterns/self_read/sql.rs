@@ -1,22 +1,32 @@
-//! Announcements of projected orders: the self-read projector notifies
-//! [`CHANNEL`] in its batch transaction, so PostgreSQL delivers the ids only
-//! if and when the orders are committed. `?wait` readers listen for them.
+//! Self-read's SQL: the projector's inbox, and the announcements of
+//! projected orders. The projector notifies [`CHANNEL`] in its batch
+//! transaction, so PostgreSQL delivers the ids only if and when the orders
+//! are committed; `?wait` readers listen for them ([`super::announcements`]).
 
-#[cfg(feature = "self-read")]
 use sqlx::PgConnection;
-#[cfg(feature = "self-read")]
 use uuid::Uuid;
+
+/// Records that `event_id` was applied, in the applying transaction; false
+/// if it had been before.
+pub async fn record(conn: &mut PgConnection, event_id: Uuid) -> sqlx::Result<bool> {
+    Ok(sqlx::query!(
+        "INSERT INTO processed_events (event_id) VALUES ($1) ON CONFLICT DO NOTHING",
+        event_id
+    )
+    .execute(conn)
+    .await?
+    .rows_affected()
+        == 1)
+}
 
 /// The LISTEN/NOTIFY channel; per database, as NOTIFY is.
 pub const CHANNEL: &str = "orders_projected";
 
 /// Ids per notification: a payload must stay under 8000 bytes, and an id
 /// takes 37 (36 and a comma).
-#[cfg(feature = "self-read")]
 const IDS_PER_NOTIFICATION: i64 = 200;
 
 /// Notifies `ids` as comma-separated lists, delivered at COMMIT.
-#[cfg(feature = "self-read")]
 pub async fn announce(conn: &mut PgConnection, ids: &[Uuid]) -> sqlx::Result<()> {
     if ids.is_empty() {
         return Ok(());
@@ -35,9 +45,9 @@ pub async fn announce(conn: &mut PgConnection, ids: &[Uuid]) -> sqlx::Result<()>
 }
 
 /// The ids of one notification's payload; anything else in it is skipped.
-pub fn parse(payload: &str) -> Vec<uuid::Uuid> {
+pub fn parse(payload: &str) -> Vec<Uuid> {
     payload
         .split(',')
-        .filter_map(|id| uuid::Uuid::parse_str(id).ok())
+        .filter_map(|id| Uuid::parse_str(id).ok())
         .collect()
 }

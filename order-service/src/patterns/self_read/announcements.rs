@@ -1,21 +1,18 @@
 //! Wakes `GET /orders/{id}?wait=` readers without polling: ONE `LISTEN` per
-//! process on the projector's channel, and an in-process registry of waiters
-//! by order id, so an announcement wakes the waiters of its ids and no others.
+//! process on the projector's channel, and an in-process registry of watches
+//! by order id, so an announcement wakes the watches of its ids and no others.
 //!
-//! Guarantee: a waiter sees its order no later than one look after the
-//! COMMIT that stored it. It registers before its first look, so an order
-//! committed after that look is announced to it; it looks again only when its
-//! own id is announced, when announcements may have been missed (the
-//! listener reconnected), and once more at its deadline — so a lost
-//! notification delays an answer to the deadline, never loses it. When the
-//! process stops, every waiter looks once more and answers at once, so a
-//! wait never holds up a shutdown.
-//! Orders stored by the request itself (every mode but self-read) are not
-//! announced: a waiter for one finds it on its first look or at its deadline.
+//! Guarantee: a reader sees its order no later than one look after the
+//! COMMIT that stored it. Its watch is registered before its first look, so
+//! an order committed after that look is announced to it; it looks again
+//! only when its own id is announced, when announcements may have been
+//! missed (the listener reconnected), and once more at its deadline — so a
+//! lost notification delays an answer to the deadline, never loses it (the
+//! deadline and the shutdown are the reader's, in `http`).
 //!
-//! Why a registry rather than a broadcast to every waiter: a broadcast wakes
-//! each of N waiters on every projected batch, N × batches wake-ups a second
-//! for nothing; with 500 waiters that cost placement 13–15 % in the
+//! Why a registry rather than a broadcast to every reader: a broadcast wakes
+//! each of N readers on every projected batch, N × batches wake-ups a second
+//! for nothing; with 500 readers that cost placement 13–15 % in the
 //! benchmark. The registry's cost is a map lookup per announced id.
 
 use std::collections::HashMap;
@@ -23,22 +20,21 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use futures::future::BoxFuture;
 use sqlx::postgres::PgListener;
 use tokio::sync::Notify;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::db::projected;
+use super::sql as projected;
+use crate::patterns::Watch;
 
 const RECONNECT_PAUSE: Duration = Duration::from_millis(500);
 
-/// The registry, cloned into every request.
+/// The registry, shared by the write path and the listener.
 #[derive(Clone, Default)]
 pub struct Announcements {
     waiting: Arc<Mutex<Waiting>>,
-    /// Cancelled when the listener stops: the process is shutting down.
-    stopping: CancellationToken,
 }
 
 /// Who waits for which order; each waiter has a key to remove itself by.
@@ -49,8 +45,8 @@ struct Waiting {
 }
 
 impl Announcements {
-    /// A waiter for `id` until `deadline`, registered from now on.
-    pub fn waiter(&self, id: Uuid, deadline: Instant) -> Waiter {
+    /// A watch on `id`, registered from now on.
+    pub fn watch(&self, id: Uuid) -> Registration {
         let wake = Arc::new(Notify::new());
         let mut waiting = lock(&self.waiting);
         let key = waiting.next_key;
@@ -60,13 +56,11 @@ impl Announcements {
             .entry(id)
             .or_default()
             .push((key, wake.clone()));
-        Waiter {
+        Registration {
             id,
             key,
-            deadline,
             wake,
             waiting: self.waiting.clone(),
-            stopping: self.stopping.clone(),
         }
     }
 
@@ -76,7 +70,6 @@ impl Announcements {
         Ok(Listener {
             database_url: database_url.to_owned(),
             waiting: self.waiting.clone(),
-            stopping: self.stopping.clone(),
             listener: Some(connect(database_url).await?),
         })
     }
@@ -105,16 +98,13 @@ async fn connect(database_url: &str) -> anyhow::Result<PgListener> {
 pub struct Listener {
     database_url: String,
     waiting: Arc<Mutex<Waiting>>,
-    stopping: CancellationToken,
     listener: Option<PgListener>,
 }
 
 impl Listener {
-    /// Wakes the waiters of each announced id until `stop`; reconnects when
-    /// the connection is lost, and then wakes every waiter to look again.
-    /// When it returns, every waiter is told that the process is stopping.
+    /// Wakes the watches of each announced id until `stop`; reconnects when
+    /// the connection is lost, and then wakes every watch to look again.
     pub async fn run(mut self, stop: CancellationToken) {
-        let _stopping = self.stopping.clone().drop_guard();
         loop {
             let Some(listener) = &mut self.listener else {
                 tokio::select! {
@@ -169,44 +159,23 @@ impl Listener {
     }
 }
 
-/// One `?wait` reader's registration; dropping it unregisters.
-pub struct Waiter {
+/// One `?wait` reader's watch; dropping it unregisters.
+pub struct Registration {
     id: Uuid,
     key: u64,
-    deadline: Instant,
     wake: Arc<Notify>,
     waiting: Arc<Mutex<Waiting>>,
-    stopping: CancellationToken,
 }
 
-/// What a waiter does next.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Next {
-    /// Look at the database again.
-    Look,
-    /// The deadline has passed: no more looks.
-    GiveUp,
-    /// The process is stopping: look a last time, then answer at once.
-    LookLastTime,
-}
-
-impl Waiter {
-    /// Waits until another look at the database is worth it: the id was
-    /// announced (also while the last look was under way), announcements
-    /// were missed, the deadline came, or the process is stopping.
-    pub async fn next(&mut self) -> Next {
-        if Instant::now() >= self.deadline {
-            return Next::GiveUp;
-        }
-        tokio::select! {
-            () = tokio::time::sleep_until(self.deadline) => Next::Look,
-            () = self.wake.notified() => Next::Look,
-            () = self.stopping.cancelled() => Next::LookLastTime,
-        }
+impl Watch for Registration {
+    /// An announcement while the reader was looking is kept: the next call
+    /// returns at once.
+    fn announced(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(self.wake.notified())
     }
 }
 
-impl Drop for Waiter {
+impl Drop for Registration {
     fn drop(&mut self) {
         let mut waiting = lock(&self.waiting);
         if let Some(waiters) = waiting.by_order.get_mut(&self.id) {
@@ -220,70 +189,54 @@ impl Drop for Waiter {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
-    #[tokio::test(start_paused = true)]
-    async fn a_waiter_is_woken_by_its_own_id_and_by_its_deadline_only() {
-        let announcements = Announcements::default();
-        let listener = Listener {
+    fn listener(announcements: &Announcements) -> Listener {
+        Listener {
             database_url: String::new(),
             waiting: announcements.waiting.clone(),
-            stopping: announcements.stopping.clone(),
             listener: None,
-        };
-        let (mine, other) = (Uuid::now_v7(), Uuid::now_v7());
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let mut waiter = announcements.waiter(mine, deadline);
+        }
+    }
 
-        // Announced while it was looking: the next wait returns at once.
+    /// Whether `watch` has been woken (without waiting for it).
+    async fn woken(watch: &mut Registration) -> bool {
+        tokio::time::timeout(Duration::ZERO, watch.announced())
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test]
+    async fn a_watch_is_woken_by_its_own_id_only() {
+        let announcements = Announcements::default();
+        let listener = listener(&announcements);
+        let (mine, other) = (Uuid::now_v7(), Uuid::now_v7());
+        let mut watch = announcements.watch(mine);
+
+        // Announced while the reader was looking: the next wait returns at once.
         listener.wake(&[other, mine]);
-        assert_eq!(waiter.next().await, Next::Look);
-        assert!(Instant::now() < deadline);
+        assert!(woken(&mut watch).await);
+        assert!(!woken(&mut watch).await, "one announcement wakes once");
 
         listener.wake(&[other]);
-        assert_eq!(waiter.next().await, Next::Look);
-        assert_eq!(Instant::now(), deadline, "another id does not wake it");
-        assert_eq!(waiter.next().await, Next::GiveUp);
+        assert!(!woken(&mut watch).await, "another id does not wake it");
 
-        drop(waiter);
+        drop(watch);
         assert!(lock(&announcements.waiting).by_order.is_empty());
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn missed_announcements_wake_every_waiter() {
+    #[tokio::test]
+    async fn missed_announcements_wake_every_watch() {
         let announcements = Announcements::default();
-        let listener = Listener {
-            database_url: String::new(),
-            waiting: announcements.waiting.clone(),
-            stopping: announcements.stopping.clone(),
-            listener: None,
-        };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let mut waiters: Vec<_> = (0..3)
-            .map(|_| announcements.waiter(Uuid::now_v7(), deadline))
+        let listener = listener(&announcements);
+        let mut watches: Vec<_> = (0..3)
+            .map(|_| announcements.watch(Uuid::now_v7()))
             .collect();
         listener.wake_all();
-        for waiter in &mut waiters {
-            assert_eq!(waiter.next().await, Next::Look);
+        for watch in &mut watches {
+            assert!(woken(watch).await);
         }
-        assert!(Instant::now() < deadline);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_stopping_listener_lets_every_waiter_answer_at_once() {
-        let announcements = Announcements::default();
-        let listener = Listener {
-            database_url: String::new(),
-            waiting: announcements.waiting.clone(),
-            stopping: announcements.stopping.clone(),
-            listener: None,
-        };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let mut waiter = announcements.waiter(Uuid::now_v7(), deadline);
-        let stop = CancellationToken::new();
-        stop.cancel();
-        listener.run(stop).await;
-        assert_eq!(waiter.next().await, Next::LookLastTime);
-        assert!(Instant::now() < deadline);
     }
 }
