@@ -16,7 +16,8 @@
 //! - [`openapi`]: the OpenAPI document each service serves at `/openapi.json`.
 //! - [`serve`]: the public listener and the optional admin listener.
 //! - [`db_unavailable`]: which database errors are a 503, not a 500.
-//! - [`startup`]: patient connections to PostgreSQL and NATS.
+//! - [`startup`]: the settings every service takes, patient connections to
+//!   PostgreSQL and NATS, and the [`startup::Core`] a service holds.
 //! - [`duration`]: `250ms` / `2s` / `1m` for command-line flags and queries.
 
 pub mod consumer;
