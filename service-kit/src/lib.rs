@@ -11,7 +11,8 @@
 //! - [`failure`]: which failures to isolate, retry, or wait out.
 //! - [`crash`]: named crash points (and fault points) for the fault tests.
 //! - [`http`]: the JSON error body, a JSON extractor that reports bad input
-//!   in that body, and the middleware that logs internal errors and counts requests.
+//!   in that body, the middleware that logs internal errors and counts
+//!   requests, and the probes.
 //! - [`limits`]: the request timeout and the concurrency cap that sheds load.
 //! - [`openapi`]: the OpenAPI document each service serves at `/openapi.json`.
 //! - [`serve`]: the public listener and the optional admin listener.

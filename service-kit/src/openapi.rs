@@ -80,7 +80,7 @@ pub(crate) fn serve(rendered: Bytes) -> Response {
 /// What every listener serves, and every document names.
 #[derive(OpenApi)]
 #[openapi(
-    paths(crate::http::live, crate::http::ready, serve),
+    paths(crate::http::probes::live, crate::http::probes::ready, serve),
     components(schemas(ErrorBody)),
     tags(
         (name = "probes", description = "Health and readiness, on every listener; never refused for load."),
@@ -92,7 +92,7 @@ struct Common;
 
 /// `/metrics`, where the operator endpoints are.
 #[derive(OpenApi)]
-#[openapi(paths(crate::http::metrics))]
+#[openapi(paths(crate::http::probes::metrics))]
 struct Metrics;
 
 /// Every request runs under `REQUEST_TIMEOUT`; one whose handler waits (on
