@@ -14,7 +14,8 @@
 //!   in that body, the middleware that logs internal errors and counts
 //!   requests, and the probes.
 //! - [`limits`]: the request timeout and the concurrency cap that sheds load.
-//! - [`openapi`]: the OpenAPI document each service serves at `/openapi.json`.
+//! - [`openapi`]: the OpenAPI document each service serves at `/openapi.json`,
+//!   and the error answers its handlers share.
 //! - [`serve`]: the public listener and the optional admin listener.
 //! - [`db_unavailable`]: which database errors are a 503, not a 500.
 //! - [`startup`]: the settings every service takes, patient connections to
