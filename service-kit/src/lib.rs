@@ -11,12 +11,15 @@
 //! - [`failure`]: which failures to isolate, retry, or wait out.
 //! - [`crash`]: named crash points (and fault points) for the fault tests.
 //! - [`http`]: the JSON error body, a JSON extractor that reports bad input
-//!   in that body, and the middleware that logs internal errors and counts requests.
+//!   in that body, the middleware that logs internal errors and counts
+//!   requests, and the probes.
 //! - [`limits`]: the request timeout and the concurrency cap that sheds load.
-//! - [`openapi`]: the OpenAPI document each service serves at `/openapi.json`.
+//! - [`openapi`]: the OpenAPI document each service serves at `/openapi.json`,
+//!   and the error answers its handlers share.
 //! - [`serve`]: the public listener and the optional admin listener.
 //! - [`db_unavailable`]: which database errors are a 503, not a 500.
-//! - [`startup`]: patient connections to PostgreSQL and NATS.
+//! - [`startup`]: the settings every service takes, patient connections to
+//!   PostgreSQL and NATS, and the [`startup::Core`] a service holds.
 //! - [`duration`]: `250ms` / `2s` / `1m` for command-line flags and queries.
 
 pub mod consumer;

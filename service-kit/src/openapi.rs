@@ -4,7 +4,8 @@
 //! endpoints every service has (health, readiness, metrics, the document).
 //!
 //! A status a layer can give is declared here, by the code that adds the
-//! layer, so that the handlers declare only their own.
+//! layer, so that the handlers declare only their own; the error answers
+//! many handlers share are declared once in [`responses`].
 
 use axum::body::Bytes;
 use axum::http::header;
@@ -17,6 +18,8 @@ use utoipa::openapi::{
 use utoipa::{OpenApi, PartialSchema, ToSchema};
 
 use crate::http::ErrorBody;
+
+pub mod responses;
 
 /// A service's operations, as its handlers' `#[utoipa::path]` describe them.
 pub struct Operations {
@@ -80,7 +83,7 @@ pub(crate) fn serve(rendered: Bytes) -> Response {
 /// What every listener serves, and every document names.
 #[derive(OpenApi)]
 #[openapi(
-    paths(crate::http::live, crate::http::ready, serve),
+    paths(crate::http::probes::live, crate::http::probes::ready, serve),
     components(schemas(ErrorBody)),
     tags(
         (name = "probes", description = "Health and readiness, on every listener; never refused for load."),
@@ -92,7 +95,7 @@ struct Common;
 
 /// `/metrics`, where the operator endpoints are.
 #[derive(OpenApi)]
-#[openapi(paths(crate::http::metrics))]
+#[openapi(paths(crate::http::probes::metrics))]
 struct Metrics;
 
 /// Every request runs under `REQUEST_TIMEOUT`; one whose handler waits (on
@@ -139,7 +142,7 @@ fn add_error(operation: &mut Operation, status: &str, code: &str, meaning: &str)
 }
 
 /// The `Retry-After` header of the 503 and 504 answers, as the handlers
-/// declare it (`("Retry-After" = u32, ...)`).
+/// and [`responses`] declare it (`("Retry-After" = u32, ...)`).
 fn retry_after() -> Header {
     let mut header = Header::new(u32::schema());
     header.description = Some("Seconds to wait before retrying.".to_owned());

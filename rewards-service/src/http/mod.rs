@@ -20,6 +20,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use service_kit::http::{ErrorBody, path_rejection, query_rejection};
 use service_kit::limits::Limits;
+use service_kit::openapi::responses::{DatabaseUnavailable, Internal};
 use service_kit::ops::{Ops, Routes};
 use service_kit::serve::Routers;
 use service_kit::startup::Core;
@@ -98,11 +99,8 @@ struct Rewards {
             body = ErrorBody),
         (status = 404, description = "- `customer_not_found`: no order of this customer was credited yet.",
             body = ErrorBody),
-        (status = 500, description = "- `internal`: an unexpected error; the log has it.", body = ErrorBody),
-        (status = 503, description = "Retry after `Retry-After`.\n\
-            - `database_unavailable`: the database could not be read.",
-            body = ErrorBody,
-            headers(("Retry-After" = u32, description = "Seconds to wait before retrying."))),
+        Internal,
+        DatabaseUnavailable,
     ),
 )]
 async fn rewards(
@@ -170,11 +168,8 @@ struct LedgerPage {
         (status = 400, description = "- `invalid_query`: a parameter of the wrong type, or an unknown one.\n\
             - `invalid_limit`: `limit` is not 1 to 1000.",
             body = ErrorBody),
-        (status = 500, description = "- `internal`: an unexpected error; the log has it.", body = ErrorBody),
-        (status = 503, description = "Retry after `Retry-After`.\n\
-            - `database_unavailable`: the database could not be read.",
-            body = ErrorBody,
-            headers(("Retry-After" = u32, description = "Seconds to wait before retrying."))),
+        Internal,
+        DatabaseUnavailable,
     ),
 )]
 async fn ledger(
