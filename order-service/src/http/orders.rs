@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use service_kit::http::{ErrorBody, JsonBody, path_rejection, query_rejection};
+use service_kit::openapi::responses::{DatabaseUnavailable, Internal};
 use tokio::time::Instant;
 use tracing::Instrument as _;
 use utoipa::{IntoParams, ToSchema};
@@ -197,7 +198,7 @@ fn parse_wait(text: &str) -> Option<Duration> {
             body = ErrorBody),
         (status = 404, description = "- `order_not_found`: no such order (by the end of `wait`, if given).",
             body = ErrorBody),
-        (status = 500, description = "- `internal`: an unexpected error; the log has it.", body = ErrorBody),
+        Internal,
         (status = 503, description = "Retry after `Retry-After`.\n\
             - `database_unavailable`: the database could not be read.\n\
             - `shutting_down`: a `wait` cut short because the service is stopping; \
@@ -300,11 +301,8 @@ enum Scope {
             - `invalid_limit`: `limit` is not 1 to 500.\n\
             - `customer_id_required`: no `customer_id`, on the public listener when `ADMIN_LISTEN_ADDR` is set.",
             body = ErrorBody),
-        (status = 500, description = "- `internal`: an unexpected error; the log has it.", body = ErrorBody),
-        (status = 503, description = "Retry after `Retry-After`.\n\
-            - `database_unavailable`: the database could not be read.",
-            body = ErrorBody,
-            headers(("Retry-After" = u32, description = "Seconds to wait before retrying."))),
+        Internal,
+        DatabaseUnavailable,
     ),
 )]
 pub async fn list_all(
