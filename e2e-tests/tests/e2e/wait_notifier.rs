@@ -168,3 +168,29 @@ async fn a_stopping_service_answers_its_waiters_at_once() {
         (503, Some("1".to_owned()), "shutting_down".to_owned())
     );
 }
+
+/// Only self-read answers before its order is stored, so only self-read
+/// keeps a `LISTEN` connection for `?wait` readers: in the other modes the
+/// request that placed an order stored it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_self_read_listens_for_projected_orders() {
+    let modes = [
+        (Mode::Outbox, 0),
+        (Mode::OutboxCdc, 0),
+        (Mode::Cdc, 0),
+        (Mode::DualWrite, 0),
+        (Mode::SelfRead, 1),
+    ];
+    for (mode, expected) in modes {
+        let env = TestEnv::new(&format!("listens_{}", mode.name().replace('-', "_"))).await;
+        let _orders = env.order_service(mode).start().await;
+        let listening: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND query ILIKE 'LISTEN %'",
+        )
+        .fetch_one(&env.orders_db().await)
+        .await
+        .unwrap();
+        assert_eq!(listening, expected, "{}", mode.name());
+    }
+}

@@ -29,6 +29,11 @@
 //! bound to the content in the stream itself, even when two requests race
 //! before the projector ran. No rule compares two hosts' clocks.
 //!
+//! Read your write: a 202 comes before the order is in the history, so
+//! `GET /orders/{id}?wait=` waits for it. The projector notifies the ids
+//! it stored in its own transaction, and one `LISTEN` per process wakes the
+//! readers of exactly those ids ([`announcements`]).
+//!
 //! Limits: the broker recognises a retry within its duplicate window
 //! (`DUPLICATE_WINDOW`); after that, the order database answers it (it is
 //! checked first, by the rule every mode follows, so a key used in another
