@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use e2e_tests::servers::Nats;
+use harness::servers::Nats;
 use order_service::db::outbox;
 use order_service::patterns::outbox::relay::{Relay, Step};
 use shared_events::{Names, StreamSettings, jetstream};

@@ -49,18 +49,16 @@ use tokio::sync::Mutex;
 use uuid::Uuid;
 
 pub use self::cpu::Processes;
-use crate::api::{count, order};
-use crate::env::{Private, TestEnv};
-use crate::service::Service;
+use harness::api::{count, order};
+use harness::env::{Private, TestEnv};
+use harness::service::Service;
 
-/// A pattern as the benchmark runs it: the harness's [`Mode`](crate::Mode).
-pub use crate::mode::Mode as BenchMode;
+/// A pattern as the benchmark runs it: the harness's [`Mode`](harness::Mode).
+pub use harness::mode::Mode as BenchMode;
 
-impl BenchMode {
-    /// Whether the mode's write transaction includes an outbox row.
-    fn writes_outbox(self) -> bool {
-        matches!(self, BenchMode::Outbox | BenchMode::OutboxCdc)
-    }
+/// Whether the mode's write transaction includes an outbox row.
+fn writes_outbox(mode: BenchMode) -> bool {
+    matches!(mode, BenchMode::Outbox | BenchMode::OutboxCdc)
 }
 
 #[derive(Debug, Clone)]
@@ -339,10 +337,10 @@ async fn run_mode(
         "baseline: the write transaction straight into PostgreSQL",
     );
     let baseline_url = env.create_database("baseline").await;
-    let baseline_tps = baseline(&baseline_url, config, mode.writes_outbox()).await?;
+    let baseline_tps = baseline(&baseline_url, config, writes_outbox(mode)).await?;
     progress(label, "baseline: the same statement from pgbench");
     let pgbench_url = env.create_database("baseline_pgbench").await;
-    let pgbench_tps = pgbench(&pgbench_url, config, mode.writes_outbox()).await?;
+    let pgbench_tps = pgbench(&pgbench_url, config, writes_outbox(mode)).await?;
     progress(label, "baseline: the broker's own limit");
     let broker = broker::limits(
         env.nats_url(),
@@ -521,7 +519,7 @@ async fn pgbench(url: &str, config: &BenchConfig, with_outbox: bool) -> anyhow::
         .suffix(".sql")
         .tempfile()?;
     std::fs::write(script.path(), pgbench_script(with_outbox))?;
-    let output = tokio::process::Command::new(crate::servers::pgbench_bin()?)
+    let output = tokio::process::Command::new(harness::servers::pgbench_bin()?)
         // Prepared, as sqlx runs it: parsed and planned once per connection.
         .args(["-n", "-M", "prepared", "-j", "2", "-c"])
         .arg(config.concurrency.to_string())

@@ -15,7 +15,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::{BenchMode, drive, progress};
-use crate::env::{Private, TestEnv};
+use harness::env::{Private, TestEnv};
 
 #[derive(Debug, Clone)]
 pub struct WaitersConfig {

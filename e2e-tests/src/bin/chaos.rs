@@ -9,8 +9,9 @@
 //! ```
 
 use clap::Parser;
-use e2e_tests::Mode;
 use e2e_tests::chaos::{self, ChaosConfig};
+use harness::Mode;
+use harness::verdict::Tally;
 
 #[derive(Parser)]
 #[command(about = "Kill everything at random while orders flow; count lost and doubled credits")]
@@ -82,7 +83,7 @@ async fn main() -> anyhow::Result<()> {
     let patterns_sound = results
         .iter()
         .filter(|r| r.mode != "dual-write")
-        .all(|r| r.tally == chaos::Tally::exact(r.acknowledged));
+        .all(|r| r.tally == Tally::exact(r.acknowledged));
     anyhow::ensure!(patterns_sound, "a pattern lost or doubled credits");
     Ok(())
 }

@@ -27,11 +27,11 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::api::{order, place_order};
-use crate::proxy::{BrokerProxy, Replies};
-use crate::servers::Nats;
-use crate::service::Service;
-use crate::{CrashPoint, Mode, TestEnv};
+use harness::api::{order, place_order};
+use harness::proxy::{BrokerProxy, Replies};
+use harness::servers::Nats;
+use harness::service::Service;
+use harness::{CrashPoint, Mode, TestEnv};
 
 /// The modes a console can run, in the order the page shows them.
 pub const MODES: [Mode; 4] = [Mode::Outbox, Mode::Cdc, Mode::SelfRead, Mode::DualWrite];
