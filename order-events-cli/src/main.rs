@@ -167,7 +167,7 @@ async fn console(args: &ConsoleArgs) -> anyhow::Result<()> {
         .modes
         .iter()
         .map(|name| {
-            e2e_tests::console::MODES
+            order_events_tools::console::MODES
                 .into_iter()
                 .find(|mode| mode.name() == name.trim())
                 .ok_or_else(|| {
@@ -175,7 +175,7 @@ async fn console(args: &ConsoleArgs) -> anyhow::Result<()> {
                 })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    e2e_tests::console::main(args.listen, &modes, args.rate).await
+    order_events_tools::console::main(args.listen, &modes, args.rate).await
 }
 
 #[tokio::main]

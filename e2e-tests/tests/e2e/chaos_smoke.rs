@@ -2,9 +2,9 @@
 //! (kill -9 of order-service with its relay / CDC reader / projector, of
 //! rewards-service and of nats-server, and a PostgreSQL crash).
 
-use e2e_tests::chaos::{self, ChaosConfig};
 use harness::Mode;
 use harness::verdict::Tally;
+use order_events_tools::chaos::{self, ChaosConfig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_random_faults_every_pattern_credits_each_acknowledged_order_once() {

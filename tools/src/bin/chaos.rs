@@ -4,14 +4,14 @@
 //!
 //! ```text
 //! cargo build --release --workspace --bins
-//! cargo run --release -p e2e-tests --bin chaos -- --modes all --orders 10000
-//! cargo run --release -p e2e-tests --bin chaos -- --cluster --modes outbox,cdc,self-read
+//! cargo run --release -p order-events-tools --bin chaos -- --modes all --orders 10000
+//! cargo run --release -p order-events-tools --bin chaos -- --cluster --modes outbox,cdc,self-read
 //! ```
 
 use clap::Parser;
-use e2e_tests::chaos::{self, ChaosConfig};
 use harness::Mode;
 use harness::verdict::Tally;
+use order_events_tools::chaos::{self, ChaosConfig};
 
 #[derive(Parser)]
 #[command(about = "Kill everything at random while orders flow; count lost and doubled credits")]

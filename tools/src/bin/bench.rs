@@ -4,20 +4,20 @@
 //!
 //! ```text
 //! cargo build --release --workspace --bins
-//! cargo run --release -p e2e-tests --bin bench -- --modes all --duration 30s --concurrency 16 --runs 3
+//! cargo run --release -p order-events-tools --bin bench -- --modes all --duration 30s --concurrency 16 --runs 3
 //! ```
 //!
 //! Each mode runs `--runs` times on fresh servers, the modes interleaved
 //! (every mode once per round, forward then backward), and every figure is
 //! the median of its runs, with the min–max beside it (see
-//! `e2e_tests::bench` and `docs/benchmark.md`).
+//! `order_events_tools::bench` and `docs/benchmark.md`).
 //!
 //! With `--waiters N`, it measures instead what N concurrent
 //! `GET /orders/{id}?wait=10s` readers cost placement, in each of `--modes`
 //! (phases of `--duration`, alternating without and with the readers):
 //!
 //! ```text
-//! cargo run --release -p e2e-tests --bin bench -- --modes self-read --waiters 500 --duration 10s --rounds 4
+//! cargo run --release -p order-events-tools --bin bench -- --modes self-read --waiters 500 --duration 10s --rounds 4
 //! ```
 //!
 //! With `--topologies`, it measures instead what replication and a second
@@ -27,15 +27,15 @@
 //! `--rounds` rounds that run the rows forward and backward in turn:
 //!
 //! ```text
-//! cargo run --release -p e2e-tests --bin bench -- --modes outbox,cdc,self-read --topologies --duration 8s
+//! cargo run --release -p order-events-tools --bin bench -- --modes outbox,cdc,self-read --topologies --duration 8s
 //! ```
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use e2e_tests::bench::waiters::{self, WaitersConfig};
-use e2e_tests::bench::{self, BenchConfig, BenchMode, topology};
+use order_events_tools::bench::waiters::{self, WaitersConfig};
+use order_events_tools::bench::{self, BenchConfig, BenchMode, topology};
 
 #[derive(Parser)]
 #[command(about = "Benchmark every mode against the database's own limit")]
