@@ -7,8 +7,10 @@
 //! - [`console`]: `order-events console`, the patterns live in a browser.
 //! - [`crash_demo`]: the crash behind `src/bin/crash-demo.rs` (and
 //!   `scripts/demo.sh --crash`), once per mode.
+//! - [`modes`]: `--modes`, parsed as the modes' `ValueEnum`.
 
 pub mod bench;
 pub mod chaos;
 pub mod console;
 pub mod crash_demo;
+pub mod modes;

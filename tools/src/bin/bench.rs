@@ -35,16 +35,18 @@ use std::time::Duration;
 
 use clap::Parser;
 use order_events_tools::bench::waiters::{self, WaitersConfig};
-use order_events_tools::bench::{self, BenchConfig, BenchMode, topology};
+use order_events_tools::bench::{self, BenchConfig, topology};
+use order_events_tools::modes::ModeArg;
 
 #[derive(Parser)]
 #[command(about = "Benchmark every mode against the database's own limit")]
 struct Args {
-    /// `all`, or a comma-separated list of outbox, outbox-cdc, cdc, self-read, dual-write.
-    #[arg(long, default_value = "all")]
-    modes: String,
-    /// Length of the full-speed phase, e.g. `30s` (the half-load phase lasts half).
-    #[arg(long, default_value = "30s", value_parser = parse_seconds)]
+    /// The modes to run, comma-separated, or `all`.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "all")]
+    modes: Vec<ModeArg>,
+    /// Length of the full-speed phase, e.g. `30s` or `2m` (the half-load
+    /// phase lasts half).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     duration: Duration,
     /// Concurrent clients.
     #[arg(long, default_value_t = 16)]
@@ -72,27 +74,6 @@ struct Args {
     out: PathBuf,
 }
 
-fn parse_seconds(text: &str) -> Result<Duration, String> {
-    text.trim_end_matches('s')
-        .parse::<f64>()
-        .map(Duration::from_secs_f64)
-        .map_err(|_| format!("{text:?} is not a duration like 30s"))
-}
-
-fn parse_modes(text: &str) -> anyhow::Result<Vec<BenchMode>> {
-    if text == "all" {
-        return Ok(BenchMode::ALL.to_vec());
-    }
-    text.split(',')
-        .map(|name| {
-            BenchMode::ALL
-                .into_iter()
-                .find(|mode| mode.name() == name.trim())
-                .ok_or_else(|| anyhow::anyhow!("unknown mode {name:?}"))
-        })
-        .collect()
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -100,7 +81,7 @@ async fn main() -> anyhow::Result<()> {
         return compare_waiters(&args, n).await;
     }
     let config = BenchConfig {
-        modes: parse_modes(&args.modes)?,
+        modes: ModeArg::modes(&args.modes),
         duration: args.duration,
         concurrency: args.concurrency,
         runs: args.runs,
@@ -144,7 +125,7 @@ async fn compare_waiters(args: &Args, n: usize) -> anyhow::Result<()> {
         args.duration.as_secs_f64(),
         args.concurrency
     );
-    for mode in parse_modes(&args.modes)? {
+    for mode in ModeArg::modes(&args.modes) {
         let result = waiters::run(&WaitersConfig {
             mode,
             waiters: n,

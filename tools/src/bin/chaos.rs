@@ -9,16 +9,16 @@
 //! ```
 
 use clap::Parser;
-use harness::Mode;
 use harness::verdict::Tally;
 use order_events_tools::chaos::{self, ChaosConfig};
+use order_events_tools::modes::ModeArg;
 
 #[derive(Parser)]
 #[command(about = "Kill everything at random while orders flow; count lost and doubled credits")]
 struct Args {
-    /// `all`, or a comma-separated list of outbox, outbox-cdc, cdc, self-read, dual-write.
-    #[arg(long, default_value = "all")]
-    modes: String,
+    /// The modes to run, comma-separated, or `all`.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "all")]
+    modes: Vec<ModeArg>,
     /// Orders to have acknowledged per mode.
     #[arg(long, default_value_t = 10_000)]
     orders: usize,
@@ -43,19 +43,6 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let modes = if args.modes == "all" {
-        Mode::ALL.to_vec()
-    } else {
-        args.modes
-            .split(',')
-            .map(|name| {
-                Mode::ALL
-                    .into_iter()
-                    .find(|mode| mode.name() == name.trim())
-                    .ok_or_else(|| anyhow::anyhow!("unknown mode {name:?}"))
-            })
-            .collect::<anyhow::Result<_>>()?
-    };
     let seed = args.seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -64,7 +51,7 @@ async fn main() -> anyhow::Result<()> {
     eprintln!("seed {seed}");
     let started = std::time::Instant::now();
     let results = chaos::run(&ChaosConfig {
-        modes,
+        modes: ModeArg::modes(&args.modes),
         orders: args.orders,
         faults: args.faults,
         rate: args.rate,

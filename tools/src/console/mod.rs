@@ -36,6 +36,30 @@ use harness::{CrashPoint, Mode, TestEnv};
 /// The modes a console can run, in the order the page shows them.
 pub const MODES: [Mode; 4] = [Mode::Outbox, Mode::Cdc, Mode::SelfRead, Mode::DualWrite];
 
+/// A mode on the console's command line: [`Mode`]'s `ValueEnum`, narrowed
+/// to [`MODES`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsoleMode(pub Mode);
+
+impl clap::ValueEnum for ConsoleMode {
+    fn value_variants<'a>() -> &'a [Self] {
+        const CHOICES: [ConsoleMode; MODES.len()] = {
+            let mut choices = [ConsoleMode(MODES[0]); MODES.len()];
+            let mut i = 1;
+            while i < MODES.len() {
+                choices[i] = ConsoleMode(MODES[i]);
+                i += 1;
+            }
+            choices
+        };
+        &CHOICES
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        self.0.to_possible_value()
+    }
+}
+
 /// How old an order without a credit must be before the audit counts it:
 /// younger ones are in flight.
 pub const AUDIT_GRACE: Duration = Duration::from_secs(5);
@@ -828,4 +852,21 @@ pub async fn main(listen: std::net::SocketAddr, modes: &[Mode], rate: u32) -> an
     eprintln!("stopping the services…");
     tokio::task::block_in_place(|| console.stop());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::ValueEnum as _;
+
+    use super::{ConsoleMode, MODES};
+
+    #[test]
+    fn the_command_line_offers_the_modes_the_page_shows_by_their_names() {
+        let names: Vec<String> = ConsoleMode::value_variants()
+            .iter()
+            .filter_map(ConsoleMode::to_possible_value)
+            .map(|value| value.get_name().to_owned())
+            .collect();
+        assert_eq!(names, MODES.map(|mode| mode.name()));
+    }
 }
