@@ -13,7 +13,9 @@
 use anyhow::Context as _;
 use serde::Serialize;
 
-use super::{BenchConfig, BenchMode, Driven, full_speed, percentiles, progress};
+use super::figures::percentiles;
+use super::load::{Driven, full_speed};
+use super::{BenchConfig, BenchMode, progress};
 use harness::cluster::{NODES, NatsCluster};
 use harness::env::{Private, TestEnv};
 use harness::fleet::Fleet;

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::{BenchMode, drive, progress};
+use super::load::drive;
+use super::{BenchMode, progress};
 use harness::env::{Private, TestEnv};
 
 #[derive(Debug, Clone)]
