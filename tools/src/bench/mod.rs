@@ -32,12 +32,13 @@
 //! [`phases`] runs one mode through these phases, with [`load`]'s clients
 //! and against [`baseline`]'s and [`broker`]'s limits; [`figures`] holds
 //! what a run measured and the statistics over runs; [`report`] renders the
-//! results as Markdown and as an SVG chart; [`waiters`] measures what
-//! `?wait` readers cost the write path; [`topology`] what replication and a
-//! second instance cost.
+//! results as Markdown tables and [`chart`] as an SVG chart; [`waiters`]
+//! measures what `?wait` readers cost the write path; [`topology`] what
+//! replication and a second instance cost.
 
 mod baseline;
 pub mod broker;
+mod chart;
 mod cpu;
 mod figures;
 mod load;
