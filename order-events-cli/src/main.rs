@@ -27,6 +27,7 @@ mod stream;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use order_events_tools::console::{self, ConsoleMode};
 
 #[derive(Parser)]
 #[command(name = "order-events", version, about)]
@@ -87,10 +88,9 @@ pub struct ConsoleArgs {
     /// Where the page is served.
     #[arg(long, default_value = "127.0.0.1:8090")]
     listen: std::net::SocketAddr,
-    /// Modes to start at once (comma-separated: outbox, cdc, self-read,
-    /// dual-write); otherwise the page starts them.
-    #[arg(long, value_delimiter = ',')]
-    modes: Vec<String>,
+    /// Modes to start at once, comma-separated; otherwise the page starts them.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    modes: Vec<ConsoleMode>,
     /// Orders per second per mode for `--modes`.
     #[arg(long, default_value_t = 20)]
     rate: u32,
@@ -163,19 +163,8 @@ pub struct AuditArgs {
 }
 
 async fn console(args: &ConsoleArgs) -> anyhow::Result<()> {
-    let modes = args
-        .modes
-        .iter()
-        .map(|name| {
-            e2e_tests::console::MODES
-                .into_iter()
-                .find(|mode| mode.name() == name.trim())
-                .ok_or_else(|| {
-                    anyhow::anyhow!("unknown mode {name:?}: outbox, cdc, self-read or dual-write")
-                })
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    e2e_tests::console::main(args.listen, &modes, args.rate).await
+    let modes: Vec<_> = args.modes.iter().map(|mode| mode.0).collect();
+    console::main(args.listen, &modes, args.rate).await
 }
 
 #[tokio::main]

@@ -1,11 +1,11 @@
 //! One step of the outbox relay, driven by the test: a real database
-//! (`#[sqlx::test]`) and a private nats-server (the e2e harness's), no
+//! (`#[sqlx::test]`) and a private nats-server (the harness's), no
 //! service process. The step publishes what is waiting, awaits every PubAck,
 //! then deletes the rows; the broker drops a batch published twice.
 
 use std::time::Duration;
 
-use e2e_tests::servers::Nats;
+use harness::servers::Nats;
 use order_service::patterns::outbox::relay::{Relay, Step};
 use shared_events::{Names, StreamSettings, jetstream};
 use sqlx::PgPool;

@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use e2e_tests::{Mode, TestEnv};
+use harness::{Mode, TestEnv};
 
 /// Generated requests per operation in the fuzzing phase, after the
 /// documents' examples and the boundary values of the coverage phase: a

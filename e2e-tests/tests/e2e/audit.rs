@@ -1,13 +1,13 @@
 //! The consistency audit, run as its binary against running services.
 
-use e2e_tests::api::{assert_credited_exactly, order, place_into_crash, place_ok};
-use e2e_tests::service::Service;
-use e2e_tests::{CrashPoint, Mode, TestEnv};
+use harness::api::{assert_credited_exactly, order, place_into_crash, place_ok};
+use harness::service::Service;
+use harness::{CrashPoint, Mode, TestEnv};
 use serde_json::Value;
 use uuid::Uuid;
 
 async fn audit(env: &TestEnv, orders: &Service, rewards: &Service, extra: &[&str]) -> (i32, Value) {
-    e2e_tests::api::audit(env, orders.url(), rewards.url(), extra)
+    harness::api::audit(env, orders.url(), rewards.url(), extra)
         .await
         .expect("running order-events audit")
 }

@@ -2,9 +2,9 @@
 //! injected into the databases or the stream, named by the audit, then
 //! removed, and the audit is consistent again.
 
-use e2e_tests::api::{assert_credited_exactly, order, place_ok};
-use e2e_tests::service::Service;
-use e2e_tests::{Mode, TestEnv};
+use harness::api::{assert_credited_exactly, order, place_ok};
+use harness::service::Service;
+use harness::{Mode, TestEnv};
 use serde_json::Value;
 use shared_events::{Envelope, Names, OrderPlaced};
 use sqlx::PgPool;
@@ -40,7 +40,7 @@ async fn credited_orders(name: &str) -> Running {
 
 impl Running {
     async fn audit(&self, extra: &[&str]) -> (i32, Value) {
-        e2e_tests::api::audit(&self.env, self.orders.url(), self.rewards.url(), extra)
+        harness::api::audit(&self.env, self.orders.url(), self.rewards.url(), extra)
             .await
             .expect("running order-events audit")
     }

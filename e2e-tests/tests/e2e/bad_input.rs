@@ -5,8 +5,8 @@
 //! family, show end to end that a refusal writes nothing: no order, no
 //! key, no outbox row, no message, no credit.
 
-use e2e_tests::api::{count, order};
-use e2e_tests::{Mode, TestEnv};
+use harness::api::{count, order};
+use harness::{Mode, TestEnv};
 use serde_json::{Value, json};
 
 fn lines(n: usize) -> Value {

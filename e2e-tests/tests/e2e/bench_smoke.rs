@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use e2e_tests::Mode;
-use e2e_tests::bench::topology::{self, Topology};
-use e2e_tests::bench::{self, BenchConfig};
+use harness::Mode;
+use order_events_tools::bench::topology::{self, Topology};
+use order_events_tools::bench::{self, BenchConfig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_benchmark_runs_every_mode_and_writes_its_report() {
@@ -33,7 +33,7 @@ async fn the_benchmark_runs_every_mode_and_writes_its_report() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_topology_comparison_runs_every_topology_and_writes_its_report() {
-    let _turn = e2e_tests::cluster::take_turn().await;
+    let _turn = harness::cluster::take_turn().await;
     let config = BenchConfig {
         modes: vec![Mode::Outbox],
         duration: Duration::from_secs(1),

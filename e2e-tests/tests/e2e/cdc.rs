@@ -1,14 +1,14 @@
 //! Change data capture: the `orders` table is the source of events, and the
 //! outbox can be relayed the same way.
 
-use e2e_tests::api::{
+use futures::future::join_all;
+use harness::api::{
     assert_credited_exactly, count, order, place_into_crash, place_ok, place_order,
     place_racing_a_crash, published_by,
 };
-use e2e_tests::env::{CONVERGE, Private};
-use e2e_tests::service::binary_path;
-use e2e_tests::{CrashPoint, Mode, TestEnv, eventually};
-use futures::future::join_all;
+use harness::env::Private;
+use harness::service::binary_path;
+use harness::{CONVERGE, CrashPoint, Mode, TestEnv, eventually};
 use sqlx::PgPool;
 
 pub(super) async fn place_many(env: &TestEnv, url: &str, from: usize, to: usize) {

@@ -2,8 +2,9 @@
 //! (kill -9 of order-service with its relay / CDC reader / projector, of
 //! rewards-service and of nats-server, and a PostgreSQL crash).
 
-use e2e_tests::Mode;
-use e2e_tests::chaos::{self, ChaosConfig, Tally};
+use harness::Mode;
+use harness::verdict::Tally;
+use order_events_tools::chaos::{self, ChaosConfig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_random_faults_every_pattern_credits_each_acknowledged_order_once() {
@@ -43,7 +44,7 @@ async fn under_random_faults_every_pattern_credits_each_acknowledged_order_once(
 /// and paused among the faults.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_random_faults_on_a_cluster_every_pattern_credits_each_acknowledged_order_once() {
-    let _turn = e2e_tests::cluster::take_turn().await;
+    let _turn = harness::cluster::take_turn().await;
     let config = ChaosConfig {
         modes: vec![Mode::Outbox, Mode::Cdc, Mode::SelfRead],
         orders: 150,

@@ -15,12 +15,11 @@
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::PullConsumer;
-use e2e_tests::api::{assert_credited_exactly, get_json, order, place_ok, place_order};
-use e2e_tests::clients::{Answer, request};
-use e2e_tests::cluster::{self, NODES, NatsCluster};
-use e2e_tests::env::CONVERGE;
-use e2e_tests::fleet::{Fleet, Verdict};
-use e2e_tests::{Mode, TestEnv, eventually};
+use harness::api::{assert_credited_exactly, get_json, order, place_ok, place_order};
+use harness::clients::{Answer, request};
+use harness::cluster::{self, NODES, NatsCluster};
+use harness::fleet::{Fleet, Verdict};
+use harness::{CONVERGE, Mode, TestEnv, eventually};
 use shared_events::Names;
 
 const MODES: [Mode; 3] = [Mode::Outbox, Mode::Cdc, Mode::SelfRead];

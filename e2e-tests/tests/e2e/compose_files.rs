@@ -97,7 +97,7 @@ fn environment_names(service: &Mapping) -> Vec<String> {
 /// The variables a service binary reads: those `--help` names
 /// (`[env: NAME=...]`) and those read outside its arguments.
 fn variables_read_by(binary: &str) -> BTreeSet<String> {
-    let path = e2e_tests::service::binary_path(binary).unwrap_or_else(|e| panic!("{e:#}"));
+    let path = harness::service::binary_path(binary).unwrap_or_else(|e| panic!("{e:#}"));
     let output = Command::new(&path)
         .arg("--help")
         .output()
@@ -215,7 +215,7 @@ fn postgres_is_healthy_only_once_it_takes_connections_over_tcp() {
 
 #[test]
 fn compose_runs_the_nats_server_version_the_suite_runs() {
-    let bin = e2e_tests::servers::nats_server_bin().unwrap_or_else(|e| panic!("{e:#}"));
+    let bin = harness::servers::nats_server_bin().unwrap_or_else(|e| panic!("{e:#}"));
     let output = Command::new(&bin).arg("--version").output().unwrap();
     let said = String::from_utf8_lossy(&output.stdout);
     let version = said

@@ -9,11 +9,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use e2e_tests::console::{Handle, StopOnDrop, web};
-use e2e_tests::eventually;
-use e2e_tests::servers::free_port;
 use fantoccini::{Client, ClientBuilder, Locator};
+use harness::eventually;
+use harness::servers::free_port;
 use hyper_util::client::legacy::connect::HttpConnector;
+use order_events_tools::console::{Handle, StopOnDrop, web};
 
 /// Debian's Chromium and its driver, when installed.
 fn browser() -> Option<(PathBuf, PathBuf)> {

@@ -3,8 +3,8 @@
 //! between the PubAck and the answer). Every pattern stores the order and
 //! credits it exactly once; the dual write stores it and never credits it.
 
-use e2e_tests::Mode;
-use e2e_tests::crash_demo;
+use harness::Mode;
+use order_events_tools::crash_demo;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_crash_demo_credits_once_in_every_pattern_and_loses_in_the_control() {

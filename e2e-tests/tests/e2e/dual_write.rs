@@ -1,7 +1,7 @@
 //! The control: commit, then publish. It shows the problem the other modes solve.
 
-use e2e_tests::api::{assert_credited_exactly, count, order, place_into_crash, place_ok};
-use e2e_tests::{CrashPoint, Mode, TestEnv};
+use harness::api::{assert_credited_exactly, count, order, place_into_crash, place_ok};
+use harness::{CrashPoint, Mode, TestEnv};
 use uuid::Uuid;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use e2e_tests::api::{count, order, place_ok, place_order};
-use e2e_tests::env::Private;
-use e2e_tests::{Mode, TestEnv, eventually};
+use harness::api::{count, order, place_ok, place_order};
+use harness::env::Private;
+use harness::{Mode, TestEnv, eventually};
 use serde_json::Value;
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -325,7 +325,7 @@ async fn the_admin_listener_serves_operator_endpoints_and_the_public_one_does_no
         refusal(unfiltered).await,
         (400, None, "customer_id_required".to_owned())
     );
-    let mine = e2e_tests::api::get_json(
+    let mine = harness::api::get_json(
         &env.http,
         &format!("{}/orders?customer_id=ivy", orders.url()),
     )
@@ -336,7 +336,7 @@ async fn the_admin_listener_serves_operator_endpoints_and_the_public_one_does_no
     }
 
     // Admin: the operator endpoints and the probes, not the API.
-    let all = e2e_tests::api::get_json(&env.http, &format!("{orders_admin}/orders")).await;
+    let all = harness::api::get_json(&env.http, &format!("{orders_admin}/orders")).await;
     assert_eq!(all["orders"].as_array().map(Vec::len), Some(1));
     assert_eq!(status(format!("{rewards_admin}/ledger")).await, 200);
     assert_eq!(

@@ -7,9 +7,9 @@
 
 use std::time::Duration;
 
-use e2e_tests::api::{assert_credited_exactly, count, order, place_order};
-use e2e_tests::env::Private;
-use e2e_tests::{Mode, TestEnv, eventually};
+use harness::api::{assert_credited_exactly, count, order, place_order};
+use harness::env::Private;
+use harness::{Mode, TestEnv, eventually};
 use reqwest::Response;
 use serde_json::Value;
 

@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use e2e_tests::api::{order, place_ok};
-use e2e_tests::{Mode, TestEnv, eventually};
+use harness::api::{order, place_ok};
+use harness::{Mode, TestEnv, eventually};
 use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,9 +12,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use e2e_tests::api::{assert_credited_exactly, order, place_ok};
-use e2e_tests::env::CONVERGE;
-use e2e_tests::{Mode, TestEnv, eventually};
+use harness::api::{assert_credited_exactly, order, place_ok};
+use harness::{CONVERGE, Mode, TestEnv, eventually};
 
 /// One sample of the text format: name, labels, value.
 type Sample = (String, BTreeMap<String, String>, f64);

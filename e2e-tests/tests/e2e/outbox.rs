@@ -3,13 +3,12 @@
 
 use std::time::Duration;
 
-use e2e_tests::api::{
+use futures::future::join_all;
+use harness::api::{
     assert_credited_exactly, count, get_json, order, place_into_crash, place_ok, place_order,
     published_by,
 };
-use e2e_tests::env::CONVERGE;
-use e2e_tests::{CrashPoint, Mode, TestEnv, eventually};
-use futures::future::join_all;
+use harness::{CONVERGE, CrashPoint, Mode, TestEnv, eventually};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_concurrent_orders_are_each_credited_once() {

@@ -3,13 +3,13 @@
 //! configured deliveries; `order-events dlq` lists and redrives them.
 
 use chrono::Utc;
-use e2e_tests::api::{
+use futures::future::join_all;
+use harness::api::{
     assert_credited_exactly, assert_projected_exactly, count, metric_sum, order, place_ok,
     place_order,
 };
-use e2e_tests::env::{CONVERGE, Private};
-use e2e_tests::{CrashPoint, Mode, TestEnv, eventually};
-use futures::future::join_all;
+use harness::env::Private;
+use harness::{CONVERGE, CrashPoint, Mode, TestEnv, eventually};
 use serde_json::{Value, json};
 use shared_events::{Envelope, Names, OrderPlaced, OrderPlacedLine};
 use uuid::Uuid;
@@ -44,7 +44,7 @@ async fn dlq(env: &TestEnv, args: &[&str]) -> String {
 /// environment variables `vars`; stdout.
 pub(crate) async fn dlq_with(env: &TestEnv, args: &[&str], vars: &[(&str, &str)]) -> String {
     let output = tokio::process::Command::new(
-        e2e_tests::service::binary_path("order-events").expect("the CLI is built"),
+        harness::service::binary_path("order-events").expect("the CLI is built"),
     )
     .envs(vars.iter().copied())
     .arg("dlq")

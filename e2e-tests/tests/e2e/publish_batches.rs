@@ -8,7 +8,7 @@
 
 use std::path::PathBuf;
 
-use e2e_tests::servers::{Nats, nats_server_version};
+use harness::servers::{Nats, nats_server_version};
 use shared_events::jetstream::{self, Confirmed, Outgoing, Publisher};
 use shared_events::{Names, StreamSettings};
 use uuid::Uuid;

@@ -3,13 +3,12 @@
 
 use std::time::{Duration, Instant};
 
-use e2e_tests::api::{
+use futures::future::join_all;
+use harness::api::{
     assert_credited_exactly, assert_projected_exactly, count, get_json, order, place_into_crash,
     place_order, place_racing_a_crash,
 };
-use e2e_tests::env::CONVERGE;
-use e2e_tests::{CrashPoint, Mode, TestEnv, eventually};
-use futures::future::join_all;
+use harness::{CONVERGE, CrashPoint, Mode, TestEnv, eventually};
 use serde_json::Value;
 
 async fn place_accepted(env: &TestEnv, url: &str, body: &Value, key: Option<&str>) -> Value {

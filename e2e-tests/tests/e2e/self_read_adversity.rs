@@ -4,13 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use e2e_tests::api::{
-    assert_credited_exactly, assert_projected_exactly, audit, order, place_order,
-};
-use e2e_tests::env::CONVERGE;
-use e2e_tests::proxy::{BrokerProxy, Replies, shifted_clock};
-use e2e_tests::{CrashPoint, Mode, TestEnv, eventually};
 use futures::future::join_all;
+use harness::api::{assert_credited_exactly, assert_projected_exactly, audit, order, place_order};
+use harness::proxy::{BrokerProxy, Replies, shifted_clock};
+use harness::{CONVERGE, CrashPoint, Mode, TestEnv, eventually};
 use serde_json::Value;
 
 /// Retries `body` under `key` until the outcome is known; the final answer.
@@ -225,7 +222,7 @@ async fn after_a_crash_past_the_puback_the_retry_reads_its_order_at_once() {
         .start()
         .await;
     let body = order("ron", &[("SKU-1", 1, 4200)]);
-    e2e_tests::api::place_into_crash(&env.http, &mut orders, &body, Some("ron-1")).await;
+    harness::api::place_into_crash(&env.http, &mut orders, &body, Some("ron-1")).await;
 
     let restarted = self_read.start().await;
     let retry = place_order(&env.http, restarted.url(), &body, Some("ron-1"))

@@ -7,9 +7,9 @@
 
 use std::time::Duration;
 
-use e2e_tests::api::{assert_credited_exactly, order, place_ok};
-use e2e_tests::env::{CONVERGE, Private};
-use e2e_tests::{Mode, TestEnv, eventually};
+use harness::api::{assert_credited_exactly, order, place_ok};
+use harness::env::Private;
+use harness::{CONVERGE, Mode, TestEnv, eventually};
 use sqlx::PgPool;
 
 use super::cdc::{place_many, resync, wait_for_active_reader};
@@ -32,7 +32,7 @@ async fn drop_slot(db: &PgPool) {
 
 /// Places two orders (201) while the broker is down, so that only the slot
 /// holds them, then kills order-service and starts the broker again.
-async fn two_orders_only_the_slot_holds(env: &TestEnv, orders: &mut e2e_tests::service::Service) {
+async fn two_orders_only_the_slot_holds(env: &TestEnv, orders: &mut harness::service::Service) {
     wait_for_active_reader(env, "orders").await;
     env.stop_nats();
     place_ok(&env.http, orders.url(), &order("uma", &[("SKU-1", 1, 700)])).await;

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use async_nats::jetstream::stream::{Config, RetentionPolicy, StorageType};
-use e2e_tests::{Mode, TestEnv};
+use harness::{Mode, TestEnv};
 use shared_events::Names;
 
 /// Creates the test's order stream as an operator would have, before any
@@ -28,7 +28,7 @@ async fn precreate_order_stream(env: &TestEnv, config: Config) {
 }
 
 /// The error of a start that must be refused, with the log lines it carries.
-async fn refused(start: e2e_tests::env::ServiceStart<'_>, who: &str) -> String {
+async fn refused(start: harness::env::ServiceStart<'_>, who: &str) -> String {
     let error = start
         // No backtrace, so that the error is among the log lines reported.
         .set("RUST_LIB_BACKTRACE", "0")

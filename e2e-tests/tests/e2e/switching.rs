@@ -4,12 +4,11 @@
 //! Publishes are counted by each instance itself (`/metrics`), so a double
 //! publish the broker's duplicate window hides still shows.
 
-use e2e_tests::api::{
+use harness::api::{
     assert_credited_exactly, count, order, place_into_crash, place_ok, place_order, published_by,
 };
-use e2e_tests::env::CONVERGE;
-use e2e_tests::service::Service;
-use e2e_tests::{CrashPoint, Mode, TestEnv, eventually};
+use harness::service::Service;
+use harness::{CONVERGE, CrashPoint, Mode, TestEnv, eventually};
 use sqlx::PgPool;
 
 /// Leaves one committed order whose outbox row was never published: the

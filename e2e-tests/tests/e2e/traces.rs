@@ -7,9 +7,9 @@
 
 use std::time::Duration;
 
-use e2e_tests::api::order;
 use e2e_tests::otlp::{Kind, OtlpReceiver, ReceivedSpan};
-use e2e_tests::{Mode, TestEnv, eventually};
+use harness::api::order;
+use harness::{Mode, TestEnv, eventually};
 use serde_json::Value;
 use uuid::Uuid;
 

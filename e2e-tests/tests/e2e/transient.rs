@@ -4,12 +4,11 @@
 //! projector did dead-letter reaches the order history through
 //! `order-events dlq redrive`, in whatever mode order-service runs by then.
 
-use e2e_tests::api::{
+use harness::api::{
     assert_credited_exactly, assert_projected_exactly, count, metric_sum, order, place_ok,
     place_order,
 };
-use e2e_tests::env::CONVERGE;
-use e2e_tests::{CrashPoint, Mode, TestEnv, eventually};
+use harness::{CONVERGE, CrashPoint, Mode, TestEnv, eventually};
 use serde_json::Value;
 use sqlx::{PgPool, Postgres, Transaction};
 
@@ -179,7 +178,7 @@ async fn a_projector_dead_letter_redriven_after_leaving_self_read_reaches_the_or
     // Without order-service's database, nothing is redriven and the
     // refusal names the setting.
     let refused = tokio::process::Command::new(
-        e2e_tests::service::binary_path("order-events").expect("the CLI is built"),
+        harness::service::binary_path("order-events").expect("the CLI is built"),
     )
     .env_remove("ORDERS_DATABASE_URL")
     .args(["dlq", "redrive", "--nats-url", env.nats_url()])

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use e2e_tests::api::{order, place_order};
-use e2e_tests::env::Private;
-use e2e_tests::{Mode, TestEnv, eventually};
+use harness::api::{order, place_order};
+use harness::env::Private;
+use harness::{Mode, TestEnv, eventually};
 use tokio::time::Instant;
 use uuid::Uuid;
 

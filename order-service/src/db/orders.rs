@@ -355,7 +355,7 @@ mod tests {
 
     /// Waits until `n` sessions of this database wait on a lock.
     async fn sessions_waiting(pool: &PgPool, n: i64) {
-        e2e_tests::eventually(
+        harness::eventually(
             &format!("{n} session(s) to wait on a lock"),
             std::time::Duration::from_secs(10),
             || async {

@@ -6,7 +6,6 @@ mod start;
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 use async_nats::jetstream;
 use sqlx::postgres::PgPoolOptions;
@@ -15,13 +14,10 @@ use tempfile::TempDir;
 
 pub use self::start::ServiceStart;
 use crate::cluster::NatsCluster;
-use crate::eventually;
 use crate::mode::Mode;
 use crate::servers::{Nats, Postgres, shared};
 use crate::service::Log;
-
-/// How long a test waits for the system to converge.
-pub const CONVERGE: Duration = Duration::from_secs(60);
+use crate::wait::{CONVERGE, eventually};
 
 /// A test's databases, stream prefix and service processes.
 pub struct TestEnv {

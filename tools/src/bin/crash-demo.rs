@@ -6,10 +6,10 @@
 //!
 //! ```text
 //! cargo build --workspace --all-features --bins
-//! cargo run -p e2e-tests --bin crash-demo
+//! cargo run -p order-events-tools --bin crash-demo
 //! ```
 
-use e2e_tests::crash_demo;
+use order_events_tools::crash_demo;
 
 #[tokio::main]
 async fn main() {

@@ -14,10 +14,9 @@
 
 use std::fmt::Write as _;
 
-use crate::api::{count, order, place_order};
-use crate::env::CONVERGE;
-use crate::wait::within;
-use crate::{CrashPoint, Mode, TestEnv};
+use harness::api::{count, order, place_order};
+use harness::wait::within;
+use harness::{CONVERGE, CrashPoint, Mode, TestEnv};
 
 /// What happened to the one order of a mode.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,20 +4,21 @@
 //!
 //! ```text
 //! cargo build --release --workspace --bins
-//! cargo run --release -p e2e-tests --bin chaos -- --modes all --orders 10000
-//! cargo run --release -p e2e-tests --bin chaos -- --cluster --modes outbox,cdc,self-read
+//! cargo run --release -p order-events-tools --bin chaos -- --modes all --orders 10000
+//! cargo run --release -p order-events-tools --bin chaos -- --cluster --modes outbox,cdc,self-read
 //! ```
 
 use clap::Parser;
-use e2e_tests::Mode;
-use e2e_tests::chaos::{self, ChaosConfig};
+use harness::verdict::Tally;
+use order_events_tools::chaos::{self, ChaosConfig};
+use order_events_tools::modes::ModeArg;
 
 #[derive(Parser)]
 #[command(about = "Kill everything at random while orders flow; count lost and doubled credits")]
 struct Args {
-    /// `all`, or a comma-separated list of outbox, outbox-cdc, cdc, self-read, dual-write.
-    #[arg(long, default_value = "all")]
-    modes: String,
+    /// The modes to run, comma-separated, or `all`.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "all")]
+    modes: Vec<ModeArg>,
     /// Orders to have acknowledged per mode.
     #[arg(long, default_value_t = 10_000)]
     orders: usize,
@@ -42,19 +43,6 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let modes = if args.modes == "all" {
-        Mode::ALL.to_vec()
-    } else {
-        args.modes
-            .split(',')
-            .map(|name| {
-                Mode::ALL
-                    .into_iter()
-                    .find(|mode| mode.name() == name.trim())
-                    .ok_or_else(|| anyhow::anyhow!("unknown mode {name:?}"))
-            })
-            .collect::<anyhow::Result<_>>()?
-    };
     let seed = args.seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -63,7 +51,7 @@ async fn main() -> anyhow::Result<()> {
     eprintln!("seed {seed}");
     let started = std::time::Instant::now();
     let results = chaos::run(&ChaosConfig {
-        modes,
+        modes: ModeArg::modes(&args.modes),
         orders: args.orders,
         faults: args.faults,
         rate: args.rate,
@@ -82,7 +70,7 @@ async fn main() -> anyhow::Result<()> {
     let patterns_sound = results
         .iter()
         .filter(|r| r.mode != "dual-write")
-        .all(|r| r.tally == chaos::Tally::exact(r.acknowledged));
+        .all(|r| r.tally == Tally::exact(r.acknowledged));
     anyhow::ensure!(patterns_sound, "a pattern lost or doubled credits");
     Ok(())
 }

@@ -18,7 +18,7 @@ use futures::Stream;
 use serde::Deserialize;
 
 use super::{Command, Handle, MODES};
-use crate::Mode;
+use harness::Mode;
 
 const PAGE: &str = include_str!("page.html");
 

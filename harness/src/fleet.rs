@@ -6,12 +6,14 @@
 use serde::Serialize;
 
 use crate::api::metric_sum;
-use crate::chaos::{Tally, converge, tally};
 use crate::clients::{Answer, order_ids};
 use crate::clients::{Clients, Load};
+use crate::converge::{converge, tally};
 use crate::env::TestEnv;
 use crate::mode::Mode;
 use crate::service::Service;
+use crate::verdict::Tally;
+use crate::wait::{CONVERGE, eventually};
 
 /// A mode's services, `instances` of each.
 pub struct Fleet {
@@ -159,7 +161,7 @@ impl Fleet {
             .fetch_one(&orders)
             .await
             .expect("reading the WAL position");
-        crate::eventually("the publishers to finish", crate::env::CONVERGE, || async {
+        eventually("the publishers to finish", CONVERGE, || async {
             let outbox = crate::api::count(&orders, "outbox").await;
             let behind: i64 = sqlx::query_scalar(
                 "SELECT count(*) FROM pg_replication_slots

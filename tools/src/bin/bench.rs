@@ -4,20 +4,20 @@
 //!
 //! ```text
 //! cargo build --release --workspace --bins
-//! cargo run --release -p e2e-tests --bin bench -- --modes all --duration 30s --concurrency 16 --runs 3
+//! cargo run --release -p order-events-tools --bin bench -- --modes all --duration 30s --concurrency 16 --runs 3
 //! ```
 //!
 //! Each mode runs `--runs` times on fresh servers, the modes interleaved
 //! (every mode once per round, forward then backward), and every figure is
 //! the median of its runs, with the min–max beside it (see
-//! `e2e_tests::bench` and `docs/benchmark.md`).
+//! `order_events_tools::bench` and `docs/benchmark.md`).
 //!
 //! With `--waiters N`, it measures instead what N concurrent
 //! `GET /orders/{id}?wait=10s` readers cost placement, in each of `--modes`
 //! (phases of `--duration`, alternating without and with the readers):
 //!
 //! ```text
-//! cargo run --release -p e2e-tests --bin bench -- --modes self-read --waiters 500 --duration 10s --rounds 4
+//! cargo run --release -p order-events-tools --bin bench -- --modes self-read --waiters 500 --duration 10s --rounds 4
 //! ```
 //!
 //! With `--topologies`, it measures instead what replication and a second
@@ -27,24 +27,26 @@
 //! `--rounds` rounds that run the rows forward and backward in turn:
 //!
 //! ```text
-//! cargo run --release -p e2e-tests --bin bench -- --modes outbox,cdc,self-read --topologies --duration 8s
+//! cargo run --release -p order-events-tools --bin bench -- --modes outbox,cdc,self-read --topologies --duration 8s
 //! ```
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use e2e_tests::bench::waiters::{self, WaitersConfig};
-use e2e_tests::bench::{self, BenchConfig, BenchMode, topology};
+use order_events_tools::bench::waiters::{self, WaitersConfig};
+use order_events_tools::bench::{self, BenchConfig, topology};
+use order_events_tools::modes::ModeArg;
 
 #[derive(Parser)]
 #[command(about = "Benchmark every mode against the database's own limit")]
 struct Args {
-    /// `all`, or a comma-separated list of outbox, outbox-cdc, cdc, self-read, dual-write.
-    #[arg(long, default_value = "all")]
-    modes: String,
-    /// Length of the full-speed phase, e.g. `30s` (the half-load phase lasts half).
-    #[arg(long, default_value = "30s", value_parser = parse_seconds)]
+    /// The modes to run, comma-separated, or `all`.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "all")]
+    modes: Vec<ModeArg>,
+    /// Length of the full-speed phase, e.g. `30s` or `2m` (the half-load
+    /// phase lasts half).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     duration: Duration,
     /// Concurrent clients.
     #[arg(long, default_value_t = 16)]
@@ -72,27 +74,6 @@ struct Args {
     out: PathBuf,
 }
 
-fn parse_seconds(text: &str) -> Result<Duration, String> {
-    text.trim_end_matches('s')
-        .parse::<f64>()
-        .map(Duration::from_secs_f64)
-        .map_err(|_| format!("{text:?} is not a duration like 30s"))
-}
-
-fn parse_modes(text: &str) -> anyhow::Result<Vec<BenchMode>> {
-    if text == "all" {
-        return Ok(BenchMode::ALL.to_vec());
-    }
-    text.split(',')
-        .map(|name| {
-            BenchMode::ALL
-                .into_iter()
-                .find(|mode| mode.name() == name.trim())
-                .ok_or_else(|| anyhow::anyhow!("unknown mode {name:?}"))
-        })
-        .collect()
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -100,7 +81,7 @@ async fn main() -> anyhow::Result<()> {
         return compare_waiters(&args, n).await;
     }
     let config = BenchConfig {
-        modes: parse_modes(&args.modes)?,
+        modes: ModeArg::modes(&args.modes),
         duration: args.duration,
         concurrency: args.concurrency,
         runs: args.runs,
@@ -144,7 +125,7 @@ async fn compare_waiters(args: &Args, n: usize) -> anyhow::Result<()> {
         args.duration.as_secs_f64(),
         args.concurrency
     );
-    for mode in parse_modes(&args.modes)? {
+    for mode in ModeArg::modes(&args.modes) {
         let result = waiters::run(&WaitersConfig {
             mode,
             waiters: n,

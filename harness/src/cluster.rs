@@ -22,12 +22,11 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use async_nats::jetstream;
 
-use crate::env::CONVERGE;
-use crate::eventually;
 use crate::servers::{
     Supervised, find_program, free_port, nats_server_bin, running_as_root, server_dir,
     syncs_always, wait_for_address,
 };
+use crate::wait::{CONVERGE, eventually};
 
 /// Nodes in the cluster: a majority survives the loss of any one.
 pub const NODES: usize = 3;

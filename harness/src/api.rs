@@ -3,8 +3,8 @@
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-use crate::env::{CONVERGE, TestEnv};
-use crate::eventually;
+use crate::env::TestEnv;
+use crate::wait::{CONVERGE, eventually};
 
 /// A `POST /orders` body in EUR.
 pub fn order(customer_id: &str, lines: &[(&str, i64, i64)]) -> Value {

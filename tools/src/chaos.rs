@@ -2,14 +2,11 @@
 //! order-service (with its relay, CDC reader or projector), rewards-service,
 //! NATS and PostgreSQL are killed and restarted at random moments. Then the
 //! run waits for convergence and counts, for the orders the clients were
-//! told about: credited once, lost, doubled ([`verdict`]).
+//! told about: credited once, lost, doubled ([`harness::verdict`]).
 //!
-//! The clients ([`crate::clients`]) retry each order with its
+//! The clients ([`harness::clients`]) retry each order with its
 //! `Idempotency-Key` until it is acknowledged.
 
-mod verdict;
-
-use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,13 +17,16 @@ use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::api::count;
-use crate::clients::{Answer, Asked, Clients, Load, order_ids};
-use crate::cluster::{NODES, NatsCluster};
-use crate::env::{Private, TestEnv};
-use crate::mode::Mode;
-use crate::servers::free_port;
-use crate::service::Service;
+use harness::api::count;
+use harness::clients::{Clients, Load, order_ids};
+use harness::cluster::{NODES, NatsCluster};
+use harness::converge::{converge, tally};
+use harness::env::{Private, TestEnv};
+use harness::mode::Mode;
+use harness::servers::free_port;
+use harness::service::Service;
+use harness::verdict::Tally;
+use harness::{CONVERGE, eventually};
 
 #[derive(Debug, Clone)]
 pub struct ChaosConfig {
@@ -261,7 +261,7 @@ async fn run_mode(mode: Mode, config: &ChaosConfig, seed: u64) -> anyhow::Result
         let report = audit(&env, &running, &[&told[..], &["--repair"]].concat()).await?;
         let repaired = report["republished"].as_u64().unwrap_or(0) as usize;
         let expected = acknowledged.len() as i64;
-        crate::eventually("the repaired credits", crate::env::CONVERGE, || async {
+        eventually("the repaired credits", CONVERGE, || async {
             (count(&rewards_db, "reward_ledger").await >= expected).then_some(())
         })
         .await;
@@ -287,126 +287,9 @@ async fn run_mode(mode: Mode, config: &ChaosConfig, seed: u64) -> anyhow::Result
     Ok(result)
 }
 
-pub use verdict::{Observed, Tally, verdict};
-
-/// Reads what became of the clients' `answers` (call after [`converge`])
-/// and counts it with [`verdict`].
-pub async fn tally(env: &TestEnv, answers: &[Answer]) -> anyhow::Result<Tally> {
-    let rewards_db = env.rewards_db().await;
-    let ledger: Vec<(Uuid, String, i64)> =
-        sqlx::query_as("SELECT order_id, customer_id, points FROM reward_ledger")
-            .fetch_all(&rewards_db)
-            .await?;
-    let balances: BTreeMap<String, i64> =
-        sqlx::query_as("SELECT customer_id, balance FROM reward_accounts")
-            .fetch_all(&rewards_db)
-            .await?
-            .into_iter()
-            .collect();
-    let held: HashMap<Uuid, Asked> = sqlx::query_as::<_, (Uuid, String, i64, String)>(
-        "SELECT id, customer_id, total_minor, currency FROM orders",
-    )
-    .fetch_all(&env.orders_db().await)
-    .await?
-    .into_iter()
-    .map(|(id, customer_id, total_minor, currency)| {
-        let asked = Asked {
-            customer_id,
-            total_minor,
-            currency,
-        };
-        (id, asked)
-    })
-    .collect();
-    Ok(verdict(&Observed {
-        answers,
-        held: &held,
-        ledger: &ledger,
-        balances: &balances,
-    }))
-}
-
-/// Waits until every acknowledged order is credited — or, for the control
-/// that loses orders, until the consumer has nothing left and the ledger has
-/// stopped growing. Returns when that was.
-pub async fn converge(env: &TestEnv, acknowledged: &[Uuid], mode: Mode) -> anyhow::Result<Instant> {
-    let wanted: HashSet<Uuid> = acknowledged.iter().copied().collect();
-    let rewards_db = &env.rewards_db().await;
-    let started = Instant::now();
-    let mut last = (-1_i64, Instant::now());
-    loop {
-        let credited: Vec<Uuid> = sqlx::query_scalar("SELECT order_id FROM reward_ledger")
-            .fetch_all(rewards_db)
-            .await
-            .unwrap_or_default();
-        let missing = wanted.len() - credited.iter().filter(|id| wanted.contains(id)).count();
-        if missing == 0 {
-            let converged = Instant::now();
-            if mode == Mode::SelfRead {
-                env.wait_until_consumed_by("order-history").await;
-            }
-            env.wait_until_consumed_by("rewards").await;
-            return Ok(converged);
-        }
-        let now = credited.len() as i64;
-        if now != last.0 {
-            last = (now, Instant::now());
-        } else if mode == Mode::DualWrite && last.1.elapsed() > Duration::from_secs(3) {
-            env.wait_until_consumed_by("rewards").await;
-            return Ok(last.1);
-        }
-        if started.elapsed() > Duration::from_secs(120) {
-            let credited: HashSet<Uuid> = credited.into_iter().collect();
-            let absent: Vec<Uuid> = wanted
-                .iter()
-                .filter(|id| !credited.contains(id))
-                .copied()
-                .collect();
-            let orders_db = env.orders_db().await;
-            let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM orders WHERE id = ANY($1)")
-                .bind(&absent)
-                .fetch_one(&orders_db)
-                .await
-                .unwrap_or(-1);
-            let outbox = count(&orders_db, "outbox").await;
-            let names = shared_events::Names::new(env.events_prefix())?;
-            let js = env.jetstream().await;
-            let stream = js.get_stream(names.stream()).await?;
-            let mut in_stream = 0;
-            let mut sequences = Vec::new();
-            for seq in 1..=env.stream_messages().await {
-                if let Ok(message) = stream.get_raw_message(seq).await
-                    && let Ok(event) = shared_events::Envelope::<shared_events::OrderPlaced>::decode(
-                        &message.payload,
-                    )
-                    && absent.contains(&event.payload.order_id)
-                {
-                    in_stream += 1;
-                    sequences.push(seq);
-                }
-            }
-            let mut consumer: async_nats::jetstream::consumer::PullConsumer = js
-                .get_consumer_from_stream("rewards", names.stream())
-                .await?;
-            let info = consumer.info().await?.clone();
-            eprintln!(
-                "missing orders' events: {in_stream} at sequences {sequences:?}; {} dead letters; consumer: {info:?}",
-                env.dead_letters().await
-            );
-            anyhow::bail!(
-                "{missing} acknowledged orders still not credited after 120 s \
-                 ({stored} of them in the orders table, {outbox} outbox rows, {} stream messages, {} ledger rows)",
-                env.stream_messages().await,
-                credited.len()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 async fn audit(env: &TestEnv, services: &Services, extra: &[&str]) -> anyhow::Result<Value> {
     let (_, findings) =
-        crate::api::audit(env, services.orders.url(), services.rewards.url(), extra).await?;
+        harness::api::audit(env, services.orders.url(), services.rewards.url(), extra).await?;
     Ok(findings)
 }
 

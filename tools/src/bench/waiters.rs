@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::{BenchMode, drive, progress};
-use crate::env::{Private, TestEnv};
+use super::load::drive;
+use super::{BenchMode, progress};
+use harness::env::{Private, TestEnv};
 
 #[derive(Debug, Clone)]
 pub struct WaitersConfig {

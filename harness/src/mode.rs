@@ -12,7 +12,11 @@ pub enum Mode {
     /// The outbox, published by the relay that tails it by logical
     /// replication (`OUTBOX_RELAY=cdc`).
     OutboxCdc,
+    /// The order's own insert is the event, read from the WAL by logical
+    /// replication.
     Cdc,
+    /// The event is the write: published first, projected into the order
+    /// history by order-service itself.
     SelfRead,
     /// The control that loses data.
     DualWrite,

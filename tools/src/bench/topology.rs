@@ -13,11 +13,13 @@
 use anyhow::Context as _;
 use serde::Serialize;
 
-use super::{BenchConfig, BenchMode, Driven, full_speed, percentiles, progress};
-use crate::cluster::{NODES, NatsCluster};
-use crate::env::{Private, TestEnv};
-use crate::fleet::Fleet;
-use crate::servers::{nats_server_bin, syncs_always};
+use super::figures::percentiles;
+use super::load::{Driven, full_speed};
+use super::{BenchConfig, BenchMode, progress};
+use harness::cluster::{NODES, NatsCluster};
+use harness::env::{Private, TestEnv};
+use harness::fleet::Fleet;
+use harness::servers::{nats_server_bin, syncs_always};
 
 /// Where a mode runs: NATS nodes (a stream is kept on every one of them)
 /// and instances of each service.

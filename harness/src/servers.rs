@@ -172,7 +172,7 @@ pub(crate) fn find_program(
 }
 
 /// `$PGBENCH_BIN`, or pgbench beside the newest PostgreSQL server.
-pub(crate) fn pgbench_bin() -> anyhow::Result<PathBuf> {
+pub fn pgbench_bin() -> anyhow::Result<PathBuf> {
     find_program("pgbench", "PGBENCH_BIN", &postgres_bin_dirs())
 }
 
@@ -358,7 +358,7 @@ pub fn nats_server_bin() -> anyhow::Result<PathBuf> {
 }
 
 /// Whether `bin` is nats-server 2.10 or newer, which knows `sync_interval`.
-pub(crate) fn syncs_always(bin: &Path) -> bool {
+pub fn syncs_always(bin: &Path) -> bool {
     nats_server_version(bin).is_some_and(|version| version >= (2, 10))
 }
 

@@ -1,7 +1,12 @@
+//! Bounded waits on a condition the system reaches in its own time.
+
 use std::future::Future;
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+/// How long a test (or a tool) waits for the system to converge.
+pub const CONVERGE: Duration = Duration::from_secs(60);
 
 const POLL: Duration = Duration::from_millis(25);
 
