@@ -9,7 +9,7 @@ use schemars::Schema;
 use serde_json::Value;
 
 use crate::envelope::{Envelope, Event};
-use crate::order::OrderPlaced;
+use crate::order::{OrderCancelled, OrderPlaced};
 
 /// The environment variable that makes [`check_committed`] rewrite the
 /// committed document instead of comparing it.
@@ -21,8 +21,15 @@ pub fn order_placed_v1() -> Schema {
     envelope_schema::<OrderPlaced>("OrderPlaced v1")
 }
 
-/// The schema of `Envelope<P>`, with the envelope's type, version and
-/// aggregate type fixed to `P`'s.
+/// The JSON Schema of an `OrderCancelled` v1 message, as committed in
+/// `docs/schemas/order-cancelled.v1.json`.
+pub fn order_cancelled_v1() -> Schema {
+    envelope_schema::<OrderCancelled>("OrderCancelled v1")
+}
+
+/// The schema of `Envelope<P>`, with the envelope's type, version,
+/// aggregate type and position fixed to `P`'s. Every producer writes the
+/// position; consumers also take events from before it was written.
 fn envelope_schema<P: Event + schemars::JsonSchema>(title: &str) -> Schema {
     let mut schema = schemars::schema_for!(Envelope<P>);
     schema.insert("title".into(), Value::from(title));
@@ -31,12 +38,20 @@ fn envelope_schema<P: Event + schemars::JsonSchema>(title: &str) -> Schema {
             ("event_type", Value::from(P::EVENT_TYPE)),
             ("schema_version", Value::from(P::SCHEMA_VERSION)),
             ("aggregate_type", Value::from(P::AGGREGATE_TYPE)),
+            ("position", Value::from(P::POSITION)),
         ];
         for (name, value) in constants {
             if let Some(Value::Object(property)) = properties.get_mut(name) {
                 property.insert("const".into(), value);
             }
         }
+        if let Some(Value::Object(position)) = properties.get_mut("position") {
+            position.remove("default");
+        }
+    }
+    if let Some(Value::Array(required)) = schema.get_mut("required") {
+        required.push(Value::from("position"));
+        required.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
     }
     schema
 }
@@ -94,26 +109,31 @@ mod tests {
     }
 
     #[test]
-    fn the_committed_order_placed_schema_is_the_codes() {
-        let rendered = render(&order_placed_v1());
-        if let Err(message) = check_committed(
-            &committed("order-placed.v1.json"),
-            &rendered,
-            "cargo test -p shared-events contract",
-        ) {
-            panic!("{message}");
+    fn the_committed_event_schemas_are_the_codes() {
+        for (file, schema) in [
+            ("order-placed.v1.json", order_placed_v1()),
+            ("order-cancelled.v1.json", order_cancelled_v1()),
+        ] {
+            if let Err(message) = check_committed(
+                &committed(file),
+                &render(&schema),
+                "cargo test -p shared-events contract",
+            ) {
+                panic!("{message}");
+            }
         }
     }
 
     /// The schema names every field an event carries, marks as required
-    /// those it always carries, and fixes its type and version.
+    /// those it always carries, and fixes its type, version and position.
     #[test]
     fn an_event_has_the_fields_of_the_schema() {
-        let event = Envelope::new(
+        let order_id = Uuid::now_v7();
+        let placed = Envelope::new(
             Uuid::now_v7(),
             Utc::now(),
             OrderPlaced {
-                order_id: Uuid::now_v7(),
+                order_id,
                 customer_id: "ivy".into(),
                 currency: "EUR".into(),
                 total_minor: 200,
@@ -125,13 +145,38 @@ mod tests {
                 placed_at: Utc::now(),
             },
         );
-        let wire: Value = serde_json::from_slice(&event.to_bytes()).unwrap();
-        let schema = order_placed_v1().to_value();
-        let definition = |name: &str| schema["$defs"][name].clone();
+        let cancelled = Envelope::new(
+            Uuid::now_v7(),
+            Utc::now(),
+            OrderCancelled {
+                order_id,
+                customer_id: "ivy".into(),
+                currency: "EUR".into(),
+                total_minor: 200,
+                cancelled_at: Utc::now(),
+                reason: Some("too late".into()),
+            },
+        );
+        let placed_wire: Value = serde_json::from_slice(&placed.to_bytes()).unwrap();
+        let cancelled_wire: Value = serde_json::from_slice(&cancelled.to_bytes()).unwrap();
+        let placed_schema = order_placed_v1().to_value();
+        let cancelled_schema = order_cancelled_v1().to_value();
+        let definition = |schema: &Value, name: &str| schema["$defs"][name].clone();
         for (object, schema) in [
-            (&wire, schema.clone()),
-            (&wire["payload"], definition("OrderPlaced")),
-            (&wire["payload"]["lines"][0], definition("OrderPlacedLine")),
+            (&placed_wire, placed_schema.clone()),
+            (
+                &placed_wire["payload"],
+                definition(&placed_schema, "OrderPlaced"),
+            ),
+            (
+                &placed_wire["payload"]["lines"][0],
+                definition(&placed_schema, "OrderPlacedLine"),
+            ),
+            (&cancelled_wire, cancelled_schema.clone()),
+            (
+                &cancelled_wire["payload"],
+                definition(&cancelled_schema, "OrderCancelled"),
+            ),
         ] {
             let fields: Vec<&String> = object.as_object().unwrap().keys().collect();
             let properties: Vec<&String> =
@@ -144,8 +189,13 @@ mod tests {
                 assert!(object.get(required).is_some(), "{required} is missing");
             }
         }
-        for field in ["event_type", "schema_version", "aggregate_type"] {
-            assert_eq!(schema["properties"][field]["const"], wire[field], "{field}");
+        for (wire, schema) in [
+            (&placed_wire, &placed_schema),
+            (&cancelled_wire, &cancelled_schema),
+        ] {
+            for field in ["event_type", "schema_version", "aggregate_type", "position"] {
+                assert_eq!(schema["properties"][field]["const"], wire[field], "{field}");
+            }
         }
     }
 }

@@ -13,6 +13,11 @@ pub trait Event: Serialize + DeserializeOwned {
     const SCHEMA_VERSION: u32;
     /// The kind of aggregate the event is about, e.g. `Order`.
     const AGGREGATE_TYPE: &'static str;
+    /// The event's place in the life of its aggregate (an order is placed,
+    /// 1, before it is cancelled, 2): what a consumer applies an
+    /// aggregate's events in the order of, and what lets the broker refuse
+    /// one stored out of place.
+    const POSITION: u32;
 
     /// The aggregate this event is about.
     fn aggregate_id(&self) -> Uuid;
@@ -29,6 +34,11 @@ pub struct Envelope<P> {
     pub schema_version: u32,
     pub aggregate_type: String,
     pub aggregate_id: Uuid,
+    /// The event's place in its aggregate's life (`Event::POSITION`): an
+    /// order's `OrderPlaced` is 1, its `OrderCancelled` 2. Events published
+    /// before it was carried have none, and decode as their type's.
+    #[serde(default)]
+    pub position: u32,
     pub occurred_at: DateTime<Utc>,
     /// W3C trace context of the request that caused the event, when there was one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -45,6 +55,7 @@ impl<P: Event> Envelope<P> {
             schema_version: P::SCHEMA_VERSION,
             aggregate_type: P::AGGREGATE_TYPE.to_owned(),
             aggregate_id: payload.aggregate_id(),
+            position: P::POSITION,
             occurred_at,
             traceparent: None,
             payload,
@@ -82,6 +93,12 @@ pub enum DecodeError {
     },
     #[error("aggregate_id {envelope} differs from the payload's {payload}")]
     AggregateMismatch { envelope: Uuid, payload: Uuid },
+    #[error("{event_type} is event {expected} of its order's life, not {found}")]
+    WrongPosition {
+        event_type: &'static str,
+        found: u32,
+        expected: u32,
+    },
 }
 
 impl<P: Event> Envelope<P> {
@@ -109,6 +126,13 @@ impl<P: Event> Envelope<P> {
                 version: P::SCHEMA_VERSION,
                 source,
             })?;
+        if raw.position != 0 && raw.position != P::POSITION {
+            return Err(DecodeError::WrongPosition {
+                event_type: P::EVENT_TYPE,
+                found: raw.position,
+                expected: P::POSITION,
+            });
+        }
         if payload.aggregate_id() != raw.aggregate_id {
             return Err(DecodeError::AggregateMismatch {
                 envelope: raw.aggregate_id,
@@ -121,6 +145,7 @@ impl<P: Event> Envelope<P> {
             schema_version: raw.schema_version,
             aggregate_type: raw.aggregate_type,
             aggregate_id: raw.aggregate_id,
+            position: P::POSITION,
             occurred_at: raw.occurred_at,
             traceparent: raw.traceparent,
             payload,

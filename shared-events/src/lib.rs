@@ -3,7 +3,8 @@
 //! # Layout
 //! - [`envelope`]: the event envelope every message carries, and the [`Event`] trait.
 //! - [`contract`]: the JSON Schema of each event, committed under `docs/schemas/`.
-//! - [`order`]: `OrderPlaced`, schema version 1.
+//! - [`order`]: `OrderPlaced` and `OrderCancelled`, schema version 1, and
+//!   [`OrderEvent`], either of them.
 //! - [`money`]: ISO 4217 currencies and their minor units.
 //! - [`names`]: stream, subject and consumer names, built from a prefix so that
 //!   several deployments (or tests) can share one NATS server.
@@ -21,4 +22,7 @@ pub use envelope::{Envelope, Event};
 pub use jetstream::{PendingAck, PublishError, Published, StreamFeatures, StreamSettings};
 pub use money::Currency;
 pub use names::Names;
-pub use order::{ID_NAMESPACE, OrderPlaced, OrderPlacedLine, placed_event_id};
+pub use order::{
+    ID_NAMESPACE, OrderCancelled, OrderEvent, OrderPlaced, OrderPlacedLine, cancelled_event_id,
+    placed_event_id,
+};
