@@ -11,7 +11,7 @@
 
 use anyhow::Context as _;
 use service_kit::consumer::{Applied, Apply};
-use shared_events::{Envelope, OrderPlaced};
+use shared_events::OrderEvent;
 use sqlx::PgPool;
 
 use crate::db;
@@ -37,12 +37,13 @@ impl Apply for Credits {
         "reward_accounts_pkey",
     ];
 
-    fn prepare(
-        &self,
-        event: Envelope<OrderPlaced>,
-        stream_sequence: u64,
-    ) -> anyhow::Result<Self::Item> {
-        Ok((Credit::from_event(&event)?, stream_sequence))
+    fn prepare(&self, event: OrderEvent, stream_sequence: u64) -> anyhow::Result<Self::Item> {
+        match event {
+            OrderEvent::Placed(event) => Ok((Credit::from_event(&event)?, stream_sequence)),
+            OrderEvent::Cancelled(_) => {
+                anyhow::bail!("rewards-service does not apply OrderCancelled yet")
+            }
+        }
     }
 
     async fn apply_batch(&self, credits: Vec<Self::Item>) -> anyhow::Result<Vec<Applied>> {

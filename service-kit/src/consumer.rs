@@ -1,4 +1,4 @@
-//! The loop every idempotent consumer of `OrderPlaced` runs; a service plugs
+//! The loop every idempotent consumer of order events runs; a service plugs
 //! in only what applying one event means to its database ([`Apply`]).
 //!
 //! Messages are taken in batches of whatever has arrived (up to a limit).
@@ -37,7 +37,7 @@ use async_nats::jetstream::{AckKind, Message};
 use backon::Retryable as _;
 use futures::StreamExt as _;
 use shared_events::jetstream::{DeadLetter, ensure_consumer, publish_dead_letter};
-use shared_events::{Envelope, Names, OrderPlaced};
+use shared_events::{Names, OrderEvent};
 use tokio_util::sync::CancellationToken;
 
 use crate::crash::crash_point;
@@ -73,11 +73,7 @@ pub trait Apply: Send + Sync + 'static {
 
     /// Checks one event; an `Err` means it can never be applied (it is
     /// dead-lettered with that reason).
-    fn prepare(
-        &self,
-        event: Envelope<OrderPlaced>,
-        stream_sequence: u64,
-    ) -> anyhow::Result<Self::Item>;
+    fn prepare(&self, event: OrderEvent, stream_sequence: u64) -> anyhow::Result<Self::Item>;
 
     /// Applies `items` in one transaction; one outcome per item, in order.
     /// On an error nothing was applied; [`classify`] tells what it means.
@@ -395,7 +391,7 @@ impl<A: Apply> EventConsumer<A> {
             .info()
             .map_err(|e| anyhow::anyhow!("unreadable message metadata: {e}"))?
             .stream_sequence;
-        let event = Envelope::<OrderPlaced>::decode(&message.payload)?;
+        let event = OrderEvent::decode(&message.payload)?;
         self.apply.prepare(event, sequence)
     }
 

@@ -7,7 +7,7 @@
 
 use anyhow::Context as _;
 use service_kit::consumer::{Applied, Apply, EventConsumer, caught_up};
-use shared_events::{Envelope, OrderPlaced};
+use shared_events::{Envelope, OrderEvent, OrderPlaced};
 use sqlx::PgPool;
 
 use super::{Args, sql};
@@ -25,11 +25,10 @@ impl Apply for Projection {
     const IDEMPOTENCY_KEYS: &'static [&'static str] =
         &["processed_events_pkey", "orders_pkey", "order_lines_pkey"];
 
-    fn prepare(
-        &self,
-        event: Envelope<OrderPlaced>,
-        _stream_sequence: u64,
-    ) -> anyhow::Result<Self::Item> {
+    fn prepare(&self, event: OrderEvent, _stream_sequence: u64) -> anyhow::Result<Self::Item> {
+        let OrderEvent::Placed(event) = event else {
+            anyhow::bail!("the order history does not apply OrderCancelled yet");
+        };
         // An order this service would refuse is never written to its history.
         Order::from_event(&event.payload)?;
         Ok(event)
