@@ -218,7 +218,8 @@ async fn insert_lines(conn: &mut PgConnection, id: Uuid, lines: &[OrderLine]) ->
 pub async fn find(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Order>> {
     let Some(head) = sqlx::query_as!(
         OrderHead,
-        "SELECT id, customer_id, currency, total_minor, created_at FROM orders WHERE id = $1",
+        "SELECT id, customer_id, currency, total_minor, created_at, status, cancelled_at
+         FROM orders WHERE id = $1",
         id
     )
     .fetch_optional(&mut *conn)
@@ -239,7 +240,7 @@ pub async fn list(
 ) -> sqlx::Result<Vec<Order>> {
     let heads = sqlx::query_as!(
         OrderHead,
-        r#"SELECT id, customer_id, currency, total_minor, created_at
+        r#"SELECT id, customer_id, currency, total_minor, created_at, status, cancelled_at
            FROM orders
            WHERE ($1::text IS NULL OR customer_id = $1)
              AND ($2::uuid IS NULL
@@ -261,6 +262,8 @@ struct OrderHead {
     currency: String,
     total_minor: i64,
     created_at: DateTime<Utc>,
+    status: String,
+    cancelled_at: Option<DateTime<Utc>>,
 }
 
 async fn with_lines(conn: &mut PgConnection, heads: Vec<OrderHead>) -> sqlx::Result<Vec<Order>> {
@@ -283,6 +286,8 @@ async fn with_lines(conn: &mut PgConnection, heads: Vec<OrderHead>) -> sqlx::Res
                 h.total_minor,
                 h.created_at,
             )
+            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?
+            .with_stored_status(&h.status, h.cancelled_at)
             .map_err(|e| sqlx::Error::Decode(Box::new(e)))
         })
         .collect::<sqlx::Result<_>>()?;
@@ -303,7 +308,7 @@ mod tests {
     use sqlx::PgPool;
 
     use super::*;
-    use crate::domain::{NewOrder, PlaceOrderRequest};
+    use crate::domain::{NewOrder, OrderStatus, PlaceOrderRequest};
 
     const MODE: &str = "outbox";
 
@@ -392,6 +397,42 @@ mod tests {
         assert_eq!(rows(&pool).await?, [1, 1, 0, 1]);
         let stored = find(&mut *pool.acquire().await?, placed.id).await?;
         assert_eq!(stored.map(|o| o.total_minor), Some(1000));
+        Ok(())
+    }
+
+    #[sqlx::test]
+    async fn every_read_shows_whether_an_order_was_cancelled(pool: PgPool) -> sqlx::Result<()> {
+        in_mode(&pool).await?;
+        let mut conn = pool.acquire().await?;
+        let (k1, k2) = (key("k1"), key("k2"));
+        let (kept, cancelled) = (order("ivy", &k1, 500), order("ivy", &k2, 700));
+        for (placed, key) in [(&kept, &k1), (&cancelled, &k2)] {
+            assert_eq!(insert(&mut conn, MODE, placed, key).await?, Inserted::New);
+        }
+        let at: DateTime<Utc> = "2026-12-10T09:30:00.123456Z".parse().unwrap();
+        sqlx::query(
+            "UPDATE orders SET status = 'cancelled', cancelled_at = $2, cancel_reason = 'late' WHERE id = $1",
+        )
+        .bind(cancelled.id)
+        .bind(at)
+        .execute(&mut *conn)
+        .await?;
+
+        let found = find(&mut conn, cancelled.id).await?.expect("the order");
+        assert_eq!(
+            (found.status, found.cancelled_at),
+            (OrderStatus::Cancelled, Some(at))
+        );
+        let listed = list(&mut conn, Some("ivy"), None, 10).await?;
+        let replayed = crate::db::replay::created_since(&mut conn, None, None, 10).await?;
+        for orders in [listed, replayed] {
+            let statuses: HashMap<Uuid, _> = orders
+                .iter()
+                .map(|o| (o.id, (o.status, o.cancelled_at)))
+                .collect();
+            assert_eq!(statuses[&kept.id], (OrderStatus::Placed, None));
+            assert_eq!(statuses[&cancelled.id], (OrderStatus::Cancelled, Some(at)));
+        }
         Ok(())
     }
 

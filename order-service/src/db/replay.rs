@@ -21,6 +21,7 @@ pub async fn created_since(
     let (after_at, after_id) = after.unzip();
     let rows = sqlx::query!(
         r#"SELECT o.id, o.customer_id, o.currency, o.total_minor, o.created_at,
+                  o.status, o.cancelled_at,
                   array_agg(l.sku ORDER BY l.line_no) AS "skus!",
                   array_agg(l.quantity ORDER BY l.line_no) AS "quantities!",
                   array_agg(l.unit_price_minor ORDER BY l.line_no) AS "prices!"
@@ -47,6 +48,8 @@ pub async fn created_since(
                 row.total_minor,
                 row.created_at,
             )
+            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?
+            .with_stored_status(&row.status, row.cancelled_at)
             .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
             order.lines = row
                 .skus

@@ -7,6 +7,6 @@ mod order;
 pub use idempotency::IdempotencyKey;
 
 pub use order::{
-    CustomerId, MAX_ID_LEN, MAX_LINES, MAX_QUANTITY, MAX_UNIT_PRICE_MINOR, NewOrder, Order,
-    OrderLine, PlaceOrderRequest, ValidationError,
+    CustomerId, InvalidStatus, MAX_ID_LEN, MAX_LINES, MAX_QUANTITY, MAX_UNIT_PRICE_MINOR, NewOrder,
+    Order, OrderLine, OrderStatus, PlaceOrderRequest, ValidationError,
 };

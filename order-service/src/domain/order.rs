@@ -91,6 +91,16 @@ impl ValidationError {
     }
 }
 
+/// A stored status that is not one an order can have.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "order status {status:?} with cancelled_at {cancelled_at:?} is not a status an order can have"
+)]
+pub struct InvalidStatus {
+    status: String,
+    cancelled_at: Option<DateTime<Utc>>,
+}
+
 /// Who placed an order.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -222,6 +232,33 @@ impl NewOrder {
     }
 }
 
+/// Where an order is in its life: placed, then possibly cancelled, once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OrderStatus {
+    Placed,
+    Cancelled,
+}
+
+impl OrderStatus {
+    /// The word the API and the database use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Placed => "placed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    /// The status stored as `text`; any other text is an error.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "placed" => Some(Self::Placed),
+            "cancelled" => Some(Self::Cancelled),
+            _ => None,
+        }
+    }
+}
+
 /// A stored order, as `GET /orders/{id}` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Order {
@@ -234,6 +271,12 @@ pub struct Order {
     pub total_minor: i64,
     pub lines: Vec<OrderLine>,
     pub created_at: DateTime<Utc>,
+    /// `placed`, or `cancelled` once the order was cancelled.
+    pub status: OrderStatus,
+    /// When the order was cancelled; absent while it is placed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub cancelled_at: Option<DateTime<Utc>>,
 }
 
 impl Order {
@@ -246,6 +289,8 @@ impl Order {
             total_minor: order.total_minor,
             lines: order.lines.clone(),
             created_at,
+            status: OrderStatus::Placed,
+            cancelled_at: None,
         }
     }
 
@@ -280,10 +325,41 @@ impl Order {
             total_minor,
             lines: Vec::new(),
             created_at,
+            status: OrderStatus::Placed,
+            cancelled_at: None,
         })
     }
 
-    /// Whether this order has the content of `order` (ignoring id and time).
+    /// The order with the status stored for it: `cancelled` with the time
+    /// it was cancelled, or `placed` without one; anything else is an error
+    /// (the database's constraints allow nothing else).
+    pub fn with_stored_status(
+        self,
+        status: &str,
+        cancelled_at: Option<DateTime<Utc>>,
+    ) -> Result<Self, InvalidStatus> {
+        match (OrderStatus::parse(status), cancelled_at) {
+            (Some(OrderStatus::Placed), None) => Ok(self),
+            (Some(OrderStatus::Cancelled), Some(at)) => Ok(self.cancelled(at)),
+            _ => Err(InvalidStatus {
+                status: status.to_owned(),
+                cancelled_at,
+            }),
+        }
+    }
+
+    /// The order cancelled at `at`.
+    pub fn cancelled(self, at: DateTime<Utc>) -> Self {
+        Self {
+            status: OrderStatus::Cancelled,
+            cancelled_at: Some(at),
+            ..self
+        }
+    }
+
+    /// Whether this order has the content of `order` (ignoring id, time and
+    /// status: a key sent again after its order was cancelled still names
+    /// that order).
     pub fn has_content_of(&self, order: &NewOrder) -> bool {
         self.customer_id == order.customer_id
             && self.currency == order.currency
@@ -399,6 +475,32 @@ mod tests {
             order.within_total(999).unwrap_err(),
             ValidationError::TotalTooLarge(999)
         );
+    }
+
+    #[test]
+    fn an_order_shows_its_status_and_when_it_was_cancelled() {
+        let new = NewOrder::try_from(request(vec![(1, 100)])).unwrap();
+        let placed = Order::new(Uuid::nil(), &new, Utc::now());
+        let json = serde_json::to_value(&placed).unwrap();
+        assert_eq!(json["status"], "placed");
+        assert!(json.get("cancelled_at").is_none(), "{json}");
+
+        let at = "2026-12-10T09:30:00.123456Z".parse().unwrap();
+        let cancelled = placed.clone().cancelled(at);
+        let json = serde_json::to_value(&cancelled).unwrap();
+        assert_eq!(json["status"], "cancelled");
+        assert_eq!(json["cancelled_at"], "2026-12-10T09:30:00.123456Z");
+        assert!(
+            cancelled.has_content_of(&new),
+            "a key replay ignores the status"
+        );
+
+        let stored = |status, at| placed.clone().with_stored_status(status, at);
+        assert_eq!(stored("cancelled", Some(at)), Ok(cancelled));
+        assert_eq!(stored("placed", None), Ok(placed.clone()));
+        assert!(stored("placed", Some(at)).is_err());
+        assert!(stored("cancelled", None).is_err());
+        assert!(stored("shipped", None).is_err());
     }
 
     #[test]

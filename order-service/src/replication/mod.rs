@@ -165,7 +165,7 @@ pub trait Capture: Send + 'static {
 }
 
 /// Which column of a known table is where, checked against the exact column
-/// set of the version we map: a changed table stops capture loudly instead of
+/// sets of the versions we map: a changed table stops capture loudly instead of
 /// producing events of a shape nobody agreed on.
 #[derive(Debug, Default)]
 pub struct Shapes {
@@ -173,27 +173,42 @@ pub struct Shapes {
 }
 
 impl Shapes {
-    /// Records `relation` if it is one of `known` (table name, exact columns).
+    /// Records `relation` if its table is in `known` (table name, exact
+    /// columns). A table may be listed once per shape it had: a slot decodes
+    /// each change with the table as it was when the change was written, so
+    /// WAL from before a migration comes with the shape from before it.
     pub fn learn(
         &mut self,
         relation: &pgoutput::Relation,
         known: &[(&str, &[&str])],
     ) -> anyhow::Result<()> {
-        let Some((table, columns)) = known.iter().find(|(name, _)| *name == relation.name) else {
+        let shapes: Vec<&[&str]> = known
+            .iter()
+            .filter(|(name, _)| *name == relation.name)
+            .map(|(_, columns)| *columns)
+            .collect();
+        if shapes.is_empty() {
             return Ok(());
-        };
-        let mut expected: Vec<&str> = columns.to_vec();
+        }
         let mut actual: Vec<&str> = relation.columns.iter().map(String::as_str).collect();
-        expected.sort_unstable();
         actual.sort_unstable();
-        if expected != actual {
+        let matches = |columns: &&[&str]| {
+            let mut expected: Vec<&str> = columns.to_vec();
+            expected.sort_unstable();
+            expected == actual
+        };
+        if !shapes.iter().any(matches) {
             bail!(
-                "table {}.{} has columns {:?}; change capture maps exactly {:?}: \
+                "table {}.{} has columns {:?}; change capture maps exactly {}: \
                  update the mapping (and the event's schema version) before changing the table",
                 relation.namespace,
                 relation.name,
                 relation.columns,
-                columns
+                shapes
+                    .iter()
+                    .map(|columns| format!("{columns:?}"))
+                    .collect::<Vec<_>>()
+                    .join(" or ")
             );
         }
         let index = relation
@@ -203,7 +218,7 @@ impl Shapes {
             .map(|(i, c)| (c.clone(), i))
             .collect();
         self.tables
-            .insert(relation.id, ((*table).to_owned(), index));
+            .insert(relation.id, (relation.name.clone(), index));
         Ok(())
     }
 

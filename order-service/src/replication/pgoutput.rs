@@ -15,7 +15,8 @@ pub enum Message {
         relation_id: u32,
         values: Vec<Option<String>>,
     },
-    /// Anything else (Update, Delete, Truncate, Type, Origin): not captured.
+    /// Anything else (Update, Delete, Truncate, Type, Origin): not captured,
+    /// and skipped by the reader.
     Other(u8),
 }
 
@@ -201,6 +202,22 @@ mod tests {
                 values: vec![Some("2599".into()), None],
             }
         );
+    }
+
+    /// An UPDATE (sent only by a publication widened past inserts) is no
+    /// message of the capture: skipped, whatever its tuples.
+    #[test]
+    fn an_update_message_is_not_captured() {
+        let mut data = vec![b'U'];
+        data.extend_from_slice(&7_u32.to_be_bytes());
+        data.push(b'N');
+        data.extend_from_slice(&3_i16.to_be_bytes());
+        data.push(b't');
+        data.extend_from_slice(&9_i32.to_be_bytes());
+        data.extend_from_slice(b"cancelled");
+        data.push(b'u');
+        data.push(b'n');
+        assert_eq!(decode(&data).unwrap(), Message::Other(b'U'));
     }
 
     #[test]

@@ -479,17 +479,7 @@ impl<C: Capture> Reader<C> {
     }
 
     fn change(&mut self, data: &[u8]) -> Result<(), SessionError> {
-        let fatal = |e: anyhow::Error| SessionError::Fatal(e);
-        match pgoutput::decode(data).map_err(|e| fatal(e.into()))? {
-            pgoutput::Message::Relation(relation) => {
-                self.capture.relation(&relation).map_err(fatal)
-            }
-            pgoutput::Message::Insert {
-                relation_id,
-                values,
-            } => self.capture.insert(relation_id, values).map_err(fatal),
-            pgoutput::Message::Other(_) => Ok(()),
-        }
+        change(&mut self.capture, data).map_err(SessionError::Fatal)
     }
 
     /// Sends the events of committed transactions as one batch; the returned
@@ -540,6 +530,22 @@ impl<C: Capture> Reader<C> {
             }
             .instrument(span),
         ))
+    }
+}
+
+/// Hands one change of the open transaction to `capture`: a table's shape,
+/// or an inserted row. Anything else — an UPDATE or DELETE of a published
+/// table (the publications publish inserts only, but one an operator widened
+/// sends them), a TRUNCATE, a type — is no event of the mapping and is
+/// skipped. An error stops the reader.
+pub(crate) fn change(capture: &mut impl Capture, data: &[u8]) -> anyhow::Result<()> {
+    match pgoutput::decode(data)? {
+        pgoutput::Message::Relation(relation) => capture.relation(&relation),
+        pgoutput::Message::Insert {
+            relation_id,
+            values,
+        } => capture.insert(relation_id, values),
+        pgoutput::Message::Other(_) => Ok(()),
     }
 }
 

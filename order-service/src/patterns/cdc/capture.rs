@@ -19,16 +19,35 @@ use crate::replication::{Capture, Outgoing, Rejected, Shapes};
 use shared_events::OrderPlaced;
 use shared_events::placed_event_id as event_id;
 
-/// The columns this mapping (OrderPlaced v1) knows.
+/// The columns of `orders` an `OrderPlaced` is made of.
+const PLACED_COLUMNS: [&str; 5] = ["id", "customer_id", "currency", "total_minor", "created_at"];
+
+/// The shapes this mapping (OrderPlaced v1) knows. An inserted order is a
+/// placement whatever its status, so the status columns are known and not
+/// read (only the self-read projector, which nothing captures, inserts an
+/// order already cancelled). WAL written before they were added, which a
+/// slot may still hold when order-service is upgraded, comes with the shape
+/// from before, and forms the same events.
 const KNOWN: &[(&str, &[&str])] = &[
     (
         "orders",
-        &["id", "customer_id", "currency", "total_minor", "created_at"],
+        &[
+            PLACED_COLUMNS[0],
+            PLACED_COLUMNS[1],
+            PLACED_COLUMNS[2],
+            PLACED_COLUMNS[3],
+            PLACED_COLUMNS[4],
+            "status",
+            "cancelled_at",
+            "cancel_reason",
+        ],
     ),
     (
         "order_lines",
         &["order_id", "line_no", "sku", "quantity", "unit_price_minor"],
     ),
+    // Before migration 20261210000001 (the order's status).
+    ("orders", &PLACED_COLUMNS),
 ];
 
 /// Collects a transaction's orders and lines; one event per order at commit.
@@ -194,6 +213,25 @@ mod tests {
         values.iter().map(|v| Some((*v).to_owned())).collect()
     }
 
+    /// An `orders` row of the current shape: placed, not cancelled.
+    fn order_row(
+        id: Uuid,
+        customer: &str,
+        total_minor: &str,
+        created_at: &str,
+    ) -> Vec<Option<String>> {
+        let mut row = text(&[
+            &id.to_string(),
+            customer,
+            "EUR",
+            total_minor,
+            created_at,
+            "placed",
+        ]);
+        row.extend([None, None]);
+        row
+    }
+
     #[test]
     fn a_transaction_with_an_order_and_its_lines_becomes_one_event() {
         let mut capture = OrdersCapture::new("orders.placed".into());
@@ -207,13 +245,7 @@ mod tests {
         capture
             .insert(
                 1,
-                text(&[
-                    &id.to_string(),
-                    "alice",
-                    "EUR",
-                    "2599",
-                    "2026-11-27 05:13:41.442834+00",
-                ]),
+                order_row(id, "alice", "2599", "2026-11-27 05:13:41.442834+00"),
             )
             .unwrap();
         capture
@@ -252,13 +284,7 @@ mod tests {
         capture
             .insert(
                 1,
-                text(&[
-                    &lonely_order.to_string(),
-                    "bo",
-                    "EUR",
-                    "100",
-                    "2026-11-27 05:13:41+00",
-                ]),
+                order_row(lonely_order, "bo", "100", "2026-11-27 05:13:41+00"),
             )
             .unwrap();
         for line_no in ["1", "2"] {
@@ -285,5 +311,121 @@ mod tests {
         let mut columns = KNOWN[0].1.to_vec();
         columns.push("discount_minor");
         assert!(capture.relation(&relation(1, "orders", &columns)).is_err());
+        let mut columns = PLACED_COLUMNS.to_vec();
+        columns.push("status");
+        assert!(capture.relation(&relation(1, "orders", &columns)).is_err());
+    }
+
+    /// WAL a slot held from before the order's status was added forms the
+    /// same event as an order inserted since.
+    #[test]
+    fn an_order_from_before_the_status_columns_is_captured_alike() {
+        let id = Uuid::now_v7();
+        let created_at = "2026-11-27 05:13:41.442834+00";
+        let mut events = Vec::new();
+        for (columns, row) in [
+            (
+                &PLACED_COLUMNS[..],
+                text(&[&id.to_string(), "alice", "EUR", "99", created_at]),
+            ),
+            (KNOWN[0].1, order_row(id, "alice", "99", created_at)),
+        ] {
+            let mut capture = OrdersCapture::new("orders.placed".into());
+            capture.relation(&relation(1, "orders", columns)).unwrap();
+            capture
+                .relation(&relation(2, "order_lines", KNOWN[1].1))
+                .unwrap();
+            capture.insert(1, row).unwrap();
+            capture
+                .insert(2, text(&[&id.to_string(), "1", "A", "1", "99"]))
+                .unwrap();
+            let mut committed = capture.commit(None).unwrap();
+            assert_eq!(committed.len(), 1);
+            events.push(committed.remove(0).payload);
+        }
+        assert_eq!(events[0], events[1]);
+    }
+
+    /// What pgoutput really sends for an order that is inserted, then
+    /// updated (cancelled), through the publication as order-service makes
+    /// it (inserts only) and as an operator may widen it (updates too),
+    /// fed to the capture as the reader feeds it: one event per order, and
+    /// an UPDATE is skipped, neither an error nor an event.
+    #[sqlx::test]
+    async fn an_update_of_an_order_is_skipped_and_stops_nothing(
+        pool: sqlx::PgPool,
+    ) -> anyhow::Result<()> {
+        const PUBLICATION: &str = "order_events_orders";
+        crate::replication::publication::ensure(&pool, PUBLICATION, &["orders", "order_lines"])
+            .await?;
+        let slot = format!("capture_test_{}", Uuid::new_v4().simple());
+        sqlx::query("SELECT pg_create_logical_replication_slot($1, 'pgoutput')")
+            .bind(&slot)
+            .execute(&pool)
+            .await?;
+        let written: sqlx::Result<(Vec<Uuid>, Vec<Vec<u8>>)> = async {
+            let mut ids = Vec::new();
+            for widen in [false, true] {
+                if widen {
+                    sqlx::raw_sql(&format!(
+                        "ALTER PUBLICATION {PUBLICATION} SET (publish = 'insert, update, delete')"
+                    ))
+                    .execute(&pool)
+                    .await?;
+                }
+                let id = Uuid::now_v7();
+                sqlx::raw_sql(&format!(
+                    "BEGIN;
+                     INSERT INTO orders (id, customer_id, currency, total_minor) VALUES ('{id}', 'ivy', 'EUR', 250);
+                     INSERT INTO order_lines VALUES ('{id}', 1, 'SKU-1', 1, 250);
+                     COMMIT;
+                     UPDATE orders SET status = 'cancelled', cancelled_at = now(), cancel_reason = 'no'
+                     WHERE id = '{id}';"
+                ))
+                .execute(&pool)
+                .await?;
+                ids.push(id);
+            }
+            let changes: Vec<Vec<u8>> = sqlx::query_scalar(
+                "SELECT data FROM pg_logical_slot_peek_binary_changes($1, NULL, NULL, \
+                 'proto_version', '1', 'publication_names', $2)",
+            )
+            .bind(&slot)
+            .bind(PUBLICATION)
+            .fetch_all(&pool)
+            .await?;
+            Ok((ids, changes))
+        }
+        .await;
+        // Dropped before anything can fail: the test database cannot be
+        // dropped while a slot is on it.
+        sqlx::query("SELECT pg_drop_replication_slot($1)")
+            .bind(&slot)
+            .execute(&pool)
+            .await?;
+        let (ids, changes) = written?;
+
+        let mut capture = OrdersCapture::new("orders.placed".into());
+        let (mut events, mut updates) = (Vec::new(), 0);
+        for data in &changes {
+            match data.first() {
+                // Begin and Commit are framed by the replication client.
+                Some(b'B') => {}
+                Some(b'C') => events.extend(capture.commit(None)?),
+                Some(kind) => {
+                    updates += usize::from(*kind == b'U');
+                    crate::replication::reader::change(&mut capture, data)?;
+                }
+                None => anyhow::bail!("an empty change"),
+            }
+        }
+        assert_eq!(updates, 1, "only the widened publication sends an update");
+        let placed: Vec<Uuid> = events
+            .iter()
+            .map(|e| Envelope::<OrderPlaced>::decode(&e.payload).map(|e| e.payload.order_id))
+            .collect::<Result<_, _>>()?;
+        assert_eq!(placed, ids);
+        assert_eq!(capture.rejected(), None);
+        Ok(())
     }
 }
