@@ -31,7 +31,7 @@ use async_nats::jetstream::stream::{RawMessageErrorKind, Stream};
 use order_service::patterns::self_read::projector;
 use serde::Serialize;
 use shared_events::jetstream::dead_letter_headers;
-use shared_events::{Envelope, ID_NAMESPACE, Names, OrderPlaced};
+use shared_events::{ID_NAMESPACE, Names, OrderEvent};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -90,16 +90,16 @@ pub async fn redrive(args: &DlqArgs, id: Option<u64>) -> anyhow::Result<bool> {
             bail!("no dead letter with id {id} (see `order-events dlq list`)");
         }
     }
-    // Only events can go back: a letter whose payload is no OrderPlaced
-    // (change capture's "orders without lines", say) would only be
+    // Only events can go back: a letter whose payload is no event of an
+    // order (change capture's "orders without lines", say) would only be
     // dead-lettered again. Orders behind those are recovered from the
     // database with `order-events cdc resync --since`.
     let (letters, skipped): (Vec<_>, Vec<_>) = letters
         .into_iter()
-        .partition(|l| Envelope::<OrderPlaced>::decode(&l.payload).is_ok());
+        .partition(|l| OrderEvent::decode(&l.payload).is_ok());
     for letter in &skipped {
         eprintln!(
-            "skipped {}: not an OrderPlaced event ({}); for orders dead-lettered by change \
+            "skipped {}: not an order's event ({}); for orders dead-lettered by change \
              capture, run `order-events cdc resync --since <time>`",
             letter.id, letter.reason
         );
@@ -182,7 +182,7 @@ async fn order_history(args: &DlqArgs, letters: &[DeadLetter]) -> anyhow::Result
 
 /// Applies a projector's letter to the order history, as the projector would.
 async fn project(pool: &PgPool, letter: &DeadLetter) -> anyhow::Result<()> {
-    let event = Envelope::<OrderPlaced>::decode(&letter.payload)
+    let event = OrderEvent::decode(&letter.payload)
         .with_context(|| format!("decoding dead letter {}", letter.id))?;
     projector::project(pool, vec![event])
         .await

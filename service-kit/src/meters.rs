@@ -28,6 +28,8 @@ pub const CONSUMER_BATCHES_SPLIT: &str = "order_events_consumer_batches_split_to
 pub const CONSUMER_PENDING: &str = "order_events_consumer_pending_messages";
 pub const CONSUMER_ACK_PENDING: &str = "order_events_consumer_ack_pending_messages";
 pub const DEAD_LETTERS: &str = "order_events_dead_letter_messages";
+/// Cancellations the order history holds until their order's `OrderPlaced`.
+pub const CANCELLATIONS_AWAITING_ORDER: &str = "order_events_cancellations_awaiting_order";
 pub const CDC_READER_ACTIVE: &str = "order_events_cdc_reader_active";
 pub const CDC_SLOT_LAG: &str = "order_events_cdc_slot_lag_bytes";
 pub const CDC_SLOT_RETAINED_WAL: &str = "order_events_cdc_slot_retained_wal_bytes";
@@ -53,6 +55,7 @@ pub const ALL: &[&str] = &[
     CONSUMER_PENDING,
     CONSUMER_ACK_PENDING,
     DEAD_LETTERS,
+    CANCELLATIONS_AWAITING_ORDER,
     CDC_READER_ACTIVE,
     CDC_SLOT_LAG,
     CDC_SLOT_RETAINED_WAL,
@@ -140,6 +143,11 @@ pub fn describe() {
         "Messages in the dead-letter stream, read from the broker at each scrape."
     );
     describe_gauge!(
+        CANCELLATIONS_AWAITING_ORDER,
+        Unit::Count,
+        "Cancellations the self-read order history applied before their order's OrderPlaced, held until it comes, read at each scrape."
+    );
+    describe_gauge!(
         CDC_READER_ACTIVE,
         "1 while this instance streams the slot, 0 while it stands by."
     );
@@ -222,6 +230,11 @@ pub fn dead_letters(messages: u64) {
 pub fn outbox_backlog(rows: i64, oldest: Duration) {
     gauge!(OUTBOX_PENDING).set(rows as f64);
     gauge!(OUTBOX_OLDEST_AGE).set(oldest.as_secs_f64());
+}
+
+/// Cancellations the order history holds until their order comes.
+pub fn cancellations_awaiting_order(cancellations: i64) {
+    gauge!(CANCELLATIONS_AWAITING_ORDER).set(cancellations as f64);
 }
 
 pub fn relay_error() {

@@ -18,6 +18,7 @@ mod http_limits;
 mod keys;
 mod logs;
 mod metrics;
+mod order_history;
 mod outbox;
 mod poison;
 mod publish_batches;

@@ -1,5 +1,7 @@
-//! The outbox's backlog, for `/metrics` in every mode: rows an earlier mode
-//! or a build with the relay left count too.
+//! What waits in order-service's database, for `/metrics` in every mode:
+//! the outbox's backlog (rows an earlier mode or a build with the relay left
+//! count too), and the cancellations the order history holds until their
+//! order comes (self-read's, left behind by a switch too).
 
 use sqlx::PgConnection;
 
@@ -24,4 +26,11 @@ pub async fn outbox(conn: &mut PgConnection) -> sqlx::Result<Backlog> {
         rows: row.rows,
         oldest: std::time::Duration::from_secs_f64(row.oldest.max(0.0)),
     })
+}
+
+/// How many cancellations wait for their order's `OrderPlaced`.
+pub async fn cancellations_awaiting_order(conn: &mut PgConnection) -> sqlx::Result<i64> {
+    sqlx::query_scalar!(r#"SELECT count(*) AS "waiting!" FROM cancellations_awaiting_order"#)
+        .fetch_one(conn)
+        .await
 }

@@ -157,15 +157,15 @@ impl<'a> OrderWrite<'a> {
 }
 
 /// Order lines as the column arrays `UNNEST` takes.
-struct LineColumns {
-    line_nos: Vec<i32>,
-    skus: Vec<String>,
-    quantities: Vec<i64>,
-    prices: Vec<i64>,
+pub(crate) struct LineColumns {
+    pub line_nos: Vec<i32>,
+    pub skus: Vec<String>,
+    pub quantities: Vec<i64>,
+    pub prices: Vec<i64>,
 }
 
 impl LineColumns {
-    fn of(lines: &[OrderLine]) -> Self {
+    pub fn of(lines: &[OrderLine]) -> Self {
         Self {
             line_nos: (1..).take(lines.len()).collect(),
             skus: lines.iter().map(|l| l.sku.clone()).collect(),
@@ -173,45 +173,6 @@ impl LineColumns {
             prices: lines.iter().map(|l| l.unit_price_minor).collect(),
         }
     }
-}
-
-/// Inserts `order` as it is, unless an order with its id exists; returns
-/// whether it was inserted.
-pub async fn insert_if_absent(conn: &mut PgConnection, order: &Order) -> sqlx::Result<bool> {
-    let inserted = sqlx::query!(
-        r#"INSERT INTO orders (id, customer_id, currency, total_minor, created_at)
-           VALUES ($1, $2, $3, $4, $5)
-           ON CONFLICT (id) DO NOTHING"#,
-        order.id,
-        order.customer_id.as_str(),
-        order.currency.code(),
-        order.total_minor,
-        order.created_at,
-    )
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    if inserted == 0 {
-        return Ok(false);
-    }
-    insert_lines(conn, order.id, &order.lines).await?;
-    Ok(true)
-}
-
-async fn insert_lines(conn: &mut PgConnection, id: Uuid, lines: &[OrderLine]) -> sqlx::Result<()> {
-    let lines = LineColumns::of(lines);
-    sqlx::query!(
-        r#"INSERT INTO order_lines (order_id, line_no, sku, quantity, unit_price_minor)
-           SELECT $1, * FROM UNNEST($2::int[], $3::text[], $4::bigint[], $5::bigint[])"#,
-        id,
-        &lines.line_nos,
-        &lines.skus,
-        &lines.quantities,
-        &lines.prices,
-    )
-    .execute(conn)
-    .await?;
-    Ok(())
 }
 
 /// The order with `id`, if there is one.
@@ -304,7 +265,7 @@ async fn with_lines(conn: &mut PgConnection, heads: Vec<OrderHead>) -> sqlx::Res
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use sqlx::PgPool;
 
     use super::*;
@@ -359,7 +320,7 @@ mod tests {
     }
 
     /// Waits until `n` sessions of this database wait on a lock.
-    async fn sessions_waiting(pool: &PgPool, n: i64) {
+    pub(crate) async fn sessions_waiting(pool: &PgPool, n: i64) {
         harness::eventually(
             &format!("{n} session(s) to wait on a lock"),
             std::time::Duration::from_secs(10),

@@ -7,6 +7,7 @@ mod order;
 pub use idempotency::IdempotencyKey;
 
 pub use order::{
-    CustomerId, InvalidStatus, MAX_ID_LEN, MAX_LINES, MAX_QUANTITY, MAX_UNIT_PRICE_MINOR, NewOrder,
-    Order, OrderLine, OrderStatus, PlaceOrderRequest, ValidationError,
+    Cancellation, CustomerId, InvalidStatus, MAX_CANCEL_REASON_LEN, MAX_ID_LEN, MAX_LINES,
+    MAX_QUANTITY, MAX_UNIT_PRICE_MINOR, NewOrder, Order, OrderLine, OrderStatus, PlaceOrderRequest,
+    ValidationError,
 };

@@ -1,6 +1,6 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use shared_events::{Currency, OrderPlaced};
+use shared_events::{Currency, OrderCancelled, OrderPlaced};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -13,6 +13,8 @@ pub const MAX_QUANTITY: i64 = 1_000_000;
 /// Highest unit price, in minor units (100,000,000.00 in a two-decimal
 /// currency).
 pub const MAX_UNIT_PRICE_MINOR: i64 = 10_000_000_000;
+/// Most characters of the reason an order was cancelled for.
+pub const MAX_CANCEL_REASON_LEN: usize = 200;
 
 // The line limits bound every total to 10^18 minor units, so a total never
 // overflows 64 bits: the only limit left on the sum is the configured
@@ -73,6 +75,8 @@ pub enum ValidationError {
     PriceTooLarge { line: usize, price: i64 },
     #[error("the order total may be at most {0} minor units")]
     TotalTooLarge(i64),
+    #[error("a cancellation's reason may be at most {MAX_CANCEL_REASON_LEN} characters, got {0}")]
+    ReasonTooLong(usize),
 }
 
 impl ValidationError {
@@ -87,6 +91,7 @@ impl ValidationError {
             Self::NegativePrice { .. } => "negative_price",
             Self::PriceTooLarge { .. } => "price_too_large",
             Self::TotalTooLarge(_) => "total_too_large",
+            Self::ReasonTooLong(_) => "reason_too_long",
         }
     }
 }
@@ -256,6 +261,28 @@ impl OrderStatus {
             "cancelled" => Some(Self::Cancelled),
             _ => None,
         }
+    }
+}
+
+/// What cancelling an order records: when, and why in the customer's words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cancellation {
+    pub cancelled_at: DateTime<Utc>,
+    pub reason: Option<String>,
+}
+
+impl Cancellation {
+    /// The cancellation an `OrderCancelled` describes; a reason longer than
+    /// this service stores is an error.
+    pub fn from_event(event: &OrderCancelled) -> Result<Self, ValidationError> {
+        let length = event.reason.as_deref().map_or(0, |r| r.chars().count());
+        if length > MAX_CANCEL_REASON_LEN {
+            return Err(ValidationError::ReasonTooLong(length));
+        }
+        Ok(Self {
+            cancelled_at: event.cancelled_at,
+            reason: event.reason.clone(),
+        })
     }
 }
 
@@ -501,6 +528,25 @@ mod tests {
         assert!(stored("placed", Some(at)).is_err());
         assert!(stored("cancelled", None).is_err());
         assert!(stored("shipped", None).is_err());
+    }
+
+    #[test]
+    fn a_cancellation_keeps_a_reason_of_at_most_its_maximum() {
+        let with_reason = |reason: String| {
+            Cancellation::from_event(&OrderCancelled {
+                order_id: Uuid::nil(),
+                customer_id: "ivy".into(),
+                currency: "EUR".into(),
+                total_minor: 1,
+                cancelled_at: Utc::now(),
+                reason: Some(reason),
+            })
+            .map(|c| c.reason.map(|r| r.chars().count()))
+            .map_err(|e| e.code())
+        };
+        let most = MAX_CANCEL_REASON_LEN;
+        assert_eq!(with_reason("é".repeat(most)), Ok(Some(most)));
+        assert_eq!(with_reason("é".repeat(most + 1)), Err("reason_too_long"));
     }
 
     #[test]

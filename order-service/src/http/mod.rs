@@ -102,18 +102,23 @@ impl Ops for AppState {
         !self.write.places_through_broker()
     }
 
-    /// The outbox's backlog (in every mode: rows an earlier mode left
-    /// count too), and the broker's.
+    /// The outbox's backlog and the cancellations awaiting their order (in
+    /// every mode: what an earlier mode left counts too), and the broker's.
     async fn refresh_gauges(&self) {
-        let backlog = tokio::time::timeout(Duration::from_secs(2), async {
+        let waiting = tokio::time::timeout(Duration::from_secs(2), async {
             let mut conn = self.core.pool.acquire().await?;
-            crate::db::backlog::outbox(&mut conn).await
+            let backlog = crate::db::backlog::outbox(&mut conn).await?;
+            let cancellations = crate::db::backlog::cancellations_awaiting_order(&mut conn).await?;
+            Ok::<_, sqlx::Error>((backlog, cancellations))
         })
         .await;
-        match backlog {
-            Ok(Ok(backlog)) => service_kit::meters::outbox_backlog(backlog.rows, backlog.oldest),
-            Ok(Err(error)) => tracing::debug!(%error, "reading the outbox's backlog"),
-            Err(_) => tracing::debug!("reading the outbox's backlog timed out"),
+        match waiting {
+            Ok(Ok((backlog, cancellations))) => {
+                service_kit::meters::outbox_backlog(backlog.rows, backlog.oldest);
+                service_kit::meters::cancellations_awaiting_order(cancellations);
+            }
+            Ok(Err(error)) => tracing::debug!(%error, "reading what waits in the database"),
+            Err(_) => tracing::debug!("reading what waits in the database timed out"),
         }
         self.core.refresh_broker_gauges().await;
     }

@@ -61,7 +61,7 @@ use futures::future::BoxFuture;
 use service_kit::duration;
 use service_kit::startup::retry_until;
 use shared_events::jetstream::{self, PublishError};
-use shared_events::{Envelope, OrderPlaced, Published, placed_event_id};
+use shared_events::{Envelope, OrderEvent, OrderPlaced, Published, placed_event_id};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 use uuid::Uuid;
@@ -362,7 +362,7 @@ impl Writes {
     async fn project(&self, event: Envelope<OrderPlaced>) {
         let projected = tokio::time::timeout(
             DATABASE_BUDGET,
-            projector::project(&self.deps.pool, vec![event]),
+            projector::project(&self.deps.pool, vec![OrderEvent::Placed(event)]),
         );
         match projected.await {
             Ok(Ok(_)) => {}
