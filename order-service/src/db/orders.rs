@@ -386,7 +386,7 @@ pub(crate) mod tests {
         );
         let listed = list(&mut conn, Some("ivy"), None, 10).await?;
         let replayed = crate::db::replay::created_since(&mut conn, None, None, 10).await?;
-        for orders in [listed, replayed] {
+        for orders in [&listed, &replayed] {
             let statuses: HashMap<Uuid, _> = orders
                 .iter()
                 .map(|o| (o.id, (o.status, o.cancelled_at)))
@@ -394,6 +394,15 @@ pub(crate) mod tests {
             assert_eq!(statuses[&kept.id], (OrderStatus::Placed, None));
             assert_eq!(statuses[&cancelled.id], (OrderStatus::Cancelled, Some(at)));
         }
+        // `cdc resync` republishes a cancelled order's placement as it was.
+        let republished = replayed
+            .iter()
+            .find(|o| o.id == cancelled.id)
+            .expect("the cancelled order")
+            .placed_event();
+        let mut placement = cancelled.placed_event();
+        placement.placed_at = republished.placed_at;
+        assert_eq!(republished, placement);
         Ok(())
     }
 
