@@ -46,7 +46,7 @@ const KNOWN: &[(&str, &[&str])] = &[
         "order_lines",
         &["order_id", "line_no", "sku", "quantity", "unit_price_minor"],
     ),
-    // Before migration 20261210000001 (the order's status).
+    // Before migration 20261203000003 (the order's status).
     ("orders", &PLACED_COLUMNS),
 ];
 
