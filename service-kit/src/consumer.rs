@@ -1,5 +1,13 @@
-//! The loop every idempotent consumer of order events runs; a service plugs
-//! in only what applying one event means to its database ([`Apply`]).
+//! The loop every idempotent consumer of the order stream runs; a service
+//! plugs in only what applying one event of an order's life
+//! ([`OrderEvent`]: `OrderPlaced`, `OrderCancelled`) means to its database
+//! ([`Apply`]).
+//!
+//! The durable consumer takes every subject of the stream, so whichever
+//! subject an order's events are published on reaches it; a message that
+//! is no event of an order is dead-lettered like any other that cannot be
+//! decoded. The order of an order's events is the service's to keep: the
+//! loop applies what arrives, as it arrives.
 //!
 //! Messages are taken in batches of whatever has arrived (up to a limit).
 //! Each is decoded and checked; the valid ones are applied in ONE
@@ -76,7 +84,9 @@ pub trait Apply: Send + Sync + 'static {
     fn prepare(&self, event: OrderEvent, stream_sequence: u64) -> anyhow::Result<Self::Item>;
 
     /// Applies `items` in one transaction; one outcome per item, in order.
-    /// On an error nothing was applied; [`classify`] tells what it means.
+    /// On an error nothing was applied; [`classify`] tells what it means
+    /// (a [`Refused`](crate::failure::Refused) in its chain: the event can
+    /// never be applied).
     fn apply_batch(
         &self,
         items: Vec<Self::Item>,
@@ -176,13 +186,14 @@ impl<A: Apply> EventConsumer<A> {
         }
     }
 
-    /// Creates the durable pull consumer if needed.
+    /// Creates the durable pull consumer if needed, on every subject of the
+    /// stream (one created on `OrderPlaced`'s subject alone is widened).
     pub async fn ensure(&self) -> anyhow::Result<PullConsumer> {
         Ok(ensure_consumer(
             &self.jetstream,
             self.names.stream(),
             self.settings.durable,
-            self.names.order_placed_subject(),
+            self.names.stream_subjects(),
             self.settings.ack_wait,
         )
         .await?)

@@ -25,11 +25,28 @@ pub enum Failure {
     Retry,
 }
 
-/// Classifies `error` by the first database error in its chain.
-/// `idempotency_keys` names the unique constraints that make applying an
-/// event idempotent: hitting one means a concurrent apply won a race, and a
-/// retry finds the event applied.
+/// An event the service refuses by its own rules, against what its
+/// database holds (say, a cancellation whose customer is not the one its
+/// order was credited to): the same every time, so [`Failure::Poison`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused(pub String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+/// Classifies `error`: a [`Refused`] in its chain is poison; otherwise the
+/// first database error in its chain decides. `idempotency_keys` names the
+/// unique constraints that make applying an event idempotent: hitting one
+/// means a concurrent apply won a race, and a retry finds the event applied.
 pub fn classify(error: &anyhow::Error, idempotency_keys: &[&str]) -> Failure {
+    if error.chain().any(|e| e.is::<Refused>()) {
+        return Failure::Poison;
+    }
     let Some(error) = error.chain().find_map(|e| e.downcast_ref::<sqlx::Error>()) else {
         return Failure::Retry;
     };
@@ -115,6 +132,13 @@ mod tests {
         // Neighbours that are not: a dropped database, an object in use.
         assert_eq!(classify_sqlstate("57P04", "", &[]), Failure::Retry);
         assert_eq!(classify_sqlstate("55006", "", &[]), Failure::Retry);
+    }
+
+    #[test]
+    fn a_refusal_is_poison_wherever_it_is_in_the_chain() {
+        let refused = anyhow::Error::from(Refused("another customer".into())).context("applying");
+        assert_eq!(classify(&refused, &[]), Failure::Poison);
+        assert_eq!(format!("{refused:#}"), "applying: another customer");
     }
 
     #[test]

@@ -56,6 +56,13 @@ impl Names {
         format!("{}.placed", self.subject_root)
     }
 
+    /// Where `OrderCancelled` is published. The consumers take every
+    /// subject of the stream ([`Names::stream_subjects`]), so they read an
+    /// order's events wherever under it they are published.
+    pub fn order_cancelled_subject(&self) -> String {
+        format!("{}.cancelled", self.subject_root)
+    }
+
     /// The stream that keeps messages a consumer could not process.
     pub fn dead_letter_stream(&self) -> &str {
         &self.dead_letter_stream
@@ -97,6 +104,7 @@ mod tests {
         let names = Names::new("").unwrap();
         assert_eq!(names.stream(), "ORDERS");
         assert_eq!(names.order_placed_subject(), "orders.placed");
+        assert_eq!(names.order_cancelled_subject(), "orders.cancelled");
         assert_eq!(names.stream_subjects(), "orders.>");
     }
 
@@ -105,6 +113,7 @@ mod tests {
         let names = Names::new("t42").unwrap();
         assert_eq!(names.stream(), "T42_ORDERS");
         assert_eq!(names.order_placed_subject(), "t42.orders.placed");
+        assert_eq!(names.order_cancelled_subject(), "t42.orders.cancelled");
         assert_eq!(names.dead_letter_stream(), "T42_ORDERS_DLQ");
         assert_eq!(
             names.dead_letter_subject("rewards"),

@@ -14,7 +14,8 @@ use super::{BoxError, StreamSetupError};
 /// what the server kept: older servers silently drop fields they don't know.
 /// The consumer keeps as many copies as its stream: one created before the
 /// stream's replicas were raised stays at its old count unless told (the
-/// server does not carry it along), so it is updated here.
+/// server does not carry it along), so it is updated here; so is one
+/// created with another filter.
 pub async fn ensure_consumer(
     js: &Context,
     stream: &str,
@@ -56,30 +57,51 @@ pub async fn ensure_consumer(
         .map_err(|e| fail(e.into()))?
         .config
         .clone();
-    if actual.filter_subject != wanted.filter_subject || actual.ack_policy != AckPolicy::Explicit {
+    if actual.ack_policy != AckPolicy::Explicit {
         return Err(fail(
             format!(
-                "consumer {durable} exists with filter {:?} and {:?} acks; expected {:?} and explicit acks",
-                actual.filter_subject, actual.ack_policy, wanted.filter_subject
+                "consumer {durable} exists with {:?} acks; expected explicit acks",
+                actual.ack_policy
             )
             .into(),
         ));
     }
-    if actual.num_replicas != replicas {
+    // A consumer created before it took what it takes now (`OrderPlaced`'s
+    // subject alone, before an order's other events) is given the wanted
+    // filter, and the copies of its stream; its position is kept. Servers
+    // before 2.10 cannot change a filter and refuse with an error.
+    if actual.filter_subject != wanted.filter_subject || actual.num_replicas != replicas {
         tracing::info!(
             consumer = durable,
-            from = actual.num_replicas,
-            to = replicas,
-            "changing the consumer's replicas to its stream's"
+            filter = %wanted.filter_subject,
+            replicas,
+            "updating the consumer's filter and replicas"
         );
         let _: async_nats::jetstream::consumer::Consumer<ConsumerConfig> = stream
             .update_consumer(ConsumerConfig {
+                filter_subject: wanted.filter_subject.clone(),
                 num_replicas: replicas,
                 ..actual
             })
             .await
             .map_err(|e| fail(e.into()))?;
         consumer = stream.get_consumer(durable).await.map_err(fail)?;
+        let kept = consumer
+            .info()
+            .await
+            .map_err(|e| fail(e.into()))?
+            .config
+            .filter_subject
+            .clone();
+        if kept != wanted.filter_subject {
+            return Err(fail(
+                format!(
+                    "consumer {durable} kept filter {kept:?} after an update to {:?}",
+                    wanted.filter_subject
+                )
+                .into(),
+            ));
+        }
     }
     Ok(consumer)
 }
