@@ -1,13 +1,18 @@
-//! Crediting `OrderPlaced`: the part of the idempotent consumer that is
-//! rewards-service's own (the loop is `service_kit::consumer`).
+//! Crediting `OrderPlaced` and reversing the credit on `OrderCancelled`: the
+//! part of the idempotent consumer that is rewards-service's own (the loop
+//! is `service_kit::consumer`).
 //!
-//! A batch of events is credited in one transaction: the ledger rows and the
-//! balances. A redelivery, or the same order under another event id, hits the
-//! ledger's keys (event id primary key, order id unique) and changes nothing.
-//! An event whose content breaks the rules (unknown currency, a total that is
-//! not the sum of its lines) can never be credited and is dead-lettered; so is
-//! one whose credit would overflow its customer's balance (SQLSTATE 22003,
-//! pinned on that one event by the consumer loop).
+//! A batch of events is applied in one transaction: the ledger rows and the
+//! balances. A redelivery, or the same order's event under another event id,
+//! hits the ledger's keys (event id primary key, one credit and one reversal
+//! per order) and changes nothing. A cancellation that arrives before its
+//! credit is recorded, acknowledged, and applied with the credit when it
+//! comes, so that the balance nets to zero (see [`db`]). An event whose
+//! content breaks the rules (unknown currency, a total that is not the sum
+//! of its lines) can never be applied and is dead-lettered; so is a
+//! cancellation that names another customer or total than its order's
+//! credit, and one event whose credit would overflow its customer's balance
+//! (SQLSTATE 22003) — each pinned on that one event by the consumer loop.
 
 use anyhow::Context as _;
 use service_kit::consumer::{Applied, Apply};
@@ -15,9 +20,9 @@ use shared_events::OrderEvent;
 use sqlx::PgPool;
 
 use crate::db;
-use crate::domain::Credit;
+use crate::domain::{Change, Credit, Reversal};
 
-/// Credits each order once.
+/// Credits each order once, and reverses a cancelled order's credit once.
 pub struct Credits {
     pool: PgPool,
 }
@@ -29,34 +34,32 @@ impl Credits {
 }
 
 impl Apply for Credits {
-    type Item = (Credit, u64);
+    type Item = (Change, u64);
 
     const IDEMPOTENCY_KEYS: &'static [&'static str] = &[
         "reward_ledger_pkey",
-        "reward_ledger_order_id_key",
+        "reward_ledger_order_id_kind_key",
+        "reversals_awaiting_credit_pkey",
         "reward_accounts_pkey",
     ];
 
     fn prepare(&self, event: OrderEvent, stream_sequence: u64) -> anyhow::Result<Self::Item> {
-        match event {
-            OrderEvent::Placed(event) => Ok((Credit::from_event(&event)?, stream_sequence)),
-            OrderEvent::Cancelled(_) => {
-                anyhow::bail!("rewards-service does not apply OrderCancelled yet")
-            }
-        }
+        let change = match event {
+            OrderEvent::Placed(event) => Change::Credit(Credit::from_event(&event)?),
+            OrderEvent::Cancelled(event) => Change::Reversal(Reversal::from_event(&event)?),
+        };
+        Ok((change, stream_sequence))
     }
 
-    async fn apply_batch(&self, credits: Vec<Self::Item>) -> anyhow::Result<Vec<Applied>> {
+    async fn apply_batch(&self, changes: Vec<Self::Item>) -> anyhow::Result<Vec<Applied>> {
         let mut tx = self
             .pool
             .begin()
             .await
-            .context("beginning the credit transaction")?;
-        let credited = db::credit_all(&mut tx, &credits)
-            .await
-            .context("writing the credits")?;
-        tx.commit().await.context("committing the credits")?;
-        Ok(credited
+            .context("beginning the rewards transaction")?;
+        let applied = db::apply(&mut tx, &changes).await?;
+        tx.commit().await.context("committing the rewards")?;
+        Ok(applied
             .into_iter()
             .map(|new| {
                 if new {

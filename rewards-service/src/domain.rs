@@ -1,7 +1,8 @@
-//! The rewards rule and the checks an event must pass before it is credited.
+//! The rewards rule and the checks an event must pass before it is
+//! credited or reversed.
 
 use chrono::{DateTime, Utc};
-use shared_events::{Currency, Envelope, OrderPlaced};
+use shared_events::{Currency, Envelope, OrderCancelled, OrderPlaced};
 use uuid::Uuid;
 
 /// Reward points for an order: one point per whole unit of the order's
@@ -35,6 +36,8 @@ pub enum InvalidEvent {
     InvalidLine,
     #[error("total_minor {stated} differs from the sum of the lines {computed:?}")]
     TotalMismatch { stated: i64, computed: Option<i64> },
+    #[error("negative total_minor {0}")]
+    NegativeTotal(i64),
 }
 
 impl Credit {
@@ -76,6 +79,94 @@ impl Credit {
             currency,
             order_placed_at: order.placed_at,
         })
+    }
+}
+
+/// A cancellation to apply: it takes back the points its order's credit
+/// gave, once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reversal {
+    pub event_id: Uuid,
+    pub order_id: Uuid,
+    pub customer_id: String,
+    /// The points the cancelled order earned by the rule: what the
+    /// reversal takes back, which its credit holds too when the two agree
+    /// ([`Reversal::disagreement`]).
+    pub points: i64,
+    pub order_total_minor: i64,
+    pub currency: Currency,
+    pub cancelled_at: DateTime<Utc>,
+}
+
+impl Reversal {
+    /// Checks the event's content and computes the points it takes back.
+    pub fn from_event(event: &Envelope<OrderCancelled>) -> Result<Self, InvalidEvent> {
+        let order = &event.payload;
+        let currency = Currency::from_code(&order.currency)
+            .ok_or_else(|| InvalidEvent::UnknownCurrency(order.currency.clone()))?;
+        if order.customer_id.is_empty() {
+            return Err(InvalidEvent::NoCustomer);
+        }
+        if order.total_minor < 0 {
+            return Err(InvalidEvent::NegativeTotal(order.total_minor));
+        }
+        Ok(Self {
+            event_id: event.event_id,
+            order_id: order.order_id,
+            customer_id: order.customer_id.clone(),
+            points: points_for(order.total_minor, currency),
+            order_total_minor: order.total_minor,
+            currency,
+            cancelled_at: order.cancelled_at,
+        })
+    }
+
+    /// How the cancelled order differs from the order as it was credited
+    /// (`customer_id`, `order_total_minor`, `currency`), if it does: such a
+    /// cancellation is not of that order and reverses nothing.
+    pub fn disagreement(
+        &self,
+        customer_id: &str,
+        order_total_minor: i64,
+        currency: &str,
+    ) -> Option<String> {
+        let mut differences = Vec::new();
+        if self.customer_id != customer_id {
+            differences.push(format!(
+                "customer {:?}, credited to {customer_id:?}",
+                self.customer_id
+            ));
+        }
+        if self.order_total_minor != order_total_minor || self.currency.code() != currency {
+            differences.push(format!(
+                "total {} {}, credited for {order_total_minor} {currency}",
+                self.order_total_minor,
+                self.currency.code()
+            ));
+        }
+        (!differences.is_empty()).then(|| {
+            format!(
+                "the cancellation of order {} names {}",
+                self.order_id,
+                differences.join(" and ")
+            )
+        })
+    }
+}
+
+/// What an event of an order's life asks of the ledger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Credit(Credit),
+    Reversal(Reversal),
+}
+
+impl Change {
+    pub fn order_id(&self) -> Uuid {
+        match self {
+            Change::Credit(credit) => credit.order_id,
+            Change::Reversal(reversal) => reversal.order_id,
+        }
     }
 }
 
@@ -143,5 +234,60 @@ mod tests {
             Credit::from_event(&event(vec![(0, 10)], 0)),
             Err(InvalidEvent::InvalidLine)
         );
+    }
+
+    fn cancellation(customer: &str, currency: &str, total_minor: i64) -> Envelope<OrderCancelled> {
+        let order_id = Uuid::now_v7();
+        Envelope::new(
+            shared_events::cancelled_event_id(order_id),
+            Utc::now(),
+            OrderCancelled {
+                order_id,
+                customer_id: customer.into(),
+                currency: currency.into(),
+                total_minor,
+                cancelled_at: Utc::now(),
+                reason: None,
+            },
+        )
+    }
+
+    #[test]
+    fn a_consistent_cancellation_claims_the_points_of_its_total() {
+        let reversal = Reversal::from_event(&cancellation("alice", "EUR", 2599)).unwrap();
+        assert_eq!(reversal.points, 25);
+        assert_eq!(reversal.disagreement("alice", 2599, "EUR"), None);
+    }
+
+    #[test]
+    fn an_inconsistent_cancellation_is_refused() {
+        assert_eq!(
+            Reversal::from_event(&cancellation("alice", "XXX", 100)),
+            Err(InvalidEvent::UnknownCurrency("XXX".into()))
+        );
+        assert_eq!(
+            Reversal::from_event(&cancellation("", "EUR", 100)),
+            Err(InvalidEvent::NoCustomer)
+        );
+        assert_eq!(
+            Reversal::from_event(&cancellation("alice", "EUR", -1)),
+            Err(InvalidEvent::NegativeTotal(-1))
+        );
+    }
+
+    #[test]
+    fn a_cancellation_of_another_customer_or_total_disagrees_with_the_credit() {
+        let reversal = Reversal::from_event(&cancellation("alice", "EUR", 2599)).unwrap();
+        let other_customer = reversal.disagreement("bob", 2599, "EUR").unwrap();
+        assert!(
+            other_customer.contains(r#"customer "alice", credited to "bob""#),
+            "{other_customer}"
+        );
+        let other_total = reversal.disagreement("alice", 2600, "EUR").unwrap();
+        assert!(
+            other_total.contains("total 2599 EUR, credited for 2600 EUR"),
+            "{other_total}"
+        );
+        assert!(reversal.disagreement("alice", 2599, "USD").is_some());
     }
 }

@@ -30,6 +30,8 @@ pub const CONSUMER_ACK_PENDING: &str = "order_events_consumer_ack_pending_messag
 pub const DEAD_LETTERS: &str = "order_events_dead_letter_messages";
 /// Cancellations the order history holds until their order's `OrderPlaced`.
 pub const CANCELLATIONS_AWAITING_ORDER: &str = "order_events_cancellations_awaiting_order";
+/// Cancellations recorded before their order's credit (rewards-service).
+pub const REVERSALS_AWAITING_CREDIT: &str = "order_events_reversals_awaiting_credit";
 pub const CDC_READER_ACTIVE: &str = "order_events_cdc_reader_active";
 pub const CDC_SLOT_LAG: &str = "order_events_cdc_slot_lag_bytes";
 pub const CDC_SLOT_RETAINED_WAL: &str = "order_events_cdc_slot_retained_wal_bytes";
@@ -56,6 +58,7 @@ pub const ALL: &[&str] = &[
     CONSUMER_ACK_PENDING,
     DEAD_LETTERS,
     CANCELLATIONS_AWAITING_ORDER,
+    REVERSALS_AWAITING_CREDIT,
     CDC_READER_ACTIVE,
     CDC_SLOT_LAG,
     CDC_SLOT_RETAINED_WAL,
@@ -148,6 +151,11 @@ pub fn describe() {
         "Cancellations the self-read order history applied before their order's OrderPlaced, held until it comes, read at each scrape."
     );
     describe_gauge!(
+        REVERSALS_AWAITING_CREDIT,
+        Unit::Count,
+        "Cancellations that arrived before their order's credit and wait for it (applied with it when it comes), read from the database at each scrape."
+    );
+    describe_gauge!(
         CDC_READER_ACTIVE,
         "1 while this instance streams the slot, 0 while it stands by."
     );
@@ -224,6 +232,11 @@ pub fn consumer_backlog(consumer: &str, pending: u64, ack_pending: usize) {
 
 pub fn dead_letters(messages: u64) {
     gauge!(DEAD_LETTERS).set(messages as f64);
+}
+
+/// Cancellations waiting for their order's credit.
+pub fn reversals_awaiting_credit(cancellations: i64) {
+    gauge!(REVERSALS_AWAITING_CREDIT).set(cancellations as f64);
 }
 
 /// What waits in the outbox.

@@ -37,6 +37,8 @@ const DEFAULT_PAGE: u32 = 100;
 const MAX_PAGE: u32 = 1000;
 /// Longest customer id looked up, in characters.
 const MAX_CUSTOMER_ID: usize = 1024;
+/// Longest a scrape waits for the database's gauges.
+const GAUGE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 #[derive(Clone)]
 pub struct AppState {
@@ -65,31 +67,46 @@ impl Ops for AppState {
         true
     }
 
+    /// The cancellations waiting for their credit, and the broker's backlog.
     async fn refresh_gauges(&self) {
+        let awaiting = tokio::time::timeout(GAUGE_TIMEOUT, async {
+            let mut conn = self.core.pool.acquire().await?;
+            db::awaiting_credit(&mut conn).await
+        })
+        .await;
+        match awaiting {
+            Ok(Ok(awaiting)) => service_kit::meters::reversals_awaiting_credit(awaiting),
+            Ok(Err(error)) => tracing::debug!(%error, "reading the cancellations awaiting credit"),
+            Err(_) => tracing::debug!("reading the cancellations awaiting credit timed out"),
+        }
         self.core.refresh_broker_gauges().await;
     }
 }
 
-/// A customer's points and the orders that earned them.
+/// A customer's points and the entries that make them.
 #[derive(Debug, Serialize, ToSchema)]
 struct Rewards {
     customer_id: String,
-    /// Points: the sum of the ledger's, all of it.
+    /// Points: the sum of the ledger's, all of it, its reversals taken off.
     balance: i64,
-    /// Newest first, at most 1000 entries.
+    /// Newest first, at most 1000 entries: a credit per order, and a
+    /// reversal (negative points) per cancelled order.
     ledger: Vec<LedgerEntry>,
 }
 
-/// `GET /customers/{id}/rewards`: the balance and the credited orders; 404
-/// until the customer's first order was credited.
+/// `GET /customers/{id}/rewards`: the balance and the ledger's entries
+/// (credits and reversals); 404 until the customer's first order was
+/// credited.
 #[utoipa::path(
     get,
     path = "/customers/{id}/rewards",
     tag = "rewards",
     operation_id = "get_rewards",
     summary = "A customer's rewards",
-    description = "The balance and the credited orders, newest first; 404 until the customer's first \
-        order was credited. One point per whole unit of the order's currency, rounded down.",
+    description = "The balance and the ledger's entries, newest first: a credit for each order, of \
+        one point per whole unit of the order's currency, rounded down, and a reversal taking them \
+        back (negative points) for each cancelled order. The balance is net of the reversals. 404 \
+        until the customer's first order was credited.",
     params(("id" = String, Path, min_length = 1, max_length = 1024, pattern = "^[^\\u0000]*$",
         description = "The customer's id, as order-service took it.")),
     responses(
@@ -138,7 +155,8 @@ async fn rewards(
 struct LedgerParams {
     /// Order id of the last entry of the previous page.
     after: Option<Uuid>,
-    /// Entries per page: 1 to 1000, 100 if not given.
+    /// Orders per page: 1 to 1000, 100 if not given. Each order's entries
+    /// (its credit, and its reversal if it was cancelled) come in one page.
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
 }
@@ -146,22 +164,26 @@ struct LedgerParams {
 /// A page of the ledger, in order-id order.
 #[derive(Debug, Serialize, ToSchema)]
 struct LedgerPage {
+    /// The entries of up to `limit` orders: an order's credit, then its
+    /// reversal if it was cancelled.
     entries: Vec<Credited>,
     /// Pass as `after` for the next page; absent on the last page.
     #[serde(skip_serializing_if = "Option::is_none")]
     next_after: Option<Uuid>,
 }
 
-/// `GET /ledger?after=&limit=`: every credit, in order-id order, paginated —
-/// what a consistency audit compares with order-service's orders.
+/// `GET /ledger?after=&limit=`: every entry (credits and reversals), in
+/// order-id order, paginated by order — what a consistency audit compares
+/// with order-service's orders.
 #[utoipa::path(
     get,
     path = "/ledger",
     tag = "operator",
     operation_id = "list_ledger",
     summary = "The whole ledger",
-    description = "Every credit, in order-id order, a page at a time (pass `next_after` as `after`): \
-        what a consistency audit compares with order-service's orders.",
+    description = "Every entry, credits and reversals, in order-id order, a page of orders at a \
+        time (pass `next_after` as `after`); an order's entries are never split across pages. What \
+        a consistency audit compares with order-service's orders.",
     params(LedgerParams),
     responses(
         (status = 200, description = "A page of the ledger.", body = LedgerPage),
@@ -186,8 +208,10 @@ async fn ledger(
     }
     let mut conn = state.core.pool.acquire().await?;
     let entries = db::ledger_page(&mut conn, params.after, i64::from(limit)).await?;
-    let next_after = (entries.len() == limit as usize)
-        .then(|| entries.last().map(|e| e.order_id))
+    let mut orders: Vec<Uuid> = entries.iter().map(|e| e.order_id).collect();
+    orders.dedup();
+    let next_after = (orders.len() == limit as usize)
+        .then(|| orders.last().copied())
         .flatten();
     Ok(Json(LedgerPage {
         entries,
