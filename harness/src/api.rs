@@ -140,17 +140,26 @@ pub async fn count(pool: &PgPool, table: &str) -> i64 {
         .expect("counting rows")
 }
 
+/// Credits in rewards-service's ledger (its reversals are not credits).
+pub async fn credits(rewards: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM reward_ledger WHERE kind = 'credit'")
+        .fetch_one(rewards)
+        .await
+        .expect("counting credits")
+}
+
 /// The ledger against independent truths.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LedgerCheck {
-    /// Ledger rows.
+    /// Credits in the ledger (reversals are not counted).
     pub credits: i64,
-    /// Customers whose balance is not the sum of their ledger points: a
-    /// credit counted twice (or lost) in the balance.
+    /// Customers whose balance is not the sum of their ledger points
+    /// (credits less reversals): a credit counted twice (or lost) in the
+    /// balance.
     pub wrong_balances: i64,
     /// Credits whose points are not one per whole currency unit of the
     /// order's total as order-service stores it (or whose order it does not
-    /// know).
+    /// know), and reversals that do not take back exactly as many.
     pub wrong_points: i64,
 }
 
@@ -169,7 +178,7 @@ impl LedgerCheck {
 /// against order-service's orders.
 pub async fn check_ledger(env: &TestEnv) -> LedgerCheck {
     let rewards = env.rewards_db().await;
-    let credits = count(&rewards, "reward_ledger").await;
+    let credits = credits(&rewards).await;
     let wrong_balances: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM reward_accounts a
          WHERE balance <> (SELECT coalesce(sum(points), 0) FROM reward_ledger l
@@ -178,11 +187,13 @@ pub async fn check_ledger(env: &TestEnv) -> LedgerCheck {
     .fetch_one(&rewards)
     .await
     .expect("comparing balances with the ledger");
-    let ledger: Vec<(uuid::Uuid, i64)> =
-        sqlx::query_as("SELECT order_id, points FROM reward_ledger")
-            .fetch_all(&rewards)
-            .await
-            .expect("reading the ledger");
+    // A reversal's points, negated, are its credit's.
+    let ledger: Vec<(uuid::Uuid, i64)> = sqlx::query_as(
+        "SELECT order_id, CASE kind WHEN 'credit' THEN points ELSE -points END FROM reward_ledger",
+    )
+    .fetch_all(&rewards)
+    .await
+    .expect("reading the ledger");
     let orders: std::collections::HashMap<uuid::Uuid, (i64, String)> =
         sqlx::query_as::<_, (uuid::Uuid, i64, String)>(
             "SELECT id, total_minor, currency FROM orders",
@@ -226,8 +237,8 @@ pub async fn assert_projected_exactly(env: &TestEnv, n: i64) {
 /// is the sum of its credits, and every credit has the points of its order.
 pub async fn assert_credited_exactly(env: &TestEnv, n: i64) {
     let rewards = env.rewards_db().await;
-    eventually(&format!("{n} ledger rows"), CONVERGE, || async {
-        (count(&rewards, "reward_ledger").await >= n).then_some(())
+    eventually(&format!("{n} credits"), CONVERGE, || async {
+        (credits(&rewards).await >= n).then_some(())
     })
     .await;
     env.wait_until_consumed_by("rewards").await;

@@ -17,10 +17,17 @@ use crate::verdict::{Observed, Tally, verdict};
 /// and counts it with [`verdict`].
 pub async fn tally(env: &TestEnv, answers: &[Answer]) -> anyhow::Result<Tally> {
     let rewards_db = env.rewards_db().await;
-    let ledger: Vec<(Uuid, String, i64)> =
-        sqlx::query_as("SELECT order_id, customer_id, points FROM reward_ledger")
+    let ledger: Vec<(Uuid, String, i64)> = sqlx::query_as(
+        "SELECT order_id, customer_id, points FROM reward_ledger WHERE kind = 'credit'",
+    )
+    .fetch_all(&rewards_db)
+    .await?;
+    let reversed: HashSet<Uuid> =
+        sqlx::query_scalar("SELECT order_id FROM reward_ledger WHERE kind = 'reversal'")
             .fetch_all(&rewards_db)
-            .await?;
+            .await?
+            .into_iter()
+            .collect();
     let balances: BTreeMap<String, i64> =
         sqlx::query_as("SELECT customer_id, balance FROM reward_accounts")
             .fetch_all(&rewards_db)
@@ -46,6 +53,7 @@ pub async fn tally(env: &TestEnv, answers: &[Answer]) -> anyhow::Result<Tally> {
         answers,
         held: &held,
         ledger: &ledger,
+        reversed: &reversed,
         balances: &balances,
     }))
 }
@@ -59,10 +67,11 @@ pub async fn converge(env: &TestEnv, acknowledged: &[Uuid], mode: Mode) -> anyho
     let started = Instant::now();
     let mut last = (-1_i64, Instant::now());
     loop {
-        let credited: Vec<Uuid> = sqlx::query_scalar("SELECT order_id FROM reward_ledger")
-            .fetch_all(rewards_db)
-            .await
-            .unwrap_or_default();
+        let credited: Vec<Uuid> =
+            sqlx::query_scalar("SELECT order_id FROM reward_ledger WHERE kind = 'credit'")
+                .fetch_all(rewards_db)
+                .await
+                .unwrap_or_default();
         let missing = wanted.len() - credited.iter().filter(|id| wanted.contains(id)).count();
         if missing == 0 {
             let converged = Instant::now();

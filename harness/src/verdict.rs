@@ -18,8 +18,10 @@ pub struct Observed<'a> {
     pub answers: &'a [Answer],
     /// Orders order-service holds: id, and what the order holds.
     pub held: &'a HashMap<Uuid, Asked>,
-    /// Ledger rows: order id, customer, points.
+    /// The ledger's credits: order id, customer, points.
     pub ledger: &'a [(Uuid, String, i64)],
+    /// Orders whose credit the ledger reversed (cancelled orders).
+    pub reversed: &'a HashSet<Uuid>,
     /// Balances by customer.
     pub balances: &'a BTreeMap<String, i64>,
 }
@@ -39,8 +41,9 @@ pub struct Tally {
     /// acknowledged orders when this and `lost` are 0.
     pub unacknowledged: usize,
     /// Customers whose balance is not the points of their acknowledged,
-    /// credited orders, computed from what the clients asked for: a credit
-    /// counted twice in a balance, or one for an order nobody placed.
+    /// credited orders (less those of the reversed ones), computed from what
+    /// the clients asked for: a credit counted twice in a balance, or one
+    /// for an order nobody placed.
     pub wrong_balances: usize,
     /// Credits whose points are not those of the order as order-service
     /// stores it (or of an order it does not hold).
@@ -93,7 +96,7 @@ pub fn verdict(seen: &Observed<'_>) -> Tally {
         .collect();
     let mut expected: BTreeMap<&str, i64> = BTreeMap::new();
     for (id, asked) in &acknowledged {
-        if credited.contains(id) {
+        if credited.contains(id) && !seen.reversed.contains(id) {
             *expected.entry(&asked.customer_id).or_default() += points(asked).unwrap_or(0);
         }
     }
@@ -145,6 +148,7 @@ mod tests {
         answers: Vec<Answer>,
         held: HashMap<Uuid, Asked>,
         ledger: Vec<(Uuid, String, i64)>,
+        reversed: HashSet<Uuid>,
         balances: BTreeMap<String, i64>,
     }
 
@@ -154,6 +158,7 @@ mod tests {
                 answers: Vec::new(),
                 held: HashMap::new(),
                 ledger: Vec::new(),
+                reversed: HashSet::new(),
                 balances: BTreeMap::new(),
             };
             for (i, (customer, total)) in [("al", 2599), ("al", 1000), ("bo", 500)]
@@ -186,6 +191,7 @@ mod tests {
                 answers: &self.answers,
                 held: &self.held,
                 ledger: &self.ledger,
+                reversed: &self.reversed,
                 balances: &self.balances,
             })
         }
@@ -251,6 +257,16 @@ mod tests {
         let mut world = World::sound();
         *world.balances.get_mut("al").unwrap() += 25;
         assert_eq!(world.tally().wrong_balances, 1);
+    }
+
+    #[test]
+    fn a_reversed_credit_is_taken_off_the_balance_it_is_expected_in() {
+        let mut world = World::sound();
+        let (id, customer, points) = world.ledger[2].clone();
+        world.reversed.insert(id);
+        assert_eq!(world.tally().wrong_balances, 1);
+        *world.balances.get_mut(&customer).unwrap() -= points;
+        assert_eq!(world.tally(), Tally::exact(3));
     }
 
     #[test]

@@ -17,7 +17,7 @@ use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
-use harness::api::count;
+use harness::api::credits;
 use harness::clients::{Clients, Load, order_ids};
 use harness::cluster::{NODES, NatsCluster};
 use harness::converge::{converge, tally};
@@ -262,7 +262,7 @@ async fn run_mode(mode: Mode, config: &ChaosConfig, seed: u64) -> anyhow::Result
         let repaired = report["republished"].as_u64().unwrap_or(0) as usize;
         let expected = acknowledged.len() as i64;
         eventually("the repaired credits", CONVERGE, || async {
-            (count(&rewards_db, "reward_ledger").await >= expected).then_some(())
+            (credits(&rewards_db).await >= expected).then_some(())
         })
         .await;
         Some(repaired)

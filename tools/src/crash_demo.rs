@@ -14,7 +14,7 @@
 
 use std::fmt::Write as _;
 
-use harness::api::{count, order, place_order};
+use harness::api::{count, credits, order, place_order};
 use harness::wait::within;
 use harness::{CONVERGE, CrashPoint, Mode, TestEnv};
 
@@ -69,7 +69,7 @@ async fn one(mode: Mode) -> Outcome {
 
     let rewards = env.rewards_db().await;
     let credited = within(CONVERGE, || async {
-        let credits = count(&rewards, "reward_ledger").await;
+        let credits = credits(&rewards).await;
         if credits > 0 {
             return Some(credits);
         }

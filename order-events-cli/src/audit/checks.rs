@@ -2,6 +2,11 @@
 //! written: order-service's orders against rewards-service's ledger and
 //! balances, the stream's events per order, and, when given, the order ids
 //! the clients were told about. A pure function of what was read.
+//!
+//! A reversal is never a credit: an order's credit is checked against the
+//! order, its reversal against the credit (it takes back exactly its
+//! points), and a balance against the points of the customer's credited
+//! orders less those of the reversed ones.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -15,7 +20,10 @@ use super::{Credit, Order};
 /// What the audit read.
 pub struct Observed {
     pub orders: Vec<Order>,
+    /// The ledger's credits.
     pub credits: Vec<Credit>,
+    /// The ledger's reversals: a cancelled order's credit taken back.
+    pub reversals: Vec<Credit>,
     /// Each customer of an order or a credit, with their balance (0 without
     /// an account).
     pub balances: BTreeMap<String, i64>,
@@ -38,9 +46,18 @@ pub struct WrongPoints {
 pub struct WrongBalance {
     pub customer_id: String,
     pub balance: i64,
-    /// The points of this customer's orders that have a credit, each
-    /// computed from the order as order-service holds it.
+    /// The points of this customer's orders that have a credit and no
+    /// reversal, each computed from the order as order-service holds it.
     pub expected: i64,
+}
+
+/// A reversal that does not take back exactly its order's credit.
+#[derive(Debug, Serialize)]
+pub struct WrongReversal {
+    pub order_id: Uuid,
+    /// The negated points of the order's credit (0 without one).
+    pub expected: i64,
+    pub reversed: i64,
 }
 
 /// An order the stream holds as two events or more, besides the one under
@@ -55,6 +72,7 @@ pub struct PublishedTwice {
 pub struct Findings {
     pub orders: usize,
     pub credits: usize,
+    pub reversals: usize,
     pub customers: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub acknowledged: Option<usize>,
@@ -62,6 +80,9 @@ pub struct Findings {
     pub credits_with_wrong_points: Vec<WrongPoints>,
     /// Credits for orders order-service does not hold.
     pub credits_without_order: Vec<Credit>,
+    /// Reversals taking back other points than their order's credit gave
+    /// (or reversing no credit).
+    pub reversals_not_matching_credit: Vec<WrongReversal>,
     /// A credit counted twice (or lost, or for another customer) in a balance.
     pub balances_not_matching_orders: Vec<WrongBalance>,
     /// One order in the stream under two event ids (not counting the id a
@@ -84,6 +105,7 @@ impl Findings {
     pub fn consistent_but_missing_credits(&self) -> bool {
         self.credits_with_wrong_points.is_empty()
             && self.credits_without_order.is_empty()
+            && self.reversals_not_matching_credit.is_empty()
             && self.balances_not_matching_orders.is_empty()
             && self.orders_published_more_than_once.is_empty()
             && self.acknowledged_orders_not_held.is_empty()
@@ -100,11 +122,13 @@ pub fn compare(observed: Observed) -> Findings {
     let Observed {
         orders,
         credits,
+        reversals,
         balances,
         published,
         acknowledged,
     } = observed;
     let credit_of: HashMap<Uuid, &Credit> = credits.iter().map(|c| (c.order_id, c)).collect();
+    let reversed: HashSet<Uuid> = reversals.iter().map(|r| r.order_id).collect();
     let held: HashSet<Uuid> = orders.iter().map(|o| o.id).collect();
     let mut missing = Vec::new();
     let mut wrong = Vec::new();
@@ -115,7 +139,10 @@ pub fn compare(observed: Observed) -> Findings {
             continue;
         };
         let expected = points(order);
-        *expected_balances.entry(&order.customer_id).or_default() += expected.unwrap_or(0);
+        // A cancelled order's points were taken back.
+        if !reversed.contains(&order.id) {
+            *expected_balances.entry(&order.customer_id).or_default() += expected.unwrap_or(0);
+        }
         if Some(credit.points) != expected || credit.order_total_minor != order.total_minor {
             wrong.push(WrongPoints {
                 order_id: order.id,
@@ -128,6 +155,19 @@ pub fn compare(observed: Observed) -> Findings {
         .iter()
         .filter(|c| !held.contains(&c.order_id))
         .cloned()
+        .collect();
+    let wrong_reversals: Vec<WrongReversal> = reversals
+        .iter()
+        .filter_map(|r| {
+            let expected = credit_of.get(&r.order_id).map_or(0, |c| -c.points);
+            (r.points != expected || !credit_of.contains_key(&r.order_id)).then_some(
+                WrongReversal {
+                    order_id: r.order_id,
+                    expected,
+                    reversed: r.points,
+                },
+            )
+        })
         .collect();
     let wrong_balances: Vec<WrongBalance> = balances
         .iter()
@@ -176,11 +216,13 @@ pub fn compare(observed: Observed) -> Findings {
     let mut findings = Findings {
         orders: orders.len(),
         credits: credits.len(),
+        reversals: reversals.len(),
         customers: balances.len(),
         acknowledged: acknowledged.map(|a| a.len()),
         orders_without_credit: missing,
         credits_with_wrong_points: wrong,
         credits_without_order: orphans,
+        reversals_not_matching_credit: wrong_reversals,
         balances_not_matching_orders: wrong_balances,
         orders_published_more_than_once: published_twice,
         acknowledged_orders_not_held: not_held,

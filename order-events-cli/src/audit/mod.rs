@@ -1,7 +1,7 @@
 //! `order-events audit`: reads order-service's orders, rewards-service's
-//! ledger and balances (through their HTTP APIs) and the stream's
-//! `OrderPlaced` events, runs the [`checks`], prints each kind of
-//! inconsistency with its count and examples, and with `--repair`
+//! ledger (credits and reversals) and balances (through their HTTP APIs)
+//! and the stream's `OrderPlaced` events, runs the [`checks`], prints each
+//! kind of inconsistency with its count and examples, and with `--repair`
 //! re-publishes the orders without a credit.
 
 mod checks;
@@ -11,6 +11,7 @@ mod report;
 mod tests;
 
 use chrono::{DateTime, Utc};
+use rewards_service::db::EntryKind;
 use serde::{Deserialize, Serialize};
 use shared_events::{Names, OrderPlaced, OrderPlacedLine};
 use uuid::Uuid;
@@ -29,10 +30,14 @@ struct Order {
     created_at: DateTime<Utc>,
 }
 
-/// A credit as rewards-service lists it.
+/// A ledger entry as rewards-service lists it: a credit, or the reversal
+/// of one (negative points).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 struct Credit {
     order_id: Uuid,
+    /// A ledger that lists no kind holds credits only.
+    #[serde(default)]
+    kind: EntryKind,
     event_id: Uuid,
     customer_id: String,
     points: i64,

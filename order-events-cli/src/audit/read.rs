@@ -1,5 +1,6 @@
 //! What the audit reads: order-service's orders and rewards-service's ledger
-//! and balances through their HTTP APIs (never another service's database),
+//! (credits and reversals) and balances through their HTTP APIs (never
+//! another service's database),
 //! the stream's `OrderPlaced` events, and the operator's list of
 //! acknowledged orders.
 
@@ -9,6 +10,7 @@ use std::path::Path;
 use anyhow::Context as _;
 use async_nats::jetstream::consumer::DeliverPolicy;
 use futures::{StreamExt as _, TryStreamExt as _};
+use rewards_service::db::EntryKind;
 use serde::Deserialize;
 use shared_events::Names;
 use uuid::Uuid;
@@ -47,13 +49,15 @@ pub(super) async fn everything(args: &AuditArgs) -> anyhow::Result<Observed> {
         (p.orders, p.next_after)
     })
     .await?;
-    let credits = pages(
+    let (credits, reversals): (Vec<Credit>, Vec<Credit>) = pages(
         &http,
         &args.rewards,
         "ledger?limit=1000",
         |p: LedgerPage| (p.entries, p.next_after),
     )
-    .await?;
+    .await?
+    .into_iter()
+    .partition(|entry| entry.kind == EntryKind::Credit);
     let customers: BTreeSet<&str> = orders
         .iter()
         .map(|o| o.customer_id.as_str())
@@ -64,6 +68,7 @@ pub(super) async fn everything(args: &AuditArgs) -> anyhow::Result<Observed> {
     Ok(Observed {
         orders,
         credits,
+        reversals,
         balances,
         published,
         acknowledged,

@@ -10,8 +10,8 @@ const EXAMPLES: usize = 10;
 
 pub(super) fn print_table(findings: &Findings) {
     print!(
-        "orders: {}   credits: {}   customers: {}",
-        findings.orders, findings.credits, findings.customers
+        "orders: {}   credits: {}   reversals: {}   customers: {}",
+        findings.orders, findings.credits, findings.reversals, findings.customers
     );
     match findings.acknowledged {
         Some(n) => println!("   acknowledged: {n}"),
@@ -19,7 +19,7 @@ pub(super) fn print_table(findings: &Findings) {
     }
     println!();
     println!("{:<44} {:>6}", "finding", "count");
-    let kinds: [(&str, Vec<String>); 7] = [
+    let kinds: [(&str, Vec<String>); 8] = [
         (
             "orders without a credit",
             lines(&findings.orders_without_credit, |o| {
@@ -44,6 +44,15 @@ pub(super) fn print_table(findings: &Findings) {
                 format!(
                     "no such order: order {} credited {} (event {})",
                     c.order_id, c.points, c.event_id
+                )
+            }),
+        ),
+        (
+            "reversals not taking back their credit",
+            lines(&findings.reversals_not_matching_credit, |r| {
+                format!(
+                    "wrong reversal: order {} takes back {}, its credit gave {}",
+                    r.order_id, -r.reversed, -r.expected
                 )
             }),
         ),

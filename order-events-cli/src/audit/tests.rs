@@ -1,6 +1,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::Utc;
+use rewards_service::db::EntryKind;
 use uuid::Uuid;
 
 use super::checks::{Observed, compare};
@@ -20,11 +21,22 @@ fn order(customer: &str, total_minor: i64) -> Order {
 fn credit(order: &Order, points: i64) -> Credit {
     Credit {
         order_id: order.id,
+        kind: EntryKind::Credit,
         event_id: Uuid::now_v7(),
         customer_id: order.customer_id.clone(),
         points,
         order_total_minor: order.total_minor,
         currency: order.currency.clone(),
+    }
+}
+
+/// The reversal of `credit`, taking back `points`.
+fn reversal(credit: &Credit, points: i64) -> Credit {
+    Credit {
+        kind: EntryKind::Reversal,
+        event_id: shared_events::cancelled_event_id(credit.order_id),
+        points: -points,
+        ..credit.clone()
     }
 }
 
@@ -45,6 +57,7 @@ fn observed(orders: Vec<Order>, credits: Vec<Credit>) -> Observed {
     Observed {
         orders,
         credits,
+        reversals: Vec::new(),
         balances,
         published,
         acknowledged: None,
@@ -153,4 +166,44 @@ fn matching_orders_credits_balances_and_events_are_consistent() {
     let findings = compare(seen);
     assert!(findings.consistent, "{findings:?}");
     assert_eq!(findings.customers, 1);
+}
+
+#[test]
+fn a_reversal_is_no_credit_and_the_balance_is_net_of_it() {
+    let (kept, cancelled) = (order("al", 1000), order("al", 2599));
+    let credits = vec![credit(&kept, 10), credit(&cancelled, 25)];
+    let reversed = reversal(&credits[1], 25);
+    let mut seen = observed(vec![kept, cancelled], credits);
+    *seen.balances.get_mut("al").unwrap() -= 25;
+    seen.reversals.push(reversed);
+    let findings = compare(seen);
+    assert!(findings.consistent, "{findings:?}");
+    assert_eq!((findings.credits, findings.reversals), (2, 1));
+}
+
+#[test]
+fn a_reversal_taking_back_other_points_than_its_credit_gave_is_found() {
+    let (a, b) = (order("al", 2599), order("bo", 1000));
+    let credits = vec![credit(&a, 25)];
+    let wrong = reversal(&credits[0], 24);
+    let without_credit = reversal(&credit(&b, 10), 10);
+    let mut seen = observed(vec![a, b], credits);
+    *seen.balances.get_mut("al").unwrap() -= 24;
+    *seen.balances.get_mut("bo").unwrap() -= 10;
+    seen.reversals = vec![wrong, without_credit];
+    let findings = compare(seen);
+    assert!(!findings.consistent);
+    let wrong: Vec<(i64, i64)> = findings
+        .reversals_not_matching_credit
+        .iter()
+        .map(|r| (r.expected, r.reversed))
+        .collect();
+    assert_eq!(wrong, [(-25, -24), (0, -10)]);
+    // al keeps 1 point of a cancelled order; bo lost 10 he never had.
+    let balances: Vec<(&str, i64, i64)> = findings
+        .balances_not_matching_orders
+        .iter()
+        .map(|b| (b.customer_id.as_str(), b.balance, b.expected))
+        .collect();
+    assert_eq!(balances, [("al", 1, 0), ("bo", -10, 0)]);
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use harness::api::{count, order};
+use harness::api::{credits, order};
 use harness::env::TestEnv;
 use sqlx::PgPool;
 use tokio::sync::Mutex;
@@ -37,7 +37,7 @@ pub(super) async fn full_speed(
     wait_until_credited(rewards_db, full.placed, label).await?;
     let (credited, span): (i64, f64) = sqlx::query_as(
         "SELECT count(*), COALESCE(EXTRACT(EPOCH FROM max(credited_at) - min(order_placed_at))::float8, 0)
-         FROM reward_ledger",
+         FROM reward_ledger WHERE kind = 'credit'",
     )
     .fetch_one(rewards_db)
     .await?;
@@ -150,7 +150,7 @@ pub(super) async fn wait_until_credited(
     let started = Instant::now();
     let mut last_report = Instant::now();
     loop {
-        let credited = u64::try_from(count(rewards_db, "reward_ledger").await).unwrap_or(0);
+        let credited = u64::try_from(credits(rewards_db).await).unwrap_or(0);
         if credited >= placed {
             return Ok(());
         }

@@ -86,7 +86,7 @@ pub(super) async fn run_mode(
     wait_until_credited(&rewards_db, full.placed + half.placed, label).await?;
     let lags: Vec<f64> = sqlx::query_scalar(
         "SELECT EXTRACT(EPOCH FROM credited_at - order_placed_at)::float8 * 1000
-         FROM reward_ledger WHERE order_placed_at >= $1",
+         FROM reward_ledger WHERE kind = 'credit' AND order_placed_at >= $1",
     )
     .bind(half_start)
     .fetch_all(&rewards_db)
@@ -160,7 +160,8 @@ async fn publish_lags(
     since: chrono::DateTime<chrono::Utc>,
 ) -> anyhow::Result<Vec<f64>> {
     let rows: Vec<(i64, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
-        "SELECT stream_sequence, order_placed_at FROM reward_ledger WHERE order_placed_at >= $1",
+        "SELECT stream_sequence, order_placed_at FROM reward_ledger
+         WHERE kind = 'credit' AND order_placed_at >= $1",
     )
     .bind(since)
     .fetch_all(rewards_db)

@@ -38,7 +38,7 @@ impl Lane {
                         FILTER (WHERE credited_at > now() - make_interval(secs => $2)),
                     1000 * percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM credited_at - order_placed_at)::float8)
                         FILTER (WHERE credited_at > now() - make_interval(secs => $2))
-             FROM reward_ledger",
+             FROM reward_ledger WHERE kind = 'credit'",
         )
         .bind(AUDIT_GRACE.as_secs_f64())
         .bind(LAG_WINDOW.as_secs_f64())
@@ -55,7 +55,7 @@ impl Lane {
                         .await
                         .ok();
                 let credit: Option<(Uuid, i64)> = sqlx::query_as(
-                    "SELECT event_id, points FROM reward_ledger WHERE order_id = $1",
+                    "SELECT event_id, points FROM reward_ledger WHERE order_id = $1 AND kind = 'credit'",
                 )
                 .bind(id)
                 .fetch_optional(&self.rewards_db)
