@@ -7,6 +7,7 @@ mod audit;
 mod audit_checks;
 mod bad_input;
 mod bench_smoke;
+mod cancellations;
 mod cdc;
 mod chaos_smoke;
 mod cluster;
