@@ -415,7 +415,7 @@ impl Nats {
     }
 
     fn launch(&mut self) -> anyhow::Result<()> {
-        let store = self.dir.join("jetstream").display().to_string();
+        let store = self.store_dir().display().to_string();
         let mut args = vec![
             "-a".to_owned(),
             "127.0.0.1".to_owned(),
@@ -452,6 +452,11 @@ impl Nats {
     /// The server's pid, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.server.as_ref().map(|server| server.pid)
+    }
+
+    /// The directory JetStream keeps its streams in (`store_dir`).
+    pub fn store_dir(&self) -> PathBuf {
+        self.dir.join("jetstream")
     }
 
     /// Stops and starts again on the same port and store.

@@ -34,7 +34,8 @@
 //! what a run measured and the statistics over runs; [`report`] renders the
 //! results as Markdown tables and [`chart`] as an SVG chart; [`waiters`]
 //! measures what `?wait` readers cost the write path; [`topology`] what
-//! replication and a second instance cost.
+//! replication and a second instance cost; [`subjects`] what a subject per
+//! order costs the order stream, on nats-server alone.
 
 mod baseline;
 pub mod broker;
@@ -44,6 +45,7 @@ mod figures;
 mod load;
 mod phases;
 mod report;
+pub mod subjects;
 pub mod topology;
 pub mod waiters;
 

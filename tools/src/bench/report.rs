@@ -173,15 +173,15 @@ impl Report {
 }
 
 /// How the tables write a figure.
-struct Format {
+pub(super) struct Format {
     /// Whether to write the min–max beside the median (not for one run,
     /// where both are the median).
-    spread: bool,
+    pub(super) spread: bool,
 }
 
 impl Format {
     /// `2,067 (1,980–2,120)`: a median and its min–max, to `decimals` places.
-    fn figure(&self, median: f64, [min, max]: [f64; 2], decimals: usize) -> String {
+    pub(super) fn figure(&self, median: f64, [min, max]: [f64; 2], decimals: usize) -> String {
         let median = thousands(median, decimals);
         if !self.spread {
             return median;
@@ -206,7 +206,7 @@ impl Format {
 }
 
 /// `value` to `decimals` places, with a comma between thousands.
-fn thousands(value: f64, decimals: usize) -> String {
+pub(super) fn thousands(value: f64, decimals: usize) -> String {
     let text = format!("{value:.decimals$}");
     let (sign, unsigned) = match text.strip_prefix('-') {
         Some(rest) => ("-", rest),

@@ -29,11 +29,25 @@
 //! ```text
 //! cargo run --release -p order-events-tools --bin bench -- --modes outbox,cdc,self-read --topologies --duration 8s
 //! ```
+//!
+//! With `--subjects`, it measures instead what a subject per order costs
+//! the order stream on nats-server alone, against the single subject of
+//! today and `--partitions` partitions: the publish rate, the server's
+//! memory, the stream's subjects, the store on disk and the restart time
+//! after `--orders` orders, in `--runs` interleaved runs; then, with a
+//! subject per order, cancellations that the broker checks for their place
+//! and its answers to events out of place (`docs/bench/subjects.md`, whose
+//! part from its `## Interpretation` heading on a new run keeps):
+//!
+//! ```text
+//! cargo run --release -p order-events-tools --bin bench -- --subjects --orders 1000000 --runs 3
+//! ```
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use order_events_tools::bench::subjects::{self, Layout, SubjectsConfig};
 use order_events_tools::bench::waiters::{self, WaitersConfig};
 use order_events_tools::bench::{self, BenchConfig, topology};
 use order_events_tools::modes::ModeArg;
@@ -68,8 +82,36 @@ struct Args {
     /// service.
     #[arg(long, conflicts_with = "waiters")]
     topologies: bool,
+    /// Compare instead, on nats-server alone, the order stream with one
+    /// subject, a subject per order and bounded partitions (`--orders`,
+    /// `--partitions`, `--layouts`, `--batch`, `--cancellations`, `--runs`).
+    #[arg(long, conflicts_with_all = ["waiters", "topologies"])]
+    subjects: bool,
+    /// With `--subjects`: the layouts, comma-separated, the first the one
+    /// the others are rated against.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "one-subject,per-order,partitions"
+    )]
+    layouts: Vec<Layout>,
+    /// With `--subjects`: orders placed per run, one `OrderPlaced` each.
+    #[arg(long, default_value_t = 1_000_000)]
+    orders: usize,
+    /// With `--subjects`: partitions of the `partitions` layout.
+    #[arg(long, default_value_t = 256)]
+    partitions: u32,
+    /// With `--subjects`: events per batch (the outbox relay's
+    /// `RELAY_BATCH_SIZE`).
+    #[arg(long, default_value_t = 200)]
+    batch: usize,
+    /// With `--subjects`: orders cancelled each way per run of `per-order`.
+    #[arg(long, default_value_t = 100_000)]
+    cancellations: usize,
     /// Where bench.md, bench.json and bench.svg (or waiters.md, or
-    /// topology.md and topology.json) are written.
+    /// topology.md and topology.json, or subjects.md and subjects.json)
+    /// are written.
     #[arg(long, default_value = "docs/bench")]
     out: PathBuf,
 }
@@ -79,6 +121,9 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if let Some(n) = args.waiters {
         return compare_waiters(&args, n).await;
+    }
+    if args.subjects {
+        return compare_subjects(&args).await;
     }
     let config = BenchConfig {
         modes: ModeArg::modes(&args.modes),
@@ -114,6 +159,45 @@ async fn compare_topologies(args: &Args, config: &BenchConfig) -> anyhow::Result
     )?;
     println!("{markdown}");
     eprintln!("written to {}", args.out.display());
+    Ok(())
+}
+
+async fn compare_subjects(args: &Args) -> anyhow::Result<()> {
+    let report = subjects::run(&SubjectsConfig {
+        layouts: args.layouts.clone(),
+        orders: args.orders,
+        partitions: args.partitions,
+        batch: args.batch,
+        cancellations: args.cancellations,
+        runs: args.runs,
+    })
+    .await?;
+    let command =
+        std::iter::once("cargo run --release -p order-events-tools --bin bench --".to_owned())
+            .chain(std::env::args().skip(1))
+            .collect::<Vec<_>>()
+            .join(" ");
+    let markdown = report.markdown(&command);
+    std::fs::create_dir_all(&args.out)?;
+    let path = args.out.join("subjects.md");
+    // What was written by hand below the tables stays.
+    let kept = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|old| {
+            old.find(subjects::INTERPRETATION)
+                .map(|at| old[at..].to_owned())
+        })
+        .unwrap_or_default();
+    std::fs::write(
+        &path,
+        format!("{markdown}\n{kept}").trim_end().to_owned() + "\n",
+    )?;
+    std::fs::write(
+        args.out.join("subjects.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
+    println!("{markdown}");
+    eprintln!("written to {}", path.display());
     Ok(())
 }
 
