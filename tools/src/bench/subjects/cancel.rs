@@ -11,11 +11,11 @@ use std::future::IntoFuture as _;
 use std::time::Instant;
 
 use anyhow::Context as _;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use futures::StreamExt as _;
 use futures::stream::FuturesOrdered;
-use serde::{Deserialize, Serialize};
-use shared_events::{Envelope, Event};
+use serde::Serialize;
+use shared_events::{Envelope, OrderCancelled};
 use uuid::Uuid;
 
 use super::layout::{Layout, Subjects};
@@ -94,25 +94,6 @@ impl Way {
     }
 }
 
-/// A stand-in for the `OrderCancelled` of issue 21, about the size such an
-/// event will be: what the broker stores is measured, not its meaning.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct OrderCancelled {
-    order_id: Uuid,
-    reason: String,
-    cancelled_at: DateTime<Utc>,
-}
-
-impl Event for OrderCancelled {
-    const EVENT_TYPE: &'static str = "OrderCancelled";
-    const SCHEMA_VERSION: u32 = 1;
-    const AGGREGATE_TYPE: &'static str = "Order";
-
-    fn aggregate_id(&self) -> Uuid {
-        self.order_id
-    }
-}
-
 /// The cancellation of `order_id`, whose `OrderPlaced` is at stream
 /// sequence `placed`, as `expectation` has it (a fresh event id).
 pub(super) fn cancellation(
@@ -124,8 +105,11 @@ pub(super) fn cancellation(
     let cancelled_at = Utc::now();
     let event = OrderCancelled {
         order_id,
-        reason: "customer request".to_owned(),
+        customer_id: "bench".to_owned(),
+        currency: "EUR".to_owned(),
+        total_minor: 2_599,
         cancelled_at,
+        reason: Some("customer request".to_owned()),
     };
     let envelope = Envelope::new(Uuid::now_v7(), cancelled_at, event);
     let (id, payload) = (envelope.event_id, envelope.to_bytes());

@@ -1,4 +1,4 @@
-//! What a subject per order costs the order stream (issue 21: every event
+//! What a subject per order costs the order stream (so that every event
 //! of an order carries its position, and the broker refuses one stored out
 //! of place), against the single subject of today and a bounded number of
 //! partitions.
