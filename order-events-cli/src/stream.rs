@@ -44,17 +44,42 @@ pub async fn placed_events(
 }
 
 /// The JetStream context at `nats_url` and the order stream named by `names`.
+/// A lookup that fails for a while (no answer from a node just killed or
+/// cut off, a cluster electing a leader) is tried again for
+/// [`READ_PATIENCE`], saying so on stderr; a stream that is not there is an
+/// error at once.
 pub async fn open(
     nats_url: &str,
     names: &Names,
 ) -> anyhow::Result<(async_nats::jetstream::Context, Stream)> {
+    use async_nats::jetstream::ErrorCode;
+    use async_nats::jetstream::context::GetStreamErrorKind;
+
     let client = service_kit::startup::connect_nats_once(nats_url, "order-events").await?;
     let js = async_nats::jetstream::new(client);
-    let stream = js
-        .get_stream(names.stream())
-        .await
-        .with_context(|| format!("looking up stream {} at {nats_url}", names.stream()))?;
-    Ok((js, stream))
+    let deadline = tokio::time::Instant::now() + READ_PATIENCE;
+    let mut pauses = service_kit::startup::pauses(Duration::from_secs(2));
+    loop {
+        let error = match js.get_stream(names.stream()).await {
+            Ok(stream) => return Ok((js, stream)),
+            Err(error) => error,
+        };
+        let passing = match error.kind() {
+            GetStreamErrorKind::Request => true,
+            GetStreamErrorKind::JetStream(e) => e.error_code() != ErrorCode::STREAM_NOT_FOUND,
+            _ => false,
+        };
+        if !passing || tokio::time::Instant::now() >= deadline {
+            return Err(anyhow::Error::new(error))
+                .with_context(|| format!("looking up stream {} at {nats_url}", names.stream()));
+        }
+        let pause = pauses.next().unwrap_or(Duration::from_secs(2));
+        eprintln!(
+            "warning: looking up stream {}: {error}; trying again in {pause:?}",
+            names.stream()
+        );
+        tokio::time::sleep(pause).await;
+    }
 }
 
 async fn read_once(
