@@ -84,7 +84,10 @@ async fn the_subjects_comparison_stores_every_event_under_each_layout() {
             run.state.num_subjects, run.distinct_subjects,
             "{name}: the stream's subjects are those published to"
         );
-        assert!(run.after_load.rss_mib > 0.0 && run.after_load.hwm_mib >= run.after_load.rss_mib);
+        assert!(
+            run.after_load.rss_mib > 0.0,
+            "{name}: the server's memory was read"
+        );
         assert!(
             run.store_bytes >= run.state.bytes,
             "{name}: the store holds the stream"

@@ -349,20 +349,23 @@ async fn a_cancellation_waiting_for_a_credit_it_disagrees_with_reverses_nothing(
 
 /// Waits until `n` sessions of this database wait for an advisory lock.
 async fn sessions_waiting(pool: &PgPool, n: i64) -> anyhow::Result<()> {
-    for _ in 0..500 {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity
-             WHERE wait_event_type = 'Lock' AND wait_event = 'advisory'
-               AND datname = current_database()",
-        )
-        .fetch_one(pool)
-        .await?;
-        if waiting == n {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    anyhow::bail!("{n} session(s) never waited for an order's lock")
+    harness::eventually(
+        &format!("{n} session(s) to wait for an order's lock"),
+        Duration::from_secs(10),
+        || async {
+            let waiting: Option<i64> = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE wait_event_type = 'Lock' AND wait_event = 'advisory'
+                   AND datname = current_database()",
+            )
+            .fetch_one(pool)
+            .await
+            .ok();
+            (waiting == Some(n)).then_some(())
+        },
+    )
+    .await;
+    Ok(())
 }
 
 /// `first` applied in a transaction held open while `second` is applied in
